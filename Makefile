@@ -1,0 +1,30 @@
+# Each target sets itself up on a fresh machine: it creates .venv with a Python 3.12 it finds
+# (scripts/find_python312.sh) and installs the package with its dependencies.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml
+	@test -x $(PY) || "$$(scripts/find_python312.sh)" -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	scripts/install_demo_corpus_packages.sh
+	$(PY) -m regmix_plugin demo --out demo_out
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py --out bench_out
+
+clean:
+	rm -rf demo_out bench_out .pytest_cache

@@ -1,0 +1,3 @@
+from regmix_plugin.cli import main
+
+raise SystemExit(main())

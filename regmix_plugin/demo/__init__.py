@@ -1,0 +1,1 @@
+"""demo stage of regmix_plugin."""

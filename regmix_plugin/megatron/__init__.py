@@ -1,0 +1,1 @@
+"""megatron stage of regmix_plugin."""

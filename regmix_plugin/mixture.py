@@ -1,0 +1,374 @@
+"""The ``regmix.json`` mixture format (version 1): typed dataclasses, validation at load, atomic save, exports.
+
+A mixture names the domains of a pretraining run, the Megatron data prefixes of each, and its weight.
+Everything about *how* the blend is built (sequence length, sample counts, seeds) belongs to the dataset
+builder (`regmix_plugin.data.blend`), not here.
+
+Example::
+
+    {
+      "version": 1,
+      "name": "regmix-opt",
+      "domains": [
+        {"name": "web",  "weight": 0.6, "prefixes": ["/data/web_text_document"], "tokens": 123456,
+         "valid_prefixes": ["/data/web_valid_text_document"]},
+        {"name": "code", "weight": 0.4, "prefixes": ["/data/code_text_document"]}
+      ],
+      "provenance": {"tool": "regmix optimize", "version": "0.1.0", "predictor": "lightgbm"}
+    }
+
+Weights are normalised to sum to 1 on load; the raw sum is kept in ``normalization`` so that the file
+says what was done to it. A weight of 0 is legal: the domain is left out of the training blend (megatron-core
+asserts every blend weight is > 0) and is still evaluated for per-domain validation loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from regmix_plugin import __version__
+from regmix_plugin.errors import RegmixError
+from regmix_plugin.io import atomic_write_json, atomic_write_text
+
+FORMAT_VERSION = 1
+EXPORT_FORMATS = ("megatron-args", "data-args", "per-split-json")
+
+_DOMAIN_KEYS = {"name", "weight", "prefixes", "tokens", "valid_prefixes", "test_prefixes"}
+_TOP_KEYS = {"version", "name", "domains", "provenance", "normalization"}
+
+
+class MixtureError(RegmixError):
+    """A mixture file is malformed; the message names the field path and the fix."""
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_prefix_list(field_path: str, value: Any, required: bool) -> list[str]:
+    if value is None and not required:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or (required and not value):
+        raise MixtureError(f"{field_path}: expected a non-empty list of Megatron data prefixes (path without .bin/.idx)")
+    for i, p in enumerate(value):
+        if not isinstance(p, str) or not p:
+            raise MixtureError(f"{field_path}[{i}]: expected a path string, got {p!r}")
+        if p.endswith((".bin", ".idx")):
+            raise MixtureError(f"{field_path}[{i}]: {p!r} ends in .bin/.idx; give the prefix without the extension")
+    return list(value)
+
+
+@dataclass
+class Domain:
+    """One data domain: a name, its Megatron data prefixes and its share of the training tokens."""
+
+    name: str
+    weight: float
+    prefixes: list[str]
+    tokens: int | None = None  # token count of the training prefixes, when known (the prior)
+    valid_prefixes: list[str] = field(default_factory=list)  # per-split override: held-out validation data
+    test_prefixes: list[str] = field(default_factory=list)
+
+    def validate(self, where: str) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise MixtureError(f"{where}.name: expected a non-empty string, got {self.name!r}")
+        if any(c in self.name for c in "/\\ \t\n,"):
+            raise MixtureError(f"{where}.name: {self.name!r} contains '/', ',' or whitespace; use letters, digits, '-', '_' or '.'")
+        if not _is_number(self.weight):
+            raise MixtureError(f"{where}.weight: expected a number, got {self.weight!r}")
+        if math.isnan(self.weight) or math.isinf(self.weight):
+            raise MixtureError(f"{where}.weight: {self.weight} is not finite; weights must be finite numbers >= 0")
+        if self.weight < 0:
+            raise MixtureError(f"{where}.weight: {self.weight} is negative; weights must be >= 0")
+        self.prefixes = _check_prefix_list(f"{where}.prefixes", self.prefixes, required=True)
+        self.valid_prefixes = _check_prefix_list(f"{where}.valid_prefixes", self.valid_prefixes, required=False)
+        self.test_prefixes = _check_prefix_list(f"{where}.test_prefixes", self.test_prefixes, required=False)
+        if self.tokens is not None:
+            if not isinstance(self.tokens, int) or isinstance(self.tokens, bool) or self.tokens < 0:
+                raise MixtureError(f"{where}.tokens: expected a non-negative integer token count, got {self.tokens!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "weight": self.weight, "prefixes": list(self.prefixes)}
+        if self.tokens is not None:
+            d["tokens"] = self.tokens
+        if self.valid_prefixes:
+            d["valid_prefixes"] = list(self.valid_prefixes)
+        if self.test_prefixes:
+            d["test_prefixes"] = list(self.test_prefixes)
+        return d
+
+
+@dataclass
+class Mixture:
+    """A validated, normalised mixture. Construct with :meth:`from_dict`, :meth:`load` or :meth:`from_weights`."""
+
+    domains: list[Domain]
+    name: str = "mixture"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    normalization: dict[str, Any] = field(default_factory=dict)
+    version: int = FORMAT_VERSION
+    # Folder that relative prefixes are resolved against: the mixture file's folder when loaded from disk.
+    base_dir: str | None = field(default=None, repr=False, compare=False)
+
+    # ---- construction -------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self.validate()
+        self._normalise()
+
+    def validate(self) -> None:
+        if self.version != FORMAT_VERSION:
+            raise MixtureError(f"version: {self.version!r} is not supported; this is format version {FORMAT_VERSION}")
+        if not isinstance(self.name, str) or not self.name:
+            raise MixtureError(f"name: expected a non-empty string, got {self.name!r}")
+        if not isinstance(self.domains, list) or not self.domains:
+            raise MixtureError("domains: the list is empty; give at least one domain")
+        seen: dict[str, int] = {}
+        for i, d in enumerate(self.domains):
+            d.validate(f"domains[{i}]")
+            if d.name in seen:
+                raise MixtureError(f"domains[{i}].name: {d.name!r} duplicates domains[{seen[d.name]}]; names must be unique")
+            seen[d.name] = i
+        if not isinstance(self.provenance, dict):
+            raise MixtureError("provenance: expected an object (JSON dict)")
+        total = math.fsum(d.weight for d in self.domains)
+        if total <= 0:
+            raise MixtureError("domains[*].weight: the weights sum to 0; give at least one domain a positive weight")
+
+    def _normalise(self) -> None:
+        total = math.fsum(d.weight for d in self.domains)
+        if abs(total - 1.0) > 1e-12:
+            # Record the raw sum before overwriting it, unless an earlier load already recorded one.
+            self.normalization.setdefault("raw_sum", total)
+            self.normalization["normalized"] = True
+            for d in self.domains:
+                d.weight = d.weight / total
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Mixture":
+        if not isinstance(data, dict):
+            raise MixtureError(f"<root>: expected a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - _TOP_KEYS)
+        if unknown:
+            raise MixtureError(f"{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(_TOP_KEYS))}")
+        if "version" not in data:
+            raise MixtureError(f"version: missing; add \"version\": {FORMAT_VERSION}")
+        if "domains" not in data:
+            raise MixtureError("domains: missing; add a list of {name, weight, prefixes} objects")
+        raw_domains = data["domains"]
+        if not isinstance(raw_domains, list):
+            raise MixtureError("domains: expected a list of {name, weight, prefixes} objects")
+        domains = []
+        for i, rd in enumerate(raw_domains):
+            if not isinstance(rd, dict):
+                raise MixtureError(f"domains[{i}]: expected an object with name, weight and prefixes")
+            unk = sorted(set(rd) - _DOMAIN_KEYS)
+            if unk:
+                raise MixtureError(f"domains[{i}].{unk[0]}: unknown key; allowed keys are {', '.join(sorted(_DOMAIN_KEYS))}")
+            for k in ("name", "weight", "prefixes"):
+                if k not in rd:
+                    raise MixtureError(f"domains[{i}].{k}: missing; every domain needs name, weight and prefixes")
+            domains.append(
+                Domain(
+                    name=rd["name"],
+                    weight=rd["weight"],
+                    prefixes=rd["prefixes"],
+                    tokens=rd.get("tokens"),
+                    valid_prefixes=rd.get("valid_prefixes") or [],
+                    test_prefixes=rd.get("test_prefixes") or [],
+                )
+            )
+        norm = data.get("normalization") or {}
+        if not isinstance(norm, dict):
+            raise MixtureError("normalization: expected an object (JSON dict)")
+        return cls(
+            domains=domains,
+            name=data.get("name", "mixture"),
+            provenance=dict(data.get("provenance") or {}),
+            normalization=dict(norm),
+            version=data["version"],
+        )
+
+    @classmethod
+    def from_weights(
+        cls,
+        weights: dict[str, float] | list[tuple[str, float]],
+        prefixes: dict[str, list[str]] | None = None,
+        *,
+        template: "Mixture | None" = None,
+        name: str = "mixture",
+        provenance: dict[str, Any] | None = None,
+    ) -> "Mixture":
+        """Build a mixture from ``{domain: weight}``, taking prefixes/tokens/validation sets from ``template``."""
+        items = list(weights.items()) if isinstance(weights, dict) else list(weights)
+        by_name = {d.name: d for d in template.domains} if template else {}
+        domains = []
+        for dname, w in items:
+            base = by_name.get(dname)
+            if prefixes and dname in prefixes:
+                pre = list(prefixes[dname])
+            elif base is not None:
+                pre = list(base.prefixes)
+            else:
+                raise MixtureError(f"domains.{dname}.prefixes: no prefixes given and no template domain of that name")
+            domains.append(
+                Domain(
+                    name=dname,
+                    weight=float(w),
+                    prefixes=pre,
+                    tokens=base.tokens if base else None,
+                    valid_prefixes=list(base.valid_prefixes) if base else [],
+                    test_prefixes=list(base.test_prefixes) if base else [],
+                )
+            )
+        return cls(domains=domains, name=name, provenance=dict(provenance or {}))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, check_files: bool = False) -> "Mixture":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise MixtureError(f"{path}: file not found; check the path") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise MixtureError(f"{path}: cannot read ({e.__class__.__name__}: {e}); give a UTF-8 JSON file") from None
+        try:
+            data = json.loads(text, parse_constant=_reject_constant)
+        except _NonFiniteError as e:
+            raise MixtureError(f"{path}: {e}; weights must be finite numbers >= 0") from None
+        except json.JSONDecodeError as e:
+            raise MixtureError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}; fix the JSON syntax") from None
+        try:
+            mix = cls.from_dict(data)
+        except MixtureError as e:
+            raise MixtureError(f"{path}: {e}") from None
+        mix.base_dir = str(path.resolve().parent)
+        if check_files:
+            mix.check_files()
+        return mix
+
+    # ---- views --------------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.domains]
+
+    @property
+    def weights(self) -> list[float]:
+        return [d.weight for d in self.domains]
+
+    def weight_of(self, name: str) -> float:
+        for d in self.domains:
+            if d.name == name:
+                return d.weight
+        raise MixtureError(f"domains: no domain named {name!r}; known: {', '.join(self.names)}")
+
+    def train_domains(self) -> list[Domain]:
+        """The domains that enter the training blend (weight > 0)."""
+        return [d for d in self.domains if d.weight > 0]
+
+    def content_hash(self) -> str:
+        """A short hash of what determines training data: names, weights (rounded) and prefixes."""
+        canon = [[d.name, round(d.weight, 12), list(d.prefixes)] for d in self.domains]
+        return hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "version": self.version,
+            "name": self.name,
+            "domains": [x.to_dict() for x in self.domains],
+        }
+        if self.normalization:
+            d["normalization"] = dict(self.normalization)
+        if self.provenance:
+            d["provenance"] = dict(self.provenance)
+        return d
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+    def with_provenance(self, **fields: Any) -> "Mixture":
+        prov = {"tool": "regmix", "version": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        prov.update(self.provenance)
+        prov.update(fields)
+        self.provenance = prov
+        return self
+
+    # ---- checks and exports ------------------------------------------------------------------
+    def resolve(self, prefix: str, base_dir: str | os.PathLike | None = None) -> str:
+        """Relative prefixes are relative to the mixture file's folder (so a study folder can move)."""
+        base_dir = base_dir if base_dir is not None else self.base_dir
+        if base_dir is None or os.path.isabs(prefix):
+            return prefix
+        return os.path.normpath(os.path.join(base_dir, prefix))
+
+    def check_files(self, base_dir: str | os.PathLike | None = None) -> None:
+        for i, d in enumerate(self.domains):
+            for field_name in ("prefixes", "valid_prefixes", "test_prefixes"):
+                for j, p in enumerate(getattr(d, field_name)):
+                    full = self.resolve(p, base_dir)
+                    for ext in (".bin", ".idx"):
+                        if not os.path.isfile(full + ext):
+                            raise MixtureError(
+                                f"domains[{i}].{field_name}[{j}]: {full}{ext} does not exist; "
+                                "build it with `regmix corpus build` or Megatron's preprocess_data.py, or fix the prefix"
+                            )
+
+    def data_path_args(self, split: str = "train", base_dir: str | None = None) -> list[str]:
+        """``[w1, p1, w2, p2, ...]`` as Megatron's ``--data-path`` takes it; zero weights are left out.
+
+        A domain with several prefixes shares its weight among them in proportion to nothing we know, so
+        we split it evenly; give token counts per prefix by listing one prefix per domain if that matters.
+        """
+        out: list[str] = []
+        for d in self.domains:
+            if split == "train":
+                if d.weight <= 0:
+                    continue
+                prefixes, w = d.prefixes, d.weight
+            else:
+                prefixes = d.valid_prefixes if split == "valid" else d.test_prefixes
+                if not prefixes:
+                    continue
+                w = 1.0  # evaluation sets are weighted equally per domain
+            for p in prefixes:
+                out += [_fmt_weight(w / len(prefixes)), self.resolve(p, base_dir)]
+        return out
+
+    def export(self, fmt: str, base_dir: str | None = None) -> str:
+        """Text for stock Megatron-LM: flags, a ``--data-args-path`` file, or a ``--per-split-data-args-path`` JSON."""
+        if fmt == "megatron-args":
+            parts = ["--data-path", *self.data_path_args("train", base_dir)]
+            return " ".join(parts)
+        if fmt == "data-args":
+            return " ".join(self.data_path_args("train", base_dir)) + "\n"
+        if fmt == "per-split-json":
+            train = self.data_path_args("train", base_dir)
+            valid = self.data_path_args("valid", base_dir)
+            test = self.data_path_args("test", base_dir)
+            # Megatron's per-split file takes, for each split, the same list --data-path takes.
+            doc = {"train": train, "valid": valid or train, "test": test or valid or train}
+            return json.dumps(doc, indent=2) + "\n"
+        raise MixtureError(f"--format: unknown value {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+
+    def write_export(self, fmt: str, path: str | os.PathLike, base_dir: str | None = None) -> Path:
+        return atomic_write_text(path, self.export(fmt, base_dir))
+
+
+class _NonFiniteError(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> float:
+    raise _NonFiniteError(f"{name} is not a valid JSON number")
+
+
+def _fmt_weight(w: float) -> str:
+    return f"{w:.10g}"

@@ -1,0 +1,62 @@
+"""`regmix validate`, `regmix export`, `regmix show`: the mixture file's own commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from regmix_plugin.mixture import EXPORT_FORMATS, Mixture
+
+
+def register(sub) -> None:
+    p = sub.add_parser("validate", help="check a regmix.json mixture file")
+    p.add_argument("file")
+    p.add_argument("--check-files", action="store_true", help="also check that every prefix's .bin/.idx exist")
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("export", help="print stock Megatron-LM flags or files for a mixture")
+    p.add_argument("file")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    p.add_argument("--out", help="write to this file (atomically) instead of stdout")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("show", help="print a table of a mixture's weights")
+    p.add_argument("file")
+    p.set_defaults(func=_show)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    mix = Mixture.load(args.file, check_files=args.check_files)
+    extra = ""
+    if mix.normalization.get("normalized"):
+        extra = f" (weights summed to {mix.normalization['raw_sum']:.6g}; normalised to 1)"
+    zero = [d.name for d in mix.domains if d.weight == 0]
+    if zero:
+        extra += f"; weight 0 (evaluated, not trained on): {', '.join(zero)}"
+    print(f"{args.file}: ok, {len(mix.domains)} domains{extra}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    mix = Mixture.load(args.file)
+    if args.out:
+        mix.write_export(args.format, args.out)
+    else:
+        sys.stdout.write(mix.export(args.format))
+        if args.format == "megatron-args":
+            sys.stdout.write("\n")
+    return 0
+
+
+def format_table(mix: Mixture) -> str:
+    width = max(len("domain"), *(len(d.name) for d in mix.domains))
+    lines = [f"{'domain':<{width}}  {'weight':>8}  {'tokens':>14}  bar"]
+    for d in mix.domains:
+        tokens = f"{d.tokens:,}" if d.tokens is not None else "-"
+        lines.append(f"{d.name:<{width}}  {d.weight:8.4f}  {tokens:>14}  {'#' * round(d.weight * 40)}")
+    lines.append(f"{mix.name}: {len(mix.domains)} domains, hash {mix.content_hash()}")
+    return "\n".join(lines)
+
+
+def _show(args: argparse.Namespace) -> int:
+    print(format_table(Mixture.load(args.file)))
+    return 0

@@ -1,0 +1,1 @@
+"""proxy stage of regmix_plugin."""

@@ -1,0 +1,1 @@
+"""scale stage of regmix_plugin."""

@@ -1,0 +1,133 @@
+"""The runs table: one row per proxy run, the hand-off between the sweep collector and the fitter.
+
+Columns (a tidy CSV, or Parquet):
+
+- ``run_id`` (str) and ``status`` (``completed`` | ``failed`` | ``running`` | ``pending`` | ``imported``);
+- ``weight/<domain>``: the run's mixture weight for each domain (rows sum to 1 within rounding);
+- metric columns, by convention ``valid/<domain>/loss`` (per-domain validation loss), ``train/loss``,
+  ``tokens``, ``step``; any other numeric column (a downstream benchmark, say) is a metric too.
+
+Domain order is the order of the ``weight/`` columns. Importers for RegMix's and Olmix's released CSVs
+map their column names onto this schema, so every later stage sees one format.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from regmix_plugin.errors import RegmixError
+from regmix_plugin.io import atomic_write_bytes, atomic_write_text
+
+WEIGHT_PREFIX = "weight/"
+ID_COLUMNS = ("run_id", "status")
+
+
+class TableError(RegmixError):
+    pass
+
+
+def weight_column(domain: str) -> str:
+    return f"{WEIGHT_PREFIX}{domain}"
+
+
+def loss_column(domain: str) -> str:
+    return f"valid/{domain}/loss"
+
+
+def domains(df: pd.DataFrame) -> list[str]:
+    return [c[len(WEIGHT_PREFIX):] for c in df.columns if c.startswith(WEIGHT_PREFIX)]
+
+
+def weight_matrix(df: pd.DataFrame):
+    """``(n_runs, n_domains)`` float array of mixture weights, in :func:`domains` order."""
+    cols = [weight_column(d) for d in domains(df)]
+    if not cols:
+        raise TableError("runs table: no weight/<domain> columns; is this a runs table from `regmix collect`?")
+    return df[cols].to_numpy(dtype=float)
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    return [
+        c for c in df.columns
+        if not c.startswith(WEIGHT_PREFIX) and c not in ID_COLUMNS and pd.api.types.is_numeric_dtype(df[c])
+    ]
+
+
+def read_runs(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise TableError(f"{path}: runs table not found; produce it with `regmix collect` or check the path")
+    try:
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path)
+    except Exception as e:  # pandas raises many types for a bad file
+        raise TableError(f"{path}: cannot read as a runs table ({e.__class__.__name__}: {e})") from None
+    if "run_id" not in df.columns:
+        raise TableError(f"{path}: no run_id column; a runs table needs run_id and weight/<domain> columns")
+    df["run_id"] = df["run_id"].astype(str)
+    if not domains(df):
+        raise TableError(f"{path}: no weight/<domain> columns; a runs table needs one per domain")
+    return df
+
+
+def write_runs(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import io
+
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_text(path, df.to_csv(index=False))
+
+
+_REGMIX_WEIGHT = re.compile(r"^train_(?:the_pile_)?(.+)$")
+_REGMIX_LOSS = re.compile(r"^metric/(?:the_pile_)?(.+)_val_loss$")
+
+
+def from_regmix_csv(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike) -> pd.DataFrame:
+    """RegMix's released pair: ``index,train_the_pile_<d>…`` and ``index,metric/the_pile_<d>_val_loss…``."""
+    mix = _read_csv(mixture_csv, "--mixtures")
+    loss = _read_csv(loss_csv, "--losses")
+    for name, frame, path in (("--mixtures", mix, mixture_csv), ("--losses", loss, loss_csv)):
+        if "index" not in frame.columns:
+            raise TableError(f"{name} {path}: no 'index' column; RegMix CSVs join mixtures and losses on index")
+    wcols = {}
+    for c in mix.columns:
+        if c == "index":
+            continue
+        m = _REGMIX_WEIGHT.match(c)
+        wcols[c] = weight_column(m.group(1) if m else c)
+    lcols = {}
+    for c in loss.columns:
+        if c == "index":
+            continue
+        m = _REGMIX_LOSS.match(c)
+        lcols[c] = loss_column(m.group(1)) if m else c
+    mix = mix.rename(columns=wcols)
+    loss = loss.rename(columns=lcols)
+    missing = sorted(set(mix["index"]) ^ set(loss["index"]))
+    if missing:
+        raise TableError(
+            f"index: {len(missing)} run(s) appear in only one of --mixtures/--losses (e.g. index {missing[0]}); "
+            "give files from the same sweep"
+        )
+    df = mix.merge(loss, on="index", how="inner", validate="one_to_one")
+    df.insert(0, "status", "imported")
+    df.insert(0, "run_id", df.pop("index").astype(str))
+    return df
+
+
+def _read_csv(path, flag: str) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise TableError(f"{flag} {path}: file not found; check the path")
+    try:
+        return pd.read_csv(path)
+    except Exception as e:
+        raise TableError(f"{flag} {path}: cannot read as CSV ({e.__class__.__name__}: {e})") from None
