@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): setup.py pyproject.toml
 	@test -x $(PY) || "$$(scripts/find_python312.sh)" -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,dali]'
 	@touch $(STAMP)
 
 test: $(STAMP)
