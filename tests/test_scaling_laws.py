@@ -1,0 +1,147 @@
+"""Scaling laws recover known parameters from data generated with them (plus noise); rank-invariance check."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from regmix_plugin.errors import RegmixError
+from regmix_plugin.fit.scaling import (
+    LawFitError,
+    StepFitConfig,
+    extrapolate_size,
+    extrapolate_steps,
+    fit_power_laws,
+    rank_invariance,
+    read_eval_curve,
+)
+
+STEPS = np.arange(20, 1001, 20, dtype=float)
+
+
+def power(x, E, x0, alpha):
+    return E + (x0 / x) ** alpha
+
+
+def noisy(y, rng, sd):
+    return y * np.exp(rng.normal(0.0, sd, size=np.shape(y)))
+
+
+def test_step_law_recovers_parameters_under_noise():
+    rng = np.random.default_rng(0)
+    true = dict(E=2.2, x0=35.0, alpha=0.5)
+    law = fit_power_laws({"web": (STEPS, noisy(power(STEPS, **true), rng, 0.003))})["web"]
+    assert law.E == pytest.approx(true["E"], rel=0.03)
+    assert law.alpha == pytest.approx(true["alpha"], rel=0.1)
+    assert law.x0 == pytest.approx(true["x0"], rel=0.15)
+    # Extrapolating 4x past the data stays within 1 %.
+    assert float(law.predict(4000)) == pytest.approx(power(4000, **true), rel=0.01)
+
+
+def test_huber_fit_ignores_a_few_outliers():
+    rng = np.random.default_rng(1)
+    true = dict(E=1.8, x0=50.0, alpha=0.7)
+    y = noisy(power(STEPS, **true), rng, 0.002)
+    y[[5, 17, 33]] *= 1.3  # three eval spikes
+    law = fit_power_laws({"d": (STEPS, y)})["d"]
+    assert law.E == pytest.approx(true["E"], rel=0.03)
+    assert law.alpha == pytest.approx(true["alpha"], rel=0.1)
+
+
+def test_shared_alpha_ties_exponents_and_recovers_them():
+    rng = np.random.default_rng(2)
+    truths = {"a": (2.0, 40.0), "b": (3.1, 15.0), "c": (1.4, 90.0)}
+    curves = {d: (STEPS, noisy(power(STEPS, E, x0, 0.45), rng, 0.003)) for d, (E, x0) in truths.items()}
+    laws = fit_power_laws(curves, shared_alpha=True)
+    alphas = {round(law.alpha, 12) for law in laws.values()}
+    assert len(alphas) == 1
+    assert laws["a"].alpha == pytest.approx(0.45, rel=0.1)
+    for d, (E, _) in truths.items():
+        assert laws[d].E == pytest.approx(E, rel=0.03)
+
+
+def test_too_few_points_is_a_one_line_error():
+    with pytest.raises(LawFitError, match="usable points"):
+        fit_power_laws({"web": ([10, 20, 30], [3.0, 2.9, 2.8])})
+
+
+def _write_metrics(run_dir, curves: dict[str, np.ndarray], steps) -> None:
+    run_dir.mkdir(parents=True)
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for i, s in enumerate(steps):
+            f.write(json.dumps({"step": int(s), "tokens": int(s) * 512, "train/loss": 9.0}) + "\n")
+            rec = {"step": int(s), "tokens": int(s) * 512}
+            rec.update({f"valid/{d}/loss": float(y[i]) for d, y in curves.items()})
+            f.write(json.dumps(rec) + "\n")
+        f.write('{"step": 10')  # a torn last line, as after a crash
+
+
+def test_extrapolate_steps_from_metrics_files(tmp_path):
+    rng = np.random.default_rng(3)
+    runs = {}
+    for i, (w, E) in enumerate([(0.2, 2.0), (0.5, 2.3), (0.8, 2.6)]):
+        curves = {"web": noisy(power(STEPS, E, 30.0, 0.5), rng, 0.002),
+                  "code": noisy(power(STEPS, 3.0 - E / 2, 20.0, 0.6), rng, 0.002)}
+        _write_metrics(tmp_path / f"r{i}", curves, STEPS)
+        runs[f"r{i}"] = ({"web": w, "code": 1 - w}, read_eval_curve(tmp_path / f"r{i}"))
+    table, laws = extrapolate_steps(runs, target=5000, config=StepFitConfig(max_step=300))
+    assert list(table["run_id"]) == ["r0", "r1", "r2"]
+    assert set(table.columns) >= {"weight/web", "weight/code", "valid/web/loss", "valid/code/loss"}
+    for i, (_, E) in enumerate([(0.2, 2.0), (0.5, 2.3), (0.8, 2.6)]):
+        assert table.loc[i, "valid/web/loss"] == pytest.approx(power(5000, E, 30.0, 0.5), rel=0.02)
+        assert laws[f"r{i}"]["web"].n_points == len(STEPS[STEPS <= 300])
+
+
+def _size_tables(rng, sizes, mixtures, sd=0.002):
+    tables = {}
+    for n in sizes:
+        rows = []
+        for j, w in enumerate(mixtures):
+            E_web, E_code = 1.9 + 0.6 * (1 - w), 1.5 + 0.8 * w
+            rows.append({"run_id": f"n{n:g}-{j}", "status": "completed", "weight/web": w, "weight/code": 1 - w,
+                         "valid/web/loss": noisy(power(n, E_web, 3e5, 0.35), rng, sd),
+                         "valid/code/loss": noisy(power(n, E_code, 1e5, 0.3), rng, sd)})
+        # Shuffle rows: mixtures are matched by weights, not by order or run id.
+        tables[n] = pd.DataFrame(rows).sample(frac=1.0, random_state=int(n) % 97).reset_index(drop=True)
+    return tables
+
+
+def test_size_law_extrapolates_to_a_larger_model():
+    rng = np.random.default_rng(4)
+    mixtures = [0.1, 0.3, 0.5, 0.7, 0.9]
+    tables = _size_tables(rng, [1e6, 4e6, 1.6e7, 6.4e7], mixtures, sd=0.001)
+    pred, laws = extrapolate_size(tables, target_params=1e9)
+    assert len(pred) == len(mixtures)
+    for _, row in pred.iterrows():
+        w = row["weight/web"]
+        assert row["valid/web/loss"] == pytest.approx(power(1e9, 1.9 + 0.6 * (1 - w), 3e5, 0.35), rel=0.02)
+        assert row["valid/code/loss"] == pytest.approx(power(1e9, 1.5 + 0.8 * w, 1e5, 0.3), rel=0.02)
+    assert all(law.alpha > 0 for per_run in laws.values() for law in per_run.values())
+
+
+def test_size_law_needs_the_same_domains():
+    rng = np.random.default_rng(5)
+    tables = _size_tables(rng, [1e6, 4e6, 1.6e7], [0.2, 0.5])
+    tables[4e6] = tables[4e6].rename(columns={"weight/code": "weight/math", "valid/code/loss": "valid/math/loss"})
+    with pytest.raises(RegmixError, match="differ"):
+        extrapolate_size(tables, target_params=1e8)
+
+
+def test_rank_invariance_flags_the_domain_whose_ranking_flips():
+    rng = np.random.default_rng(6)
+    w = np.linspace(0.05, 0.95, 12)
+    small = pd.DataFrame({"run_id": [f"s{i}" for i in range(12)], "weight/web": w, "weight/code": 1 - w,
+                          "valid/web/loss": 3.0 - w, "valid/code/loss": 2.0 + 0.1 * np.sin(9 * w)})
+    large = pd.DataFrame({"run_id": [f"l{i}" for i in range(12)], "weight/web": w, "weight/code": 1 - w,
+                          "valid/web/loss": 2.5 - 0.8 * w + rng.normal(0, 1e-3, 12),
+                          "valid/code/loss": 1.8 + 0.1 * np.cos(9 * w)})
+    check = rank_invariance(small, large.iloc[::-1], threshold=0.8)
+    rho = dict(zip(check.table["metric"], check.table["rho"]))
+    assert rho["valid/web/loss"] == pytest.approx(1.0)
+    assert rho["valid/code/loss"] < 0.8
+    assert check.low == ["valid/code/loss"]
+    assert "valid/code/loss" in check.warning() and "regmix scale predict" in check.warning()
+    assert rank_invariance(small, large, metrics=["valid/web/loss"]).warning() is None
