@@ -229,7 +229,10 @@ class Mixture:
                     test_prefixes=list(base.test_prefixes) if base else [],
                 )
             )
-        return cls(domains=domains, name=name, provenance=dict(provenance or {}))
+        mix = cls(domains=domains, name=name, provenance=dict(provenance or {}))
+        # Prefixes copied from the template stay relative to the template's folder.
+        mix.base_dir = template.base_dir if template else None
+        return mix
 
     @classmethod
     def load(cls, path: str | os.PathLike, check_files: bool = False) -> "Mixture":
