@@ -1,0 +1,113 @@
+"""Multi-phase data schedules: a list of mixtures, each with the iteration at which it begins.
+
+Schedule file (YAML; mixture paths are relative to the schedule file's folder)::
+
+    phases:
+      - {start: 0,    mixture: phase1.json}
+      - {start: 8000, mixture: phase2.json}
+
+Semantics (the same for the proxy trainer and for Megatron-LM): phase ``k`` trains on its own blend, built
+for exactly ``(start[k+1] - start[k]) * global_batch_size`` samples, and reads it from its first sample.
+Samples are counted per phase, so a switch neither repeats nor skips a sample of either blend.
+
+Megatron-LM (>= core 0.16) implements this with ``--phase-transition-iterations start[1],start[2],...``: at
+each transition iteration it saves a checkpoint and exits; relaunching with the next phase's blend (and
+``--load``) builds that phase's dataset with ``train_samples_in_current_phase`` samples and starts its
+loader at ``(iteration - last_transition) * global_batch_size``. :meth:`Schedule.megatron_args` gives the
+flag, and ``python -m regmix_plugin.megatron.pretrain_gpt --data-schedule-from S.yaml`` picks the phase's
+mixture from the loaded iteration, so the same command is simply relaunched. See docs/megatron.md.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from regmix_plugin.errors import ConfigError
+from regmix_plugin.mixture import Mixture
+
+
+@dataclass(frozen=True)
+class Phase:
+    start: int  # the first iteration (0-based optimizer step) that trains on this mixture
+    mixture_path: str
+
+    def load(self) -> Mixture:
+        return Mixture.load(self.mixture_path)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    phases: tuple[Phase, ...]
+
+    def __post_init__(self) -> None:
+        if not self.phases:
+            raise ConfigError("phases: the list is empty; give at least one {start, mixture} entry")
+        if self.phases[0].start != 0:
+            raise ConfigError(f"phases[0].start: {self.phases[0].start} must be 0; the first phase begins the run")
+        for i in range(1, len(self.phases)):
+            if self.phases[i].start <= self.phases[i - 1].start:
+                raise ConfigError(
+                    f"phases[{i}].start: {self.phases[i].start} is not after phases[{i - 1}].start "
+                    f"{self.phases[i - 1].start}; list phases in increasing start order"
+                )
+
+    @classmethod
+    def from_dict(cls, data: Any, base_dir: str | os.PathLike = ".") -> "Schedule":
+        if not isinstance(data, dict) or not isinstance(data.get("phases"), list):
+            raise ConfigError("phases: missing; a schedule is {phases: [{start: 0, mixture: a.json}, ...]}")
+        phases = []
+        for i, p in enumerate(data["phases"]):
+            if not isinstance(p, dict) or set(p) != {"start", "mixture"}:
+                raise ConfigError(f"phases[{i}]: expected exactly the keys start and mixture")
+            start, mix = p["start"], p["mixture"]
+            if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+                raise ConfigError(f"phases[{i}].start: {start!r} is not an iteration; give an integer >= 0")
+            if not isinstance(mix, str) or not mix:
+                raise ConfigError(f"phases[{i}].mixture: expected the path of a regmix.json file")
+            phases.append(Phase(start, os.path.normpath(os.path.join(base_dir, mix))))
+        return cls(tuple(phases))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Schedule":
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"--schedule: {path} not found; check the path") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--schedule: {path} is not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+        try:
+            return cls.from_dict(data, base_dir=path.resolve().parent)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+    @classmethod
+    def single(cls, mixture_path: str | os.PathLike) -> "Schedule":
+        return cls((Phase(0, str(mixture_path)),))
+
+    def phase_index(self, iteration: int) -> int:
+        """The phase that trains iteration ``iteration``."""
+        return max(i for i, p in enumerate(self.phases) if p.start <= iteration)
+
+    def transition_iterations(self) -> list[int]:
+        return [p.start for p in self.phases[1:]]
+
+    def phase_bounds(self, train_iters: int) -> list[tuple[int, int]]:
+        """``[start, end)`` iterations of each phase in a run of ``train_iters`` iterations."""
+        if self.phases[-1].start >= train_iters:
+            raise ConfigError(
+                f"phases[{len(self.phases) - 1}].start: {self.phases[-1].start} is not before the end of training "
+                f"({train_iters} iterations); lengthen training or drop the phase"
+            )
+        ends = [p.start for p in self.phases[1:]] + [train_iters]
+        return [(p.start, e) for p, e in zip(self.phases, ends)]
+
+    def megatron_args(self) -> list[str]:
+        """The Megatron-LM flag that makes training stop (and checkpoint) at each transition."""
+        its = self.transition_iterations()
+        return ["--phase-transition-iterations", ",".join(map(str, its))] if its else []
