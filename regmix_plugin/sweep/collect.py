@@ -1,0 +1,261 @@
+"""``regmix collect``: run directories and external result files -> one runs table, plus a warnings list.
+
+From a run directory we read ``mixture.json`` (weights, as written: never renormalised here),
+``status.json`` (or ``outcome.json``) and ``metrics.jsonl``. Each row holds the per-domain validation
+losses at one step: by default the last step at which every completed run has an evaluation (so all rows
+are comparable), or ``step=N``. ``train/loss`` is the last training loss at or before that step.
+
+External results join the same table: RegMix's CSV pair (:func:`regmix_plugin.table.from_regmix_csv`) and
+Olmix's ``*_ratios.csv``/``*_metrics.csv`` pair (:func:`from_olmix_csv`).
+
+Problems are reported, not fixed: mixtures that do not sum to 1 (within the rounding their weights show), missing domains
+(left empty, not zero-filled), duplicated run ids or duplicated mixtures, runs lacking the chosen step,
+unreadable metric lines. :func:`collect` returns them as a list of one-line warnings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from regmix_plugin.errors import RegmixError
+from regmix_plugin.io import atomic_write_text
+from regmix_plugin.sweep.state import COMPLETED, FAILED, METRICS, MIXTURE, OUTCOME, PENDING, RUNNING, STATUS, read_json
+from regmix_plugin.table import WEIGHT_PREFIX, domains, from_regmix_csv, weight_column, write_runs
+
+SUM_TOL = 1e-6  # for weights not rounded to few decimals
+
+
+def rounding_tolerance(w: np.ndarray) -> float:
+    """How far from 1 a row may sum when its weights were rounded to k decimals: ``d * 0.5 * 10**-k``.
+
+    RegMix writes 3 decimals for 17 domains, so its rows sum to 1 within 0.0085, not 0.001.
+    """
+    vals = w[np.isfinite(w)]
+    for k in range(1, 7):
+        if np.allclose(vals * 10**k, np.round(vals * 10**k), atol=1e-6):
+            return w.shape[1] * 0.5 * 10.0**-k + 1e-9
+    return SUM_TOL
+_RUN_MARKERS = (MIXTURE, STATUS, METRICS, OUTCOME)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    status: str
+    weights: dict[str, float] | None
+    evals: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> {valid/<d>/loss..., tokens}
+    train: list[tuple[int, float, Any]] = field(default_factory=list)  # (step, train/loss, tokens)
+
+
+def find_run_dirs(paths: list[str | Path], warnings: list[str]) -> list[Path]:
+    """Run directories among ``paths``: a run directory itself, a sweep ``out`` (its ``runs/``), or a folder of runs."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise RegmixError(f"RUN_DIR {p}: not a directory; give run directories or a sweep's out folder")
+        if any((p / m).exists() for m in _RUN_MARKERS):
+            found.append(p)
+            continue
+        root = p / "runs" if (p / "runs").is_dir() else p
+        subs = sorted(d for d in root.iterdir() if d.is_dir() and any((d / m).exists() for m in _RUN_MARKERS))
+        if not subs:
+            warnings.append(f"{p}: no run directories found (none holds mixture.json, status.json or metrics.jsonl)")
+        found.extend(subs)
+    return found
+
+
+def read_run(run_dir: Path, warnings: list[str]) -> RunRecord:
+    run_id = run_dir.name
+    weights = None
+    raw = read_json(run_dir / MIXTURE)
+    if raw is None:
+        warnings.append(f"{run_id}: no readable mixture.json; its weights are left empty")
+    else:
+        try:
+            weights = {d["name"]: float(d["weight"]) for d in raw["domains"]}
+            if raw.get("normalization", {}).get("raw_sum") is not None:
+                # Mixture.load renormalised a file whose weights did not sum to 1; report the original sum.
+                warnings.append(f"{run_id}: mixture.json weights were normalised from a sum of "
+                                f"{raw['normalization']['raw_sum']:.6g}")
+        except (KeyError, TypeError, ValueError):
+            warnings.append(f"{run_id}: mixture.json has no valid domains list; its weights are left empty")
+    status = _status(run_dir)
+    rec = RunRecord(run_id, status, weights)
+    path = run_dir / METRICS
+    if not path.is_file():
+        if status == COMPLETED:
+            warnings.append(f"{run_id}: completed but has no metrics.jsonl")
+        return rec
+    bad = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+                step = int(r["step"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                bad += 1
+                continue
+            vals = {k: v for k, v in r.items() if k.startswith("valid/")}
+            if vals:
+                rec.evals.setdefault(step, {}).update(vals, tokens=r.get("tokens"))
+            if "train/loss" in r:
+                rec.train.append((step, r["train/loss"], r.get("tokens")))
+    if bad:
+        warnings.append(f"{run_id}: {bad} unreadable line(s) in metrics.jsonl skipped (a run cut mid-write?)")
+    rec.train.sort(key=lambda t: t[0])
+    return rec
+
+
+def _status(run_dir: Path) -> str:
+    st = read_json(run_dir / STATUS)
+    if st and st.get("state") in (COMPLETED, FAILED, RUNNING, PENDING):
+        return st["state"]
+    if st:
+        return PENDING  # interrupted: the next sweep restarts it
+    out = read_json(run_dir / OUTCOME)
+    if out and out.get("status") in (COMPLETED, FAILED):
+        return out["status"]
+    return RUNNING if (run_dir / METRICS).exists() else PENDING
+
+
+def choose_step(records: list[RunRecord], warnings: list[str]) -> int | None:
+    """The last step at which every completed run has an evaluation."""
+    done = [r for r in records if r.status == COMPLETED and r.evals]
+    if not done:
+        return None
+    common = set(done[0].evals)
+    for r in done[1:]:
+        common &= set(r.evals)
+    if not common:
+        warnings.append("no evaluation step is common to all completed runs; each row uses its run's last evaluation "
+                        "(pass --step N to pick one)")
+        return None
+    return max(common)
+
+
+def records_table(records: list[RunRecord], step: int | None, warnings: list[str]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        row: dict[str, Any] = {"run_id": r.run_id, "status": r.status}
+        for d, w in (r.weights or {}).items():
+            row[weight_column(d)] = w
+        s = step if step is not None else (max(r.evals) if r.evals else None)
+        ev = r.evals.get(s) if s is not None else None
+        if ev is None and r.evals and step is not None:
+            warnings.append(f"{r.run_id}: no evaluation at step {step} (has {min(r.evals)}..{max(r.evals)}); losses left empty")
+        if ev is not None:
+            row["step"] = s
+            row.update({k: v for k, v in ev.items() if k != "tokens"})
+        train = [t for t in r.train if s is None or t[0] <= s]
+        if train:
+            row["train/loss"] = train[-1][1]
+        tokens = (ev or {}).get("tokens")
+        if tokens is None and train:
+            tokens = train[-1][2]
+        if tokens is not None:
+            row["tokens"] = tokens
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def from_olmix_csv(ratios_csv: str | Path, metrics_csv: str | Path, warnings: list[str]) -> pd.DataFrame:
+    """Olmix's swarm pair: ``ratios.csv`` (``run`` or ``run_id``, optional ``name``, one column per domain with
+    its weight) and ``metrics.csv`` (the same id column, optional ``name``, one column per metric, e.g.
+    ``arc_challenge_bpb``). Domains become ``weight/<domain>``; metric names are kept as they are."""
+    frames = []
+    for flag, path in (("--olmix ratios", ratios_csv), ("--olmix metrics", metrics_csv)):
+        if not Path(path).is_file():
+            raise RegmixError(f"{flag} {path}: file not found; check the path")
+        df = pd.read_csv(path)
+        key = "run" if "run" in df.columns else "run_id" if "run_id" in df.columns else None
+        if key is None:
+            raise RegmixError(f"{flag} {path}: no 'run' or 'run_id' column; Olmix CSVs join ratios and metrics on it")
+        df = df.rename(columns={key: "run_id"})
+        df["run_id"] = df["run_id"].astype(str)
+        dup = df["run_id"][df["run_id"].duplicated()].unique()
+        if len(dup):
+            warnings.append(f"{Path(path).name}: run {dup[0]} appears {int((df['run_id'] == dup[0]).sum())} times "
+                            f"({len(dup)} duplicated id(s)); rows kept as they are")
+        frames.append(df)
+    ratios, metrics = frames
+    ratios = ratios.rename(columns={c: weight_column(c) for c in ratios.columns if c not in ("run_id", "name")})
+    metrics = metrics.drop(columns=[c for c in ("name",) if c in metrics.columns and "name" in ratios.columns])
+    only = sorted(set(ratios["run_id"]) ^ set(metrics["run_id"]))
+    if only:
+        warnings.append(f"olmix: {len(only)} run(s) appear in only one of ratios/metrics (e.g. {only[0]}); "
+                        "their missing values are left empty")
+    df = ratios.merge(metrics, on="run_id", how="outer", sort=False)
+    df.insert(1, "status", "imported")
+    return df
+
+
+def check_table(df: pd.DataFrame, warnings: list[str]) -> None:
+    """Warnings for sums off 1, missing domains and duplicates (the table is left as it is)."""
+    names = domains(df)
+    if not names:
+        return
+    w = df[[weight_column(d) for d in names]]
+    tol = rounding_tolerance(w.to_numpy(dtype=float))
+    for i, row in df.iterrows():
+        missing = [d for d in names if pd.isna(row[weight_column(d)])]
+        rid = row["run_id"]
+        if missing and len(missing) < len(names):
+            warnings.append(f"{rid}: no weight for domain(s) {', '.join(missing)}; left empty, not set to 0")
+        total = float(np.nansum(w.loc[i].to_numpy(dtype=float)))
+        if len(missing) < len(names) and not math.isclose(total, 1.0, abs_tol=tol):
+            warnings.append(f"{rid}: weights sum to {total:.6g}, not 1 (tolerance {tol:.2g} for the rounding seen)")
+    ids = df["run_id"].astype(str)
+    for rid in sorted(ids[ids.duplicated()].unique()):
+        warnings.append(f"{rid}: run id appears {int((ids == rid).sum())} times; rows kept, rename or drop one")
+    filled = w.round(9).astype(str).agg("|".join, axis=1)
+    for key, group in df.groupby(filled, sort=False):
+        if len(group) > 1 and not w.loc[group.index].isna().all(axis=None):
+            warnings.append(f"{', '.join(group['run_id'].astype(str))}: identical mixtures (duplicate runs)")
+
+
+def order_columns(df: pd.DataFrame) -> pd.DataFrame:
+    first = ["run_id", "status"] + [c for c in df.columns if c.startswith(WEIGHT_PREFIX)]
+    lead = [c for c in ("step", "tokens", "train/loss") if c in df.columns]
+    valid = [c for c in df.columns if c.startswith("valid/")]
+    rest = [c for c in df.columns if c not in first + lead + valid]
+    return df[first + lead + valid + rest]
+
+
+def collect(run_dirs: list[str | Path] = (), step: int | None = None, regmix: list[tuple[str, str]] = (),
+            olmix: list[tuple[str, str]] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """The runs table and its warnings. ``regmix``/``olmix``: (mixture/ratios CSV, loss/metrics CSV) pairs."""
+    warnings: list[str] = []
+    frames = []
+    if run_dirs:
+        records = [read_run(d, warnings) for d in find_run_dirs(list(run_dirs), warnings)]
+        chosen = step if step is not None else choose_step(records, warnings)
+        if records:
+            frames.append(records_table(records, chosen, warnings))
+    for mix_csv, loss_csv in regmix:
+        frames.append(from_regmix_csv(mix_csv, loss_csv))
+    for ratios_csv, metrics_csv in olmix:
+        frames.append(from_olmix_csv(ratios_csv, metrics_csv, warnings))
+    if not frames:
+        raise RegmixError("collect: no runs found; give run directories, --regmix or --olmix files")
+    df = order_columns(pd.concat(frames, ignore_index=True, sort=False))
+    check_table(df, warnings)
+    return df, warnings
+
+
+def warnings_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + ".warnings.txt")
+
+
+def write_collected(df: pd.DataFrame, warnings: list[str], out: str | Path) -> Path:
+    """Write the table and, beside it, ``<stem>.warnings.txt`` (empty when all is well, so none go stale)."""
+    path = write_runs(df, out)
+    atomic_write_text(warnings_path(out), "".join(w + "\n" for w in warnings))
+    return path

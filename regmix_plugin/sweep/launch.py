@@ -1,0 +1,165 @@
+"""``regmix sweep STUDY.yaml``: prepare the run directories, then hand the unfinished runs to a backend.
+
+Layout under the study's ``out``::
+
+    sweep.json              what every runner reads (command, config, retries, timeout, run list)
+    mixtures/               synthesized mixtures (when the study gives synthesis settings)
+    runs/<run_id>/          mixture.json, status.json, log.txt, lock, and the command's outputs
+    slurm/<submission>/     generated sbatch script, run list and task logs (Slurm backend)
+
+Rerunning the same study is safe: finished runs are skipped, runs whose runner died are restarted, and a run
+held by a live runner is never started twice (see :mod:`regmix_plugin.sweep.state`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from regmix_plugin.errors import RegmixError
+from regmix_plugin.io import atomic_write_json
+from regmix_plugin.mixture import Mixture
+from regmix_plugin.sweep.mixtures import rebase
+from regmix_plugin.sweep.state import COMPLETED, FAILED, MIXTURE, PENDING, RUNNING, Status, run_state
+from regmix_plugin.sweep.study import Study
+from regmix_plugin.sweep.synthesize import MANIFEST, manifest_mixtures, write_synthesis
+
+SPEC = "sweep.json"
+
+
+@dataclass
+class Prepared:
+    study: Study
+    spec_path: Path
+    run_ids: list[str]
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.study.runs_dir / run_id
+
+    def states(self) -> dict[str, str]:
+        pol = self.study.runs
+        return {r: run_state(self.run_dir(r), pol.retries, pol.stale_lock_s) for r in self.run_ids}
+
+
+def _mixture_files(study: Study, base: Mixture) -> list[tuple[str, Path]]:
+    if study.mixtures is not None:
+        if not study.mixtures.is_dir():
+            raise RegmixError(f"mixtures: {study.mixtures} is not a folder; run `regmix synthesize` first or fix the path")
+        found = manifest_mixtures(study.mixtures)
+    else:
+        folder = study.out / "mixtures"
+        man = folder / MANIFEST
+        if man.is_file():
+            digest = json.loads(man.read_text()).get("config_digest")
+            if digest != study.synthesize.digest():
+                raise RegmixError(
+                    f"synthesize: {folder} was synthesized with other settings; restore them or use a new out folder"
+                )
+        else:
+            write_synthesis(study.synthesize, base, folder)
+        found = manifest_mixtures(folder)
+    if not found:
+        raise RegmixError(f"mixtures: no *.json mixture files in {study.mixtures}")
+    ids = [r for r, _, _ in found]
+    dup = sorted({r for r in ids if ids.count(r) > 1})
+    if dup:
+        raise RegmixError(f"mixtures: two files are named {dup[0]}.json; run ids (file stems) must be unique")
+    return [(r, p) for r, p, _ in found]
+
+
+def prepare(study: Study) -> Prepared:
+    """Write ``sweep.json`` and one run directory (with its ``mixture.json``) per mixture; idempotent."""
+    base = Mixture.load(study.base_mixture)
+    if study.proxy_config is not None and not study.proxy_config.is_file():
+        raise RegmixError(f"proxy_config: {study.proxy_config} not found; fix the path")
+    runs = _mixture_files(study, base)
+    for run_id, path in runs:
+        mix = Mixture.load(path)
+        if mix.names != base.names:
+            missing = sorted(set(base.names) ^ set(mix.names))
+            raise RegmixError(
+                f"mixtures: {path.name} has domains {', '.join(mix.names)} but base_mixture has "
+                f"{', '.join(base.names)} (differs in {', '.join(missing) or 'order'}); make them match"
+            )
+        run_dir = study.runs_dir / run_id
+        target = run_dir / MIXTURE
+        placed = rebase(mix, run_dir)
+        if target.is_file():
+            if Mixture.load(target).content_hash() != placed.content_hash():
+                raise RegmixError(
+                    f"mixtures: {run_id} changed since its run directory was made ({target}); "
+                    "use a new out folder for new mixtures"
+                )
+            continue
+        run_dir.mkdir(parents=True, exist_ok=True)
+        placed.save(target)
+    spec = {
+        "version": 1,
+        "study": study.name,
+        "study_dir": str(study.study_dir),
+        "runs_dir": str(study.runs_dir),
+        "command": study.command,
+        "config": str(study.proxy_config) if study.proxy_config else None,
+        "python": sys.executable,
+        "env": study.env,
+        "retries": study.runs.retries,
+        "timeout_s": study.runs.timeout_s,
+        "stale_lock_s": study.runs.stale_lock_s,
+        "runs": [r for r, _ in runs],
+    }
+    spec_path = study.out / SPEC
+    atomic_write_json(spec_path, spec)
+    atomic_write_json(study.out / "study.json", _study_record(study))
+    return Prepared(study, spec_path, [r for r, _ in runs])
+
+
+def _study_record(study: Study) -> dict[str, Any]:
+    d = asdict(study)
+    return json.loads(json.dumps(d, default=str))
+
+
+def reset_failed(prep: Prepared) -> int:
+    """Let runs that ran out of retries try again (``--retry-failed``); returns how many."""
+    n = 0
+    for r, state in prep.states().items():
+        if state == FAILED:
+            st = Status.load(prep.run_dir(r))
+            st.reset_at = len(st.attempts)
+            st.state = PENDING
+            st.save(prep.run_dir(r))
+            n += 1
+    return n
+
+
+def summarize(prep: Prepared) -> tuple[str, int]:
+    """A one-paragraph summary and the exit code (0 when every run completed)."""
+    states = prep.states()
+    counts = {s: sum(1 for v in states.values() if v == s) for s in (COMPLETED, FAILED, RUNNING, PENDING)}
+    lines = [f"sweep {prep.study.name}: {len(states)} runs: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)]
+    for r, s in states.items():
+        if s == FAILED:
+            reason = Status.load(prep.run_dir(r)).attempts[-1].get("reason")
+            lines.append(f"  {r} failed: {reason} (see {prep.run_dir(r) / 'log.txt'})")
+    if counts[PENDING] or counts[RUNNING]:
+        lines.append("  rerun the same `regmix sweep` command to finish the remaining runs")
+    return "\n".join(lines), 0 if counts[COMPLETED] == len(states) else 1
+
+
+def sweep(study: Study, retry_failed: bool = False, progress: bool = True) -> int:
+    prep = prepare(study)
+    if retry_failed:
+        reset_failed(prep)
+    if study.backend == "slurm":
+        from regmix_plugin.sweep.slurm import run_slurm
+
+        run_slurm(prep, progress=progress)
+    else:
+        from regmix_plugin.sweep.local import run_local
+
+        run_local(prep, progress=progress)
+    text, code = summarize(prep)
+    print(text)
+    return code

@@ -1,0 +1,214 @@
+"""Run one mixture of a sweep, with its lock, retries, log and status: ``python -m regmix_plugin.sweep.runner``.
+
+Both backends run this same supervisor: the local backend as a child process per run, the Slurm backend as
+each array task. It reads ``<out>/sweep.json`` (written by ``regmix sweep``), so a task needs nothing else.
+
+Attempt outcomes:
+
+- ``completed``: exit code 0, ``outcome.json`` (when the command writes one) says completed, and no
+  non-finite loss in ``metrics.jsonl``;
+- ``failed``: non-zero exit, ``outcome.json`` status failed (its reason is kept), a NaN/inf loss, or the
+  timeout; retried up to ``runs.retries`` times;
+- ``interrupted``: the supervisor itself was stopped (SIGTERM/SIGINT, e.g. ``scancel``) or died; it does
+  not count against the retries, and the next ``regmix sweep`` restarts the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from regmix_plugin.sweep.state import (
+    COMPLETED, FAILED, LOG, METRICS, OUTCOME, OWN_FILES, RUNNING, RunLock, Status, now, read_json,
+)
+
+EXIT_BUSY = 75  # another live runner holds this run
+INTERRUPTED = "interrupted"
+_PR_SET_PDEATHSIG = 1
+
+
+class _Stop(Exception):
+    pass
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the runner dies, so a dead runner never leaves its command running."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def render_command(spec: dict[str, Any], run_id: str, run_dir: Path) -> str:
+    values = {
+        "python": spec["python"], "mixture": str(run_dir / "mixture.json"), "config": spec.get("config") or "",
+        "run_dir": str(run_dir), "run_id": run_id, "study_dir": spec["study_dir"],
+    }
+    return spec["command"].format(**{k: shlex.quote(v) for k, v in values.items()})
+
+
+def judge(run_dir: Path, returncode: int | None, timed_out: bool, timeout_s: float | None) -> tuple[str, str | None]:
+    """``(state, reason)`` of a finished attempt from its exit code, ``outcome.json`` and ``metrics.jsonl``."""
+    outcome = read_json(run_dir / OUTCOME)
+    said = outcome.get("reason") if outcome else None
+    if timed_out:
+        return FAILED, f"timeout after {timeout_s:g}s"
+    if returncode != 0:
+        reason = f"exit code {returncode}"
+        return FAILED, f"{reason}: {said}" if said else reason
+    if outcome is not None and outcome.get("status") != COMPLETED:
+        return FAILED, said or f"outcome.json status {outcome.get('status')!r}"
+    bad = first_nonfinite(run_dir / METRICS)
+    if bad:
+        return FAILED, bad
+    return COMPLETED, None
+
+
+def first_nonfinite(path: Path) -> str | None:
+    """``"nan train/loss at step 12"`` for the first non-finite loss in a metrics file, else None."""
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash; collection reports it
+            for k, v in rec.items():
+                if k.endswith("loss") and isinstance(v, float) and not math.isfinite(v):
+                    return f"{v} {k} at step {rec.get('step')}"
+    return None
+
+
+def archive_outputs(run_dir: Path, attempt: int) -> None:
+    """Move what an earlier attempt wrote to ``attempts/<attempt>/``, so the next one starts clean."""
+    leftovers = [p for p in run_dir.iterdir() if p.name not in OWN_FILES]
+    if not leftovers:
+        return
+    dest = run_dir / "attempts" / str(attempt)
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in leftovers:
+        shutil.move(str(p), str(dest / p.name))
+
+
+def _attempt(spec: dict[str, Any], run_id: str, run_dir: Path, number: int) -> tuple[str, str | None, int | None]:
+    cmd = render_command(spec, run_id, run_dir)
+    env = {**os.environ, **spec.get("env", {}), "REGMIX_RUN_ID": run_id, "REGMIX_ATTEMPT": str(number)}
+    timeout = spec.get("timeout_s")
+    with open(run_dir / LOG, "a", encoding="utf-8") as log:
+        log.write(f"\n=== attempt {number} on {socket.gethostname()} at {now()}: {cmd}\n")
+        log.flush()
+        proc = subprocess.Popen(
+            ["bash", "-c", cmd], cwd=spec["study_dir"], env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
+        )
+
+        def stop(signum, frame):
+            raise _Stop(signal.Signals(signum).name)
+
+        old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        timed_out = False
+        try:
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc)
+                rc = proc.returncode
+        except _Stop as e:
+            _kill_group(proc)
+            log.write(f"=== attempt {number} interrupted by {e} at {now()}\n")
+            return INTERRUPTED, f"runner stopped by {e}", None
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        state, reason = judge(run_dir, rc, timed_out, timeout)
+        log.write(f"=== attempt {number} {state}" + (f": {reason}" if reason else "") + f" at {now()}\n")
+    return state, reason, rc
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run(spec: dict[str, Any], run_id: str, wait: bool = False) -> int:
+    """Run ``run_id`` to completion or until out of retries. Exit code: 0 completed, 1 failed,
+    :data:`EXIT_BUSY` when another runner holds it, 130 when interrupted."""
+    run_dir = Path(spec["runs_dir"]) / run_id
+    lock = RunLock(run_dir)
+    if not lock.acquire(wait=wait, stale_lock_s=spec.get("stale_lock_s", 600.0)):
+        return EXIT_BUSY
+    try:
+        st = Status.load(run_dir)
+        if st.state == RUNNING and st.attempts:
+            # The lock was free, so the runner that wrote "running" died: record it, do not count it.
+            last = st.attempts[-1]
+            last.update(state=INTERRUPTED, reason=last.get("reason") or "runner died", ended=now())
+            st.state = INTERRUPTED
+            st.save(run_dir)
+        retries = int(spec.get("retries", 0))
+        while st.state != COMPLETED:
+            if st.failures() > retries:
+                st.state = FAILED
+                st.save(run_dir)
+                return 1
+            number = len(st.attempts) + 1
+            archive_outputs(run_dir, number - 1)
+            st.attempts.append({"attempt": number, "state": RUNNING, "host": socket.gethostname(),
+                                "pid": os.getpid(), "started": now(), "reason": None})
+            st.state = RUNNING
+            st.save(run_dir)
+            state, reason, rc = _attempt(spec, run_id, run_dir, number)
+            st.attempts[-1].update(state=state, reason=reason, returncode=rc, ended=now())
+            st.state = state
+            st.save(run_dir)
+            if state == INTERRUPTED:
+                return 130
+        return 0
+    finally:
+        lock.release()
+
+
+def load_spec(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m regmix_plugin.sweep.runner", description=__doc__.splitlines()[0])
+    ap.add_argument("spec", help="the sweep's sweep.json")
+    ap.add_argument("run_id", nargs="?", help="run to execute (default: line $SLURM_ARRAY_TASK_ID+1 of --runs-file)")
+    ap.add_argument("--runs-file", help="one run id per line (Slurm arrays)")
+    ap.add_argument("--wait", action="store_true", help="wait for another runner's lock instead of exiting 75")
+    args = ap.parse_args(argv)
+    run_id = args.run_id
+    if run_id is None:
+        if not args.runs_file or "SLURM_ARRAY_TASK_ID" not in os.environ:
+            ap.error("give a run_id, or --runs-file inside a Slurm array task")
+        lines = Path(args.runs_file).read_text().split()
+        run_id = lines[int(os.environ["SLURM_ARRAY_TASK_ID"])]
+    return run(load_spec(args.spec), run_id, wait=args.wait)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""Mixture synthesis for proxy sweeps: RegMix's sampler, with fixes for rare domains and token caps.
+
+RegMix (arXiv 2407.01492, ``mixture_config/synthesize_mixture.py``) samples proxy mixtures like this:
+
+1. the **prior** is each domain's share of the available training tokens, raised to a **temperature**
+   (``< 1`` flattens a skewed corpus) and renormalised;
+2. each candidate is a Dirichlet draw ``Dir(strength * prior)``, where ``strength`` is one of
+   ``num_strengths`` log-spaced values in ``[min_strength, max_strength]`` picked at random (small strength:
+   sparse, extreme mixtures; large: close to the prior);
+3. a candidate that gives a domain more than ``max_usage`` times its (untempered) token share is rejected;
+4. weights below ``minimum`` are set to 0, the rest renormalised and rounded to multiples of ``minimum``;
+5. duplicates are dropped; the same ``seed`` always gives the same mixtures.
+
+RegMix draws 100x the number it needs and subsamples at random; we instead take accepted candidates in
+draw order until we have enough (``max_candidates`` bounds the work). For i.i.d. Dirichlet draws that is
+the same distribution, and it keeps a quasi-random (``sobol``) sequence in its space-filling order.
+
+Differences we add, all off by default except where RegMix has the same behaviour:
+
+- ``min_weight``: every domain gets at least this weight (an affine map of the draw, so it stays a
+  mixture); ``nonzero``: the named domains (or ``all``) get at least one rounding quantum. Both fix the
+  collapse of rare domains to 0 that otherwise happens in most RegMix samples.
+- ``sampler: sobol``: scrambled Sobol points mapped to the same Dirichlet through the inverse gamma CDF
+  (one extra Sobol dimension stratifies the strength). Coverage versus plain Dirichlet is measured by
+  ``bench/synthesize.py`` with :func:`coverage`.
+- token-availability caps: with ``target_tokens`` set, ``weight_d <= tokens_d * max_epochs / target_tokens``
+  so that the large run would repeat no domain more than ``max_epochs`` times.
+- rounding uses the largest-remainder method, so the written weights sum to exactly 1.
+- ``heldout`` extra mixtures from the same stream, written apart, to test the fitted predictor honestly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import special
+from scipy.stats import qmc
+
+from regmix_plugin import __version__
+from regmix_plugin.errors import ConfigError, RegmixError, check_choice
+from regmix_plugin.io import atomic_write_json
+from regmix_plugin.mixture import Mixture
+from regmix_plugin.sweep.mixtures import domain_token_counts, rebase
+from regmix_plugin.table import weight_column, write_runs
+
+PRIOR_SOURCES = ("auto", "tokens", "idx", "weights", "uniform")
+SAMPLERS = ("dirichlet", "sobol")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class SynthConfig:
+    """Every knob of the sampler. Defaults are RegMix's, except ``n``/``heldout``."""
+
+    n: int = 64  # proxy mixtures to write (n0001.json ...)
+    heldout: int = 8  # extra mixtures written to heldout/ (h0001.json ...) for honest predictor evaluation
+    seed: int = 42
+    prior: str = "auto"  # auto | tokens (mixture's tokens fields) | idx (.idx files) | weights | uniform
+    prior_weights: dict[str, float] | None = None  # explicit prior {domain: share}; overrides `prior`
+    temperature: float = 0.5  # prior ** temperature; 1 keeps the token shares, 0 makes the prior uniform
+    min_strength: float = 0.1  # Dirichlet concentration = strength * prior, strengths log-spaced in [min, max]
+    max_strength: float = 5.0
+    num_strengths: int = 15
+    max_usage: float | None = 15.0  # reject weight_d > max_usage * token share_d (untempered); None: no bound
+    minimum: float = 2e-4  # weights below are zeroed; weights are multiples of it (1/minimum must be an integer)
+    min_weight: float = 0.0  # floor for every domain's weight
+    nonzero: list[str] | str = field(default_factory=list)  # domains (or "all") guaranteed >= minimum
+    sampler: str = "dirichlet"  # dirichlet (i.i.d., RegMix) | sobol (scrambled Sobol, space-filling)
+    target_tokens: int | None = None  # tokens of the large run; enables availability caps
+    max_epochs: float = 4.0  # with target_tokens: weight_d <= tokens_d * max_epochs / target_tokens
+    max_candidates: int | None = None  # draws before giving up; default 100 * (n + heldout) as in RegMix
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+
+        for name in ("n", "heldout", "seed", "num_strengths"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool), f"synthesize.{name}: expected an integer, got {v!r}")
+        need(self.n >= 1, f"synthesize.n: {self.n} must be >= 1")
+        need(self.heldout >= 0, f"synthesize.heldout: {self.heldout} must be >= 0")
+        need(self.num_strengths >= 1, f"synthesize.num_strengths: {self.num_strengths} must be >= 1")
+        check_choice("synthesize.prior", self.prior, PRIOR_SOURCES)
+        check_choice("synthesize.sampler", self.sampler, SAMPLERS)
+        need(self.temperature >= 0, f"synthesize.temperature: {self.temperature} must be >= 0")
+        need(0 < self.min_strength <= self.max_strength,
+             f"synthesize.min_strength/max_strength: need 0 < min_strength <= max_strength, got "
+             f"{self.min_strength}, {self.max_strength}")
+        need(self.max_usage is None or self.max_usage > 0,
+             f"synthesize.max_usage: {self.max_usage} must be > 0 (or null for no bound)")
+        need(0 < self.minimum < 1, f"synthesize.minimum: {self.minimum} must be in (0, 1), e.g. 2e-4")
+        units = round(1 / self.minimum)
+        need(abs(units * self.minimum - 1) < 1e-9,
+             f"synthesize.minimum: 1/{self.minimum} is not an integer; use e.g. 1e-3, 2e-4 or 1e-4")
+        need(0 <= self.min_weight < 1, f"synthesize.min_weight: {self.min_weight} must be in [0, 1)")
+        if isinstance(self.nonzero, str):
+            need(self.nonzero == "all", f"synthesize.nonzero: {self.nonzero!r}; give a list of domains or 'all'")
+        else:
+            need(isinstance(self.nonzero, list), "synthesize.nonzero: expected a list of domain names or 'all'")
+        need(self.target_tokens is None or self.target_tokens > 0,
+             f"synthesize.target_tokens: {self.target_tokens} must be a positive token count (or null)")
+        need(self.max_epochs > 0, f"synthesize.max_epochs: {self.max_epochs} must be > 0")
+        need(self.max_candidates is None or self.max_candidates >= self.n + self.heldout,
+             f"synthesize.max_candidates: {self.max_candidates} is below n + heldout")
+        if self.prior_weights is not None:
+            need(isinstance(self.prior_weights, dict) and self.prior_weights,
+                 "synthesize.prior_weights: expected a {domain: share} mapping")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "synthesize") -> "SynthConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping of sampler settings")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown setting; allowed: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Plan:
+    """What the sampler works with, derived from the config and the base mixture (saved in the manifest)."""
+
+    names: list[str]
+    prior: np.ndarray  # tempered prior the Dirichlet is centred on
+    share: np.ndarray  # untempered share (token share when counts are known), for max_usage
+    tokens: dict[str, int] | None
+    floor: np.ndarray  # lower bound per domain
+    upper: np.ndarray  # upper bound per domain (max_usage and token caps)
+    strengths: np.ndarray
+
+
+def plan(cfg: SynthConfig, base: Mixture) -> Plan:
+    names = base.names
+    tokens = None
+    if cfg.prior_weights is not None:
+        unknown = sorted(set(cfg.prior_weights) - set(names))
+        if unknown:
+            raise ConfigError(f"synthesize.prior_weights.{unknown[0]}: not a domain of the base mixture")
+        share = np.array([float(cfg.prior_weights.get(n, 0.0)) for n in names])
+    elif cfg.prior == "weights":
+        share = np.array(base.weights, dtype=float)
+    elif cfg.prior == "uniform":
+        share = np.ones(len(names))
+    else:
+        tokens = domain_token_counts(base, cfg.prior)
+        share = np.array([tokens[n] for n in names], dtype=float)
+    if (share < 0).any() or share.sum() <= 0 or (share == 0).any():
+        zero = names[int(np.argmin(share))]
+        raise ConfigError(f"synthesize.prior: domain {zero!r} has prior share 0; give it tokens or drop it")
+    share = share / share.sum()
+    prior = share ** cfg.temperature
+    prior = prior / prior.sum()
+    if cfg.target_tokens is not None and tokens is None and cfg.prior in ("weights", "uniform"):
+        tokens = domain_token_counts(base, "auto")
+
+    upper = np.ones(len(names))
+    if cfg.max_usage is not None:
+        upper = np.minimum(upper, share * cfg.max_usage)
+    if cfg.target_tokens is not None:
+        if tokens is None:
+            tokens = domain_token_counts(base, "auto")
+        avail = np.array([tokens[n] for n in names], dtype=float)
+        upper = np.minimum(upper, avail * cfg.max_epochs / cfg.target_tokens)
+
+    nonzero = names if cfg.nonzero == "all" else list(cfg.nonzero)
+    bad = sorted(set(nonzero) - set(names))
+    if bad:
+        raise ConfigError(f"synthesize.nonzero: {bad[0]!r} is not a domain; known: {', '.join(names)}")
+    floor = np.full(len(names), cfg.min_weight)
+    for n in nonzero:
+        floor[names.index(n)] = max(floor[names.index(n)], cfg.minimum)
+    if floor.sum() >= 1:
+        raise ConfigError(f"synthesize.min_weight: floors sum to {floor.sum():.4g} >= 1; lower min_weight")
+    if (floor > upper + 1e-12).any():
+        i = int(np.argmax(floor - upper))
+        raise ConfigError(
+            f"synthesize.min_weight: domain {names[i]!r} must get >= {floor[i]:.4g} but its cap is {upper[i]:.4g}; "
+            "lower min_weight or raise max_usage/max_epochs"
+        )
+    if upper.sum() < 1 - 1e-9:
+        raise ConfigError(
+            f"synthesize.max_usage/max_epochs: the per-domain caps sum to {upper.sum():.4g} < 1, so no mixture fits; "
+            "raise max_usage or max_epochs, or lower target_tokens"
+        )
+    if cfg.num_strengths == 1 or cfg.min_strength == cfg.max_strength:
+        strengths = np.array([cfg.min_strength])
+    else:
+        strengths = np.logspace(np.log10(cfg.min_strength), np.log10(cfg.max_strength), cfg.num_strengths)
+    return Plan(names, prior, share, tokens, floor, upper, strengths)
+
+
+def _dirichlet_batch(rng: np.random.Generator, p: Plan, size: int) -> np.ndarray:
+    which = rng.integers(len(p.strengths), size=size)
+    out = np.empty((size, len(p.names)))
+    for k, s in enumerate(p.strengths):
+        rows = np.flatnonzero(which == k)
+        if rows.size:
+            out[rows] = rng.dirichlet(p.prior * s, size=rows.size)
+    return out
+
+
+def _gamma_ppf_log(u: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``log`` of the gamma(a) quantile of ``u``; falls back to the small-``a`` series when it underflows.
+
+    For a Dirichlet with tiny concentrations (strength 0.1 x a 0.1% domain) the quantile is below the
+    smallest double; ``P(a, x) ~ x^a / Gamma(a + 1)`` gives its log directly.
+    """
+    x = special.gammaincinv(a, u)
+    with np.errstate(divide="ignore"):
+        logx = np.log(x)
+    small = ~np.isfinite(logx)
+    if small.any():
+        aa = np.broadcast_to(a, u.shape)[small]
+        logx[small] = (np.log(u[small]) + special.gammaln(aa + 1)) / aa
+    return logx
+
+
+def _sobol_batches(rng: np.random.Generator, p: Plan):
+    d = len(p.names)
+    engine = qmc.Sobol(d=d + 1, scramble=True, seed=rng)
+    m = 6
+    while True:
+        # Each block doubles the points drawn so far, so every prefix of the sequence is a power of two
+        # and keeps Sobol's balance properties.
+        u = engine.random_base2(m)
+        m = int(np.log2(engine.num_generated))
+        which = np.minimum((u[:, d] * len(p.strengths)).astype(int), len(p.strengths) - 1)
+        alpha = p.prior[None, :] * p.strengths[which][:, None]  # (batch, d)
+        logg = _gamma_ppf_log(np.clip(u[:, :d], 1e-300, 1 - 1e-16), alpha)
+        logg -= logg.max(axis=1, keepdims=True)
+        g = np.exp(logg)
+        yield g / g.sum(axis=1, keepdims=True)
+
+
+def _round_units(w: np.ndarray, units: int) -> np.ndarray:
+    """Integer counts of ``1/units`` per domain summing to ``units`` (largest-remainder rounding), per row."""
+    x = w * units
+    k = np.floor(x).astype(np.int64)
+    rem = units - k.sum(axis=1)
+    frac = x - k
+    order = np.argsort(-frac, axis=1, kind="stable")
+    for i in range(w.shape[0]):
+        k[i, order[i, : rem[i]]] += 1
+    return k
+
+
+def postprocess(raw: np.ndarray, cfg: SynthConfig, p: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """Floors, zeroing, rounding and the caps: ``(counts (batch, d) ints, accepted mask)``."""
+    units = round(1 / cfg.minimum)
+    w = p.floor + (1 - p.floor.sum()) * raw
+    w = np.where(w < cfg.minimum, 0.0, w)
+    total = w.sum(axis=1, keepdims=True)
+    ok = total[:, 0] > 0
+    w = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+    k = _round_units(w, units)
+    final = k / units
+    ok &= (final <= p.upper + 1e-12).all(axis=1) & (final >= p.floor - 1e-12).all(axis=1)
+    return k, ok
+
+
+@dataclass
+class SynthResult:
+    names: list[str]
+    weights: np.ndarray  # (n, d), rows sum to 1
+    heldout: np.ndarray  # (heldout, d)
+    plan: Plan
+    stats: dict[str, int]
+
+
+def synthesize(cfg: SynthConfig, base: Mixture) -> SynthResult:
+    """Draw ``cfg.n + cfg.heldout`` distinct mixtures over the base mixture's domains (deterministic in seed)."""
+    p = plan(cfg, base)
+    rng = np.random.default_rng(cfg.seed)
+    want = cfg.n + cfg.heldout
+    budget = cfg.max_candidates or 100 * want
+    units = round(1 / cfg.minimum)
+    seen: set[bytes] = set()
+    kept: list[np.ndarray] = []
+    stats = {"candidates": 0, "rejected": 0, "duplicates": 0}
+    batches = _sobol_batches(rng, p) if cfg.sampler == "sobol" else None
+    while len(kept) < want and stats["candidates"] < budget:
+        raw = next(batches) if batches is not None else _dirichlet_batch(rng, p, 256)
+        k, ok = postprocess(raw, cfg, p)
+        for row, good in zip(k, ok):
+            if stats["candidates"] >= budget or len(kept) >= want:
+                break
+            stats["candidates"] += 1
+            if not good:
+                stats["rejected"] += 1
+                continue
+            key = row.tobytes()
+            if key in seen:
+                stats["duplicates"] += 1
+                continue
+            seen.add(key)
+            kept.append(row)
+    if len(kept) < want:
+        raise RegmixError(
+            f"synthesize: only {len(kept)} distinct mixtures passed the caps in {budget} draws, {want} needed; "
+            "raise max_usage/max_epochs/max_strength or max_candidates, lower minimum, or ask for fewer"
+        )
+    w = np.stack(kept) / units
+    return SynthResult(p.names, w[: cfg.n], w[cfg.n:], p, stats)
+
+
+def write_synthesis(cfg: SynthConfig, base: Mixture, out_dir: str | os.PathLike, overwrite: bool = False) -> dict:
+    """Write ``n0001.json``..., ``heldout/h0001.json``..., ``weights.csv`` and ``manifest.json`` in ``out_dir``."""
+    out = Path(out_dir)
+    existing = sorted(out.glob("n[0-9]*.json")) + sorted(out.glob("heldout/h[0-9]*.json"))
+    if existing and not overwrite:
+        raise RegmixError(f"--out {out}: already holds mixtures ({existing[0].name}); pick a new folder or pass --overwrite")
+    for f in existing:
+        f.unlink()
+    res = synthesize(cfg, base)
+    entries = []
+    for split, prefix, folder, block in (("train", "n", out, res.weights), ("heldout", "h", out / "heldout", res.heldout)):
+        template = rebase(base, folder)
+        width = max(4, len(str(len(block))))
+        for i, row in enumerate(block, start=1):
+            run_id = f"{prefix}{i:0{width}d}"
+            mix = Mixture.from_weights(
+                dict(zip(res.names, (float(x) for x in row))), template=template, name=run_id,
+                provenance={"tool": "regmix synthesize", "version": __version__, "seed": cfg.seed,
+                            "sampler": cfg.sampler, "config_digest": cfg.digest(), "split": split},
+            )
+            path = folder / f"{run_id}.json"
+            mix.save(path)
+            entries.append({"run_id": run_id, "split": split, "file": str(path.relative_to(out)),
+                            "hash": mix.content_hash()})
+    rows = [dict(run_id=e["run_id"], split=e["split"]) for e in entries]
+    table = _weights_table(rows, np.vstack([res.weights, res.heldout]), res.names)
+    write_runs(table, out / "weights.csv")
+    manifest = {
+        "version": 1,
+        "tool": "regmix synthesize",
+        "regmix_version": __version__,
+        "config": asdict(cfg),
+        "config_digest": cfg.digest(),
+        "domains": res.names,
+        "prior": dict(zip(res.names, map(float, res.plan.prior))),
+        "token_share": dict(zip(res.names, map(float, res.plan.share))),
+        "tokens": res.plan.tokens,
+        "upper_bound": dict(zip(res.names, map(float, res.plan.upper))),
+        "floor": dict(zip(res.names, map(float, res.plan.floor))),
+        "strengths": [float(s) for s in res.plan.strengths],
+        "stats": res.stats,
+        "mixtures": entries,
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _weights_table(rows: list[dict], w: np.ndarray, names: list[str]):
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    df.insert(1, "status", "pending")
+    for j, n in enumerate(names):
+        df[weight_column(n)] = w[:, j]
+    return df
+
+
+# ---- coverage of the simplex (used by bench/synthesize.py and the tests) -------------------------
+def coverage(w: np.ndarray, reference: np.ndarray | None = None) -> dict[str, float]:
+    """How well a set of mixtures ``w`` (n, d) covers the simplex.
+
+    - ``nn_min`` / ``nn_mean``: min and mean L1 distance from each mixture to its nearest other mixture
+      (larger: less clumping);
+    - ``fill_mean`` / ``fill_max``: mean and max L1 distance from each ``reference`` point (e.g. uniform
+      draws on the simplex) to its nearest mixture (smaller: fewer holes);
+    - ``zero_frac_max`` / ``zero_frac_mean``: share of mixtures giving a domain weight 0, worst and mean
+      over domains (rare-domain collapse).
+    """
+    dist = np.abs(w[:, None, :] - w[None, :, :]).sum(-1)
+    np.fill_diagonal(dist, np.inf)
+    nn = dist.min(axis=1)
+    zero = (w <= 0).mean(axis=0)
+    out = {"nn_min": float(nn.min()), "nn_mean": float(nn.mean()),
+           "zero_frac_max": float(zero.max()), "zero_frac_mean": float(zero.mean())}
+    if reference is not None:
+        fill = np.abs(reference[:, None, :] - w[None, :, :]).sum(-1).min(axis=1)
+        out.update(fill_mean=float(fill.mean()), fill_max=float(fill.max()))
+    return out
+
+
+def per_domain_zero_fraction(w: np.ndarray, names: list[str]) -> dict[str, float]:
+    return {n: float(f) for n, f in zip(names, (w <= 0).mean(axis=0))}
+
+
+def sample_reference(prior: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Reference points for fill distance: ``Dir(1)`` (uniform on the simplex); ``prior`` sets the dimension."""
+    return np.random.default_rng(seed).dirichlet(np.ones(len(prior)), size=n)
+
+
+def manifest_mixtures(folder: str | os.PathLike) -> list[tuple[str, Path, str]]:
+    """``(run_id, path, split)`` for every mixture a synthesis folder holds, in manifest order if there is one."""
+    folder = Path(folder)
+    man = folder / MANIFEST
+    if man.is_file():
+        data = json.loads(man.read_text())
+        return [(e["run_id"], folder / e["file"], e["split"]) for e in data["mixtures"]]
+    found = [(p.stem, p, "train") for p in sorted(folder.glob("*.json")) if p.name != MANIFEST]
+    found += [(p.stem, p, "heldout") for p in sorted(folder.glob("heldout/*.json"))]
+    return found
+
