@@ -34,14 +34,13 @@ import math
 import os
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
-from regmix_plugin.data.indexed import index_stats
+from regmix_plugin.data.indexed import index_stats, quiet_megatron
 from regmix_plugin.data.tokenizer import TokenizerInfo, check_tokenizer, infer_tokenizer
 from regmix_plugin.errors import ConfigError, RegmixError
 from regmix_plugin.mixture import Mixture
@@ -134,9 +133,7 @@ def build_datasets(mixture: Mixture, cfg: BlendConfig) -> MixtureDatasets:
         tokenizer = cfg.tokenizer
         check_tokenizer(mixture, tokenizer)
 
-    with _cache_folder(cfg.cache_dir) as cache, warnings.catch_warnings():
-        # megatron-core warns on every log call that it cannot determine a rank outside torch.distributed.
-        warnings.filterwarnings("ignore", message="Could not determine rank")
+    with _cache_folder(cfg.cache_dir) as cache, quiet_megatron():
         train = _build_train(mixture, cfg, tokenizer, cache)
         valid, source = {}, {}
         for k, d in enumerate(mixture.domains):

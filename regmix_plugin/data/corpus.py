@@ -34,6 +34,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from regmix_plugin import __version__
+from regmix_plugin.data.indexed import quiet_megatron
 from regmix_plugin.data.tokenizer import CORPUS_FILE, Tokenizer, load_tokenizer
 from regmix_plugin.errors import ConfigError, RegmixError, check_choice
 from regmix_plugin.io import atomic_write_json
@@ -155,7 +156,8 @@ class _DomainWriter:
     """
 
     def __init__(self, folder: Path, tokenizer: Tokenizer) -> None:
-        from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+        with quiet_megatron():
+            from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
         folder.mkdir(parents=True)
         self.folder = folder

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
 from regmix_plugin.errors import RegmixError
+
+
+@contextlib.contextmanager
+def quiet_megatron() -> Iterator[None]:
+    """Import or call megatron-core without its CPU-machine noise on stderr.
+
+    Importing megatron.core warns that Transformer Engine, apex and a CUDA runtime are missing, and its
+    dataset code warns on each log call that no torch.distributed rank is known; on a CPU machine all of
+    that is expected, and it would bury the one-line errors of our CLI.
+    """
+    torch_log = logging.getLogger("torch.utils.cpp_extension")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        torch_log.setLevel(level)
 
 
 @dataclass(frozen=True)
@@ -39,12 +61,11 @@ def check_prefix(prefix: str, where: str = "prefix") -> None:
 
 def open_indexed(prefix: str, where: str = "prefix"):
     """megatron-core's ``IndexedDataset`` for ``prefix``, with a one-line error instead of its asserts."""
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
     check_prefix(prefix, where)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "could not determine rank" outside torch.distributed
+        with quiet_megatron():
+            from megatron.core.datasets.indexed_dataset import IndexedDataset
+
             return IndexedDataset(prefix)
     except (AssertionError, ValueError, OSError, KeyError) as e:
         raise RegmixError(f"{where}: {prefix}.idx is not a Megatron IndexedDataset index ({e or type(e).__name__}); rebuild it") from None
