@@ -3,7 +3,8 @@
 The command is a real user program (it is not our code): it reads the run's ``mixture.json``, "trains" for a
 few steps computing a deterministic loss from the weights, and writes ``metrics.jsonl`` and ``outcome.json``
 as the run-directory contract says. Its behaviour per run comes from the ``TOY_BEHAVIOUR`` environment
-variable, e.g. ``n0002=exit,n0003=nan,n0004=flaky`` (``flaky`` fails on the first attempt only), and it
+variable, e.g. ``n0002=exit,n0003=nan,n0004=flaky`` (``flaky`` fails on the first attempt only,
+``hang`` sleeps for two minutes), and it
 sleeps ``TOY_SLEEP`` seconds per step so that tests can interrupt a sweep mid-way.
 """
 
@@ -29,6 +30,8 @@ TOY_TRAINER = textwrap.dedent(
     sleep = float(os.environ.get("TOY_SLEEP", "0"))
     os.makedirs(run_dir, exist_ok=True)
     metrics = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+    if mode == "hang":
+        time.sleep(120)
     for step in (10, 20, 30):
         time.sleep(sleep)
         train = 2.0 + sum((i + 1) * (v - 0.25) ** 2 for i, v in enumerate(w.values())) + 1.0 / step

@@ -1,0 +1,51 @@
+"""The Slurm backend against a real one-node Slurm (tests/slurm_cluster.py starts it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pandas as pd
+import pytest
+
+from regmix_plugin.cli import main
+from regmix_plugin.sweep.collect import collect
+from slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
+from sweep_helpers import write_study
+
+pytestmark = pytest.mark.slurm
+
+
+def test_slurm_job_array_runs_a_sweep_and_a_rerun_only_resubmits_failures(tmp_path, slurm_cluster, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    study = write_study(tmp_path / "study", n=3, heldout=1, backend="slurm",
+                        env={"TOY_BEHAVIOUR": "n0002=exit"}, runs={"retries": 0},
+                        slurm={"cpus_per_task": 1, "time": "00:05:00", "array_parallelism": 2, "poll_s": 0.5})
+    out = tmp_path / "study" / "out"
+
+    assert main(["sweep", str(study), "--no-progress"]) == 1  # n0002 fails by design
+
+    jobs = json.loads((out / "slurm" / "jobs.json").read_text())["jobs"]
+    assert len(jobs) == 1 and sorted(jobs[0]["runs"]) == ["h0001", "n0001", "n0002", "n0003"]
+    script = (out / "slurm").glob("*/job.sbatch").__next__().read_text()
+    assert "#SBATCH --array=0-3%2" in script and "#SBATCH --time=00:05:00" in script
+    # Slurm itself ran the tasks: their logs are in the submission folder and squeue no longer lists them.
+    assert len(list((out / "slurm").glob("*/*_*.out"))) == 4
+    assert subprocess.run(["squeue", "-h", "-j", jobs[0]["job_id"]], capture_output=True, text=True).stdout.strip() == ""
+
+    df, warnings = collect([out])
+    status = dict(zip(df["run_id"], df["status"]))
+    assert status == {"h0001": "completed", "n0001": "completed", "n0002": "failed", "n0003": "completed"}
+    assert df.loc[df["status"] == "completed", "valid/web/loss"].notna().all()
+    assert json.loads((out / "runs" / "n0002" / "status.json").read_text())["reason"] == "exit code 3"
+
+    # A rerun with --retry-failed and the failure fixed submits only n0002, as a second array.
+    monkeypatch.setenv("TOY_BEHAVIOUR", "")
+    study.write_text(study.read_text().replace("n0002=exit", "none=ok"))
+    assert main(["sweep", str(study), "--no-progress", "--retry-failed"]) == 0
+    jobs = json.loads((out / "slurm" / "jobs.json").read_text())["jobs"]
+    assert [j["runs"] for j in jobs[1:]] == [["n0002"]]
+    df2, _ = collect([out])
+    assert (df2["status"] == "completed").all()
+    pd.testing.assert_frame_equal(df2[df2.run_id != "n0002"].reset_index(drop=True),
+                                  df[df.run_id != "n0002"].reset_index(drop=True))
