@@ -104,13 +104,18 @@ class Trainer:
         self.bounds = schedule.phase_bounds(cfg.train.steps)
         self.mixtures = _load_phases(schedule)
         tokenizer = _tokenizer(cfg, self.mixtures[0])
+        cache_dir = cfg.data.cache_dir
+        if cache_dir is None and env.world_size > 1:
+            # megatron-core builds the indices on rank 0 and the other ranks read them from the cache, so
+            # under DP the cache must be a folder all ranks see; the build's private temp folder is not.
+            cache_dir = str(self.run_dir / "data_cache")
         self.datasets: list[MixtureDatasets] = [
             build_datasets(m, BlendConfig(
                 seq_length=cfg.model.seq_length,
                 train_samples=(end - start) * cfg.train.global_batch_size,
                 valid_samples_per_domain=cfg.eval.samples_per_domain,
                 seed=cfg.train.seed,
-                cache_dir=cfg.data.cache_dir,
+                cache_dir=cache_dir,
                 tokenizer=tokenizer,
             ))
             for m, (start, end) in zip(self.mixtures, self.bounds)
