@@ -148,7 +148,7 @@ def records_table(records: list[RunRecord], step: int | None, warnings: list[str
             row[weight_column(d)] = w
         s = step if step is not None else (max(r.evals) if r.evals else None)
         ev = r.evals.get(s) if s is not None else None
-        if ev is None and r.evals and step is not None:
+        if ev is None and r.evals and step is not None and r.status == COMPLETED:
             warnings.append(f"{r.run_id}: no evaluation at step {step} (has {min(r.evals)}..{max(r.evals)}); losses left empty")
         if ev is not None:
             row["step"] = s
@@ -214,10 +214,13 @@ def check_table(df: pd.DataFrame, warnings: list[str]) -> None:
     ids = df["run_id"].astype(str)
     for rid in sorted(ids[ids.duplicated()].unique()):
         warnings.append(f"{rid}: run id appears {int((ids == rid).sum())} times; rows kept, rename or drop one")
-    filled = w.round(9).astype(str).agg("|".join, axis=1)
-    for key, group in df.groupby(filled, sort=False):
-        if len(group) > 1 and not w.loc[group.index].isna().all(axis=None):
-            warnings.append(f"{', '.join(group['run_id'].astype(str))}: identical mixtures (duplicate runs)")
+    groups: dict[tuple, list[str]] = {}
+    for rid, row in zip(ids, w.to_numpy(dtype=float)):
+        if np.isfinite(row).any():
+            groups.setdefault(tuple(None if np.isnan(x) else round(x, 9) for x in row), []).append(rid)
+    for same in groups.values():
+        if len(same) > 1:
+            warnings.append(f"{', '.join(same)}: identical mixtures (duplicate runs)")
 
 
 def order_columns(df: pd.DataFrame) -> pd.DataFrame:
