@@ -13,6 +13,7 @@ from regmix_plugin.optimize.continual import (
     ContinualFitConfig,
     ContinualPlan,
     ContinualSpec,
+    SweepConfig,
     fit_continual,
     points_from_table,
     write_sweep,
@@ -60,6 +61,7 @@ def _mixtures(tmp_path):
         {"name": "code", "weight": 0, "prefixes": ["code/train"]}]})
     new = Mixture.from_dict({"version": 1, "name": "new", "domains": [
         {"name": "code", "weight": 1, "prefixes": ["code/train"]}]})
+    (tmp_path / "proxy.yaml").write_text("train: {steps: 5}\n")
     old.save(tmp_path / "old.json")
     new.save(tmp_path / "new.json")
     return tmp_path / "old.json", tmp_path / "new.json"
@@ -79,7 +81,8 @@ def test_spec_blends_and_recovers_the_proportion(tmp_path):
 def test_write_sweep_writes_loadable_mixtures_and_a_plan(tmp_path):
     o, n = _mixtures(tmp_path)
     (tmp_path / "ckpt").mkdir()
-    plan = write_sweep(str(o), str(n), str(tmp_path / "ckpt"), [0.8, 0.0, 0.4], tmp_path / "sweep")
+    plan = write_sweep(str(o), str(n), str(tmp_path / "ckpt"), tmp_path / "sweep",
+                       SweepConfig(str(tmp_path / "proxy.yaml"), [0.8, 0.0, 0.4], backend="slurm"))
     assert plan.proportions == [0.0, 0.4, 0.8]
     back = ContinualPlan.load(tmp_path / "sweep")
     assert back == plan
@@ -98,4 +101,21 @@ def test_write_sweep_writes_loadable_mixtures_and_a_plan(tmp_path):
     assert list(pts["proportion"]) == pytest.approx([0.0, 0.4, 0.8])
     assert list(pts["old_loss"]) == pytest.approx([0.75 * (2 + p) + 0.25 * 3.0 for p in (0.0, 0.4, 0.8)])
     with pytest.raises(ConfigError, match="--base-ckpt"):
-        write_sweep(str(o), str(n), str(tmp_path / "nope"), [0, 0.5, 1], tmp_path / "s2")
+        write_sweep(str(o), str(n), str(tmp_path / "nope"), tmp_path / "s2", SweepConfig(str(tmp_path / "proxy.yaml")))
+
+
+def test_the_sweep_study_launches_every_proportion_from_the_base_checkpoint(tmp_path):
+    from regmix_plugin.sweep.launch import prepare
+    from regmix_plugin.sweep.study import load_study
+
+    o, n = _mixtures(tmp_path)
+    ckpt = tmp_path / "base run" / "checkpoints"  # a space: the path must reach the shell quoted
+    ckpt.mkdir(parents=True)
+    write_sweep(str(o), str(n), str(ckpt), tmp_path / "sweep", SweepConfig(str(tmp_path / "proxy.yaml"), [0.0, 0.5, 1.0]))
+    study = load_study(tmp_path / "sweep" / "study.yaml")
+    assert study.backend == "local"
+    assert study.command.endswith(f"--init-from '{ckpt}'")
+    prepared = prepare(study)
+    assert prepared.run_ids == ["p0.000", "p0.500", "p1.000"]
+    placed = Mixture.load(tmp_path / "sweep" / "runs" / "p0.500" / "mixture.json")
+    assert dict(zip(placed.names, placed.weights)) == pytest.approx({"web": 0.375, "books": 0.125, "code": 0.5})

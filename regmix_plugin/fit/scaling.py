@@ -247,28 +247,47 @@ def fit_power_laws(
 
 # ---- training curves from metrics.jsonl ----------------------------------------------------------
 
-def read_eval_curve(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """The eval lines of ``RUN_DIR/metrics.jsonl``: one row per step, ``step``, ``tokens``, ``valid/<d>/loss``.
+def read_run_curve(run_dir: str | os.PathLike) -> tuple[dict[str, float] | None, pd.DataFrame]:
+    """A run's mixture weights and its eval curve: one row per eval step, ``step``, ``tokens``, ``valid/<d>/loss``.
 
-    Lines that are not JSON (a crash mid-write) are skipped; a file with no eval line is an error.
+    Parsing is the sweep collector's (`regmix_plugin.sweep.collect.read_run`: torn lines skipped, a resumed
+    run's repeated steps merged). Weights come from the run's ``mixture.json`` (sweep runs) or else from the
+    mixture that its ``config.yaml`` names (a plain ``regmix train`` run); None when neither exists.
     """
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise RegmixError(f"{path}: not found; give a run directory written by `regmix train` (or a sweep)")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line of a crashed run
-            if isinstance(rec, dict) and "step" in rec and any(_is_loss_key(k) for k in rec):
-                rows.append({k: v for k, v in rec.items() if k in ("step", "tokens") or _is_loss_key(k)})
+    from regmix_plugin.sweep.collect import read_run
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise RegmixError(f"{run_dir}: no metrics.jsonl; give a run directory written by `regmix train` (or a sweep)")
+    rec = read_run(run_dir, [])
+    rows = [{"step": step, **{k: v for k, v in ev.items() if k == "tokens" or _is_loss_key(k)}}
+            for step, ev in sorted(rec.evals.items())]
+    rows = [r for r in rows if any(_is_loss_key(k) for k in r)]
     if not rows:
-        raise RegmixError(f"{path}: no eval lines with valid/<domain>/loss keys; did the run reach its first eval?")
-    df = pd.DataFrame(rows).apply(pd.to_numeric, errors="coerce")
-    # A resumed run may log the same step twice; keep the last record of each step.
-    return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
+        raise RegmixError(f"{run_dir}/metrics.jsonl: no eval lines with valid/<domain>/loss keys; did the run reach its first eval?")
+    curve = pd.DataFrame(rows).apply(pd.to_numeric, errors="coerce").reset_index(drop=True)
+    return rec.weights or _weights_from_config(run_dir), curve
+
+
+def read_eval_curve(run_dir: str | os.PathLike) -> pd.DataFrame:
+    return read_run_curve(run_dir)[1]
+
+
+def _weights_from_config(run_dir: Path) -> dict[str, float] | None:
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        first = Path(cfg["run"]["schedule"][0]["mixture"])
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+        return None
+    from regmix_plugin.mixture import Mixture, MixtureError
+
+    try:
+        mix = Mixture.load(first if first.is_absolute() else run_dir / first)
+    except MixtureError:
+        return None
+    return dict(zip(mix.names, mix.weights))
 
 
 def _is_loss_key(k: str) -> bool:

@@ -22,20 +22,23 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from regmix_plugin.errors import ConfigError, RegmixError
 from regmix_plugin.fit.scaling import LawConfig, LawParams, clean_series, fit_laws, read_eval_curve
-from regmix_plugin.io import atomic_write_json
+from regmix_plugin.io import atomic_write_json, atomic_write_text
 from regmix_plugin.mixture import Domain, Mixture
 from regmix_plugin.table import loss_column, weight_column
 
 PLAN_FILE = "continual.json"
+STUDY_FILE = "study.yaml"
 DEFAULT_GRID = (0.0, 0.2, 0.4, 0.6, 0.8)
 # Starting exponents for t: the law can rise or fall with p, so try both signs.
 EXP_GAMMAS = (-4.0, -1.0, -0.25, 0.25, 1.0, 4.0)
@@ -310,23 +313,75 @@ def continual_mixture(original: Mixture, new: Mixture, p: float) -> Mixture:
                                original=original.name, new=new.name)
 
 
-def write_sweep(original_path: str, new_path: str, base_ckpt: str, proportions: Sequence[float],
-                out_dir: str | os.PathLike, base_run: str | None = None) -> ContinualPlan:
-    """Write ``OUT/mixtures/p0.200.json``… and ``OUT/continual.json``; return the plan."""
-    grid = check_grid(proportions)
+@dataclass
+class SweepConfig:
+    """The continual sweep: the proportion grid and how the study YAML launches it.
+
+    proxy_config: the trainer config for the continual runs (its steps are the continual-training length).
+    backend, max_concurrent, slurm: copied into the study YAML (see `regmix_plugin.sweep.study`).
+    """
+
+    proxy_config: str
+    proportions: Sequence[float] = DEFAULT_GRID
+    backend: str = "local"
+    max_concurrent: int = 1
+    slurm: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=lambda: {"OMP_NUM_THREADS": "1"})
+    name: str = "continual"
+
+    def __post_init__(self) -> None:
+        self.proportions = check_grid(self.proportions)
+        if self.backend not in ("local", "slurm"):
+            raise ConfigError(f"backend: unknown value {self.backend!r}; choose one of local, slurm")
+        if self.max_concurrent < 1:
+            raise ConfigError(f"max_concurrent: {self.max_concurrent} must be >= 1")
+        if not os.path.isfile(self.proxy_config):
+            raise ConfigError(f"--config: {self.proxy_config} not found; give the proxy trainer's YAML")
+
+
+def command_template(base_ckpt: str) -> str:
+    """The sweep's default trainer command, resuming every run from the base checkpoint."""
+    from regmix_plugin.sweep.study import DEFAULT_COMMAND
+
+    # The path is a literal in a str.format template: quote it for the shell, double its braces.
+    literal = shlex.quote(base_ckpt).replace("{", "{{").replace("}", "}}")
+    return f"{DEFAULT_COMMAND} --init-from {literal}"
+
+
+def write_sweep(original_path: str, new_path: str, base_ckpt: str, out_dir: str | os.PathLike,
+                config: SweepConfig, base_run: str | None = None) -> ContinualPlan:
+    """Write ``OUT/mixtures/p0.200.json``…, ``OUT/continual.json`` and ``OUT/study.yaml``; return the plan.
+
+    ``regmix sweep OUT/study.yaml`` then runs every mixture from the base checkpoint (local or Slurm) into
+    ``OUT/runs/<p…>/``, and ``regmix continual fit --plan OUT`` fits the result.
+    """
     if not os.path.exists(base_ckpt):
         raise ConfigError(f"--base-ckpt: {base_ckpt} does not exist; give the base run's checkpoint folder")
     original, new = Mixture.load(original_path), Mixture.load(new_path)
     out_dir = Path(out_dir)
     files = []
-    for p in grid:
+    for p in config.proportions:
         rel = f"mixtures/p{p:.3f}.json"
         continual_mixture(original, new, p).save(out_dir / rel)
         files.append(rel)
     plan = ContinualPlan(
         original_mixture=os.path.abspath(original_path), new_mixture=os.path.abspath(new_path),
-        base_ckpt=os.path.abspath(base_ckpt), proportions=grid, mixtures=files,
+        base_ckpt=os.path.abspath(base_ckpt), proportions=list(config.proportions), mixtures=files,
         base_run=os.path.abspath(base_run) if base_run else None,
     )
     plan.save(out_dir / PLAN_FILE)
+    study: dict[str, Any] = {
+        "name": config.name,
+        "base_mixture": files[0],  # only the domain list is read from it; every file has the same domains
+        "mixtures": "mixtures",
+        "out": ".",
+        "command": command_template(plan.base_ckpt),
+        "proxy_config": os.path.abspath(config.proxy_config),
+        "env": dict(config.env),
+        "backend": config.backend,
+        "local": {"max_concurrent": config.max_concurrent},
+    }
+    if config.slurm:
+        study["slurm"] = dict(config.slurm)
+    atomic_write_text(out_dir / STUDY_FILE, yaml.safe_dump(study, sort_keys=False))
     return plan

@@ -1,0 +1,79 @@
+"""Real text and real proxy runs for the scaling and continual-training tests.
+
+The corpus is real text that every Python install carries, so the tests need no Debian package:
+``prose`` is the English reference documentation in ``pydoc_data.topics`` and ``code`` is the source of
+standard-library modules. Each domain is capped so that a corpus builds in about a second.
+"""
+
+from __future__ import annotations
+
+import json
+import sysconfig
+from pathlib import Path
+
+from regmix_plugin.data.corpus import NATURAL_FILE, CorpusConfig, Documents, build_corpus
+from regmix_plugin.mixture import Mixture
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "megatron_configs" / "proxy-tiny-cpu.yaml"
+
+# A proxy small enough for ~100 steps in a few seconds on one core; constant LR after warm-up, so that
+# the loss curve is a plain step law and the continual runs are not distorted by a decayed schedule.
+FAST = [
+    "model.hidden_size=32", "model.ffn_hidden_size=64", "model.num_attention_heads=2", "model.seq_length=64",
+    "train.global_batch_size=4", "train.micro_batch_size=4", "train.log_every=10", "train.progress=false",
+    "train.threads=1", "eval.samples_per_domain=8", "eval.batch_size=8", "optim.warmup_steps=5",
+    "optim.lr=3e-3", "optim.lr_schedule=constant", "metrics.tensorboard=false",
+]
+
+
+def prose_documents(max_bytes: int) -> list[str]:
+    from pydoc_data.topics import topics
+
+    return _capped((topics[k] for k in sorted(topics)), max_bytes)
+
+
+def code_documents(max_bytes: int) -> list[str]:
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in lib.glob("*.py") if p.stat().st_size < 60_000)
+    return _capped((p.read_text(encoding="utf-8", errors="replace") for p in files), max_bytes)
+
+
+def _capped(docs, max_bytes: int) -> list[str]:
+    out, total = [], 0
+    for d in docs:
+        d = d.strip()
+        if len(d) < 40:
+            continue
+        d = d[:4000]  # many short documents rather than a few long ones: a better held-out split
+        out.append(d)
+        total += len(d)
+        if total >= max_bytes:
+            break
+    return out
+
+
+def make_text_corpus(root: Path, max_bytes: int = 400_000) -> Path:
+    """``root/corpus`` with domains prose and code (byte tokenizer); returns its natural.json."""
+    out = Path(root) / "corpus"
+    domains = {"prose": Documents(prose_documents(max_bytes)), "code": Documents(code_documents(max_bytes))}
+    build_corpus(out, domains, CorpusConfig(tokenizer="byte", valid_fraction=0.05, progress=False))
+    return out / NATURAL_FILE
+
+
+def mixture_file(natural: Path, name: str, weights: dict[str, float]) -> Path:
+    """A mixture over the corpus of ``natural`` (domains absent from ``weights`` get 0: still evaluated)."""
+    nat = Mixture.load(natural)
+    mix = Mixture.from_weights({n: weights.get(n, 0.0) for n in nat.names}, template=nat, name=name)
+    return mix.save(Path(natural).parent / f"{name}.json")
+
+
+def train_args(mixture: Path, run_dir: Path, steps: int, eval_every: int, *extra: str) -> list[str]:
+    args = ["train", "--mixture", str(mixture), "--config", str(TINY_CONFIG), "--run-dir", str(run_dir)]
+    for o in [*FAST, f"train.steps={steps}", f"eval.every={eval_every}"]:
+        args += ["--set", o]
+    return args + list(extra)
+
+
+def outcome(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "outcome.json").read_text())
