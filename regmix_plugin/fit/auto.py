@@ -1,0 +1,90 @@
+"""``auto``: pick the predictor with the best K-fold Spearman rho on the training runs, then refit it.
+
+The choice and every candidate's scores are kept (``cv_`` and ``reason_``) so the CV table, the report and
+regmix.json's provenance can say why this predictor was chosen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from regmix_plugin.fit.base import FitError, Predictor, State
+from regmix_plugin.fit.cv import cross_validate
+
+DEFAULT_CANDIDATES = ("linear", "lightgbm", "mixing-law", "gp", "stack")
+
+
+class AutoPredictor(Predictor):
+    name = "auto"
+
+    def __init__(
+        self,
+        candidates: tuple[str, ...] | list[str] = DEFAULT_CANDIDATES,
+        candidate_params: dict | None = None,
+        n_splits: int = 5,
+        metric: str = "spearman",
+        random_state: int = 0,
+    ) -> None:
+        self.candidates = candidates
+        self.candidate_params = candidate_params
+        self.n_splits = n_splits
+        self.metric = metric
+        self.random_state = random_state
+
+    def _make(self, name: str) -> Predictor:
+        from regmix_plugin.fit.registry import get_predictor
+
+        if name == "auto":
+            raise FitError("auto.candidates: 'auto' cannot be its own candidate")
+        params = dict((self.candidate_params or {}).get(name, {}))
+        params.setdefault("random_state", self.random_state)
+        return get_predictor(name, **params)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        from regmix_plugin.errors import check_choice
+        from regmix_plugin.fit.cv import METRICS
+
+        check_choice("auto.metric", self.metric, METRICS)
+        names = list(self.candidates)
+        if not names:
+            raise FitError("auto.candidates: empty; give at least one predictor name")
+        n_splits = min(int(self.n_splits), len(y))
+        results = cross_validate({n: (lambda n=n: self._make(n)) for n in names}, X, y, n_splits, self.random_state)
+        sign = 1.0 if self.metric == "mse" else -1.0  # lower is better for MSE, higher for the rest
+        best = min(results, key=lambda r: sign * r.scores[self.metric])
+        self.cv_ = [r.row() for r in results]
+        self.chosen_ = best.name
+        self.reason_ = (
+            f"{best.name} has the best {n_splits}-fold CV {self.metric} on the {len(y)} training runs "
+            f"({best.scores[self.metric]:.2f}; "
+            + ", ".join(f"{r.name} {r.scores[self.metric]:.2f}" for r in results if r is not best)
+            + ")"
+        )
+        self.oof_ = best.oof
+        self.model_ = self._make(best.name).fit(X, y)
+
+    @property
+    def smooth(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self, "model_", None) is not None and _is_smooth(self.model_))
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.predict(X)
+
+    def _get_state(self) -> State:
+        return State(
+            meta={"cv": self.cv_, "chosen": self.chosen_, "reason": self.reason_},
+            arrays={"oof": self.oof_},
+            children={"chosen_model": self.model_},
+        )
+
+    def _set_state(self, state: State) -> None:
+        self.cv_ = list(state.meta["cv"])
+        self.chosen_ = str(state.meta["chosen"])
+        self.reason_ = str(state.meta["reason"])
+        self.oof_ = np.asarray(state.arrays["oof"], dtype=float)
+        self.model_ = state.children["chosen_model"]
+
+
+def _is_smooth(model: Predictor) -> bool:
+    checker = getattr(model, "is_smooth", None)
+    return bool(checker()) if callable(checker) else bool(model.smooth)

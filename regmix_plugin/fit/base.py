@@ -1,0 +1,200 @@
+"""The predictor interface: scikit-learn conventions plus a code-free artifact format.
+
+A predictor maps mixture weights ``X`` (n_runs, n_domains), rows on the simplex, to one target value per
+run (a validation loss, say; lower is better). ``__init__`` stores hyperparameters only, ``fit`` returns
+``self``, learned state ends in ``_``, and randomness enters through ``random_state``.
+
+Artifacts are a folder: ``predictor.json`` (name, hyperparameters, JSON state), ``arrays.npz`` (read with
+``allow_pickle=False``) and, for LightGBM, the booster's native text model. Loading never executes code:
+there is no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from regmix_plugin.errors import RegmixError
+from regmix_plugin.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+ARTIFACT_FORMAT = "regmix-predictor"
+ARTIFACT_VERSION = 1
+
+
+class FitError(RegmixError):
+    """Bad input to a predictor, a predictor used before fit, or an unreadable artifact."""
+
+
+class NotFittedError(FitError):
+    pass
+
+
+@dataclass
+class State:
+    """What a fitted predictor saves: JSON-able values, numeric arrays and text files (a LightGBM model)."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    children: dict[str, "Predictor"] = field(default_factory=dict)
+
+
+class Predictor:
+    """Base class. Subclasses set ``name``, implement ``_fit``, ``_predict``, ``_get_state``, ``_set_state``.
+
+    ``smooth`` says that ``predict`` is differentiable in the weights, so exact optimisation over the
+    simplex (scipy) can use it; tree models are piecewise constant and are searched by sampling instead.
+    """
+
+    name: ClassVar[str] = ""
+    smooth: ClassVar[bool] = False
+
+    # ---- scikit-learn conventions --------------------------------------------------------------
+    def get_params(self, deep: bool = False) -> dict[str, Any]:
+        sig = inspect.signature(type(self).__init__)
+        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
+
+    def set_params(self, **params: Any) -> "Predictor":
+        valid = self.get_params()
+        for k, v in params.items():
+            if k not in valid:
+                raise FitError(f"{self.name}.{k}: unknown parameter; valid parameters are {', '.join(sorted(valid)) or '(none)'}")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def fit(self, X: Any, y: Any) -> "Predictor":
+        X = check_X(X, self.name)
+        y = np.asarray(y, dtype=float).reshape(-1)
+        if y.shape[0] != X.shape[0]:
+            raise FitError(f"{self.name}.fit: X has {X.shape[0]} rows but y has {y.shape[0]}; give one target per run")
+        if not np.all(np.isfinite(y)):
+            raise FitError(f"{self.name}.fit: y has {int(np.sum(~np.isfinite(y)))} non-finite value(s); drop failed runs first")
+        if X.shape[0] < 2:
+            raise FitError(f"{self.name}.fit: {X.shape[0]} run(s); a predictor needs at least 2 runs")
+        self.n_features_in_ = X.shape[1]
+        self._fit(X, y)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        X = check_X(X, self.name)
+        if X.shape[1] != self.n_features_in_:
+            raise FitError(
+                f"{self.name}.predict: X has {X.shape[1]} domain columns but the model was fit on {self.n_features_in_}; "
+                "give mixtures over the same domains in the same order"
+            )
+        return np.asarray(self._predict(X), dtype=float).reshape(-1)
+
+    def is_fitted(self) -> bool:
+        return hasattr(self, "n_features_in_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted():
+            raise NotFittedError(f"{self.name}: this predictor is not fitted yet; call fit(X, y) or load a saved model first")
+
+    # ---- subclass hooks ------------------------------------------------------------------------
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _get_state(self) -> State:
+        raise NotImplementedError
+
+    def _set_state(self, state: State) -> None:
+        raise NotImplementedError
+
+    # ---- artifacts -----------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the fitted predictor into ``directory`` (JSON + NPZ + text; never pickle)."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = self._get_state()
+        for key, child in state.children.items():
+            child.save(directory / key)
+        if state.arrays:
+            buf = io.BytesIO()
+            np.savez(buf, **{k: np.asarray(v) for k, v in state.arrays.items()})
+            atomic_write_bytes(directory / "arrays.npz", buf.getvalue())
+        for fname, text in state.texts.items():
+            atomic_write_text(directory / fname, text)
+        doc = {
+            "format": ARTIFACT_FORMAT,
+            "version": ARTIFACT_VERSION,
+            "name": self.name,
+            "params": _jsonable(self.get_params()),
+            "n_features_in": int(self.n_features_in_),
+            "state": _jsonable(state.meta),
+            "arrays": sorted(state.arrays),
+            "texts": sorted(state.texts),
+            "children": sorted(state.children),
+        }
+        # predictor.json is written last: its presence marks a complete artifact.
+        atomic_write_json(directory / "predictor.json", doc)
+        return directory
+
+
+def load_predictor(directory: str | os.PathLike) -> Predictor:
+    """Load a predictor saved with :meth:`Predictor.save`; validates the folder and never runs code."""
+    from regmix_plugin.fit.registry import predictor_class
+
+    directory = Path(directory)
+    path = directory / "predictor.json"
+    if not path.is_file():
+        raise FitError(f"{directory}: no predictor.json; give a folder written by `regmix fit` (or Predictor.save)")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise FitError(f"{path}: cannot read ({e.__class__.__name__}: {e}); refit the model") from None
+    if not isinstance(doc, dict) or doc.get("format") != ARTIFACT_FORMAT:
+        raise FitError(f"{path}: format is not {ARTIFACT_FORMAT!r}; give a folder written by `regmix fit`")
+    if doc.get("version") != ARTIFACT_VERSION:
+        raise FitError(f"{path}: artifact version {doc.get('version')!r} is not supported (expected {ARTIFACT_VERSION}); refit")
+    cls = predictor_class(doc.get("name"), field=f"{path}: name")
+    pred = cls(**doc.get("params", {}))
+    arrays: dict[str, np.ndarray] = {}
+    if doc.get("arrays"):
+        with np.load(directory / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in doc["arrays"]}
+    texts = {k: (directory / k).read_text(encoding="utf-8") for k in doc.get("texts", [])}
+    children = {k: load_predictor(directory / k) for k in doc.get("children", [])}
+    pred._set_state(State(meta=doc.get("state", {}), arrays=arrays, texts=texts, children=children))
+    pred.n_features_in_ = int(doc["n_features_in"])
+    return pred
+
+
+def check_X(X: Any, who: str) -> np.ndarray:
+    try:
+        X = np.asarray(X, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise FitError(f"{who}: mixture weights are not numeric ({e}); give a numeric (n_runs, n_domains) array") from None
+    if X.ndim != 2 or X.shape[1] < 1:
+        raise FitError(f"{who}: expected a 2-D (n_runs, n_domains) array of weights, got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise FitError(f"{who}: mixture weights contain NaN or inf; every weight must be a finite number >= 0")
+    return X
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
