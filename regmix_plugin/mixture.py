@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,8 @@ def _check_prefix_list(field_path: str, value: Any, required: bool) -> list[str]
     for i, p in enumerate(value):
         if not isinstance(p, str) or not p:
             raise MixtureError(f"{field_path}[{i}]: expected a path string, got {p!r}")
+        if any(ord(c) < 32 for c in p):
+            raise MixtureError(f"{field_path}[{i}]: {p!r} contains a control character (newline, tab, NUL); fix the path")
         if p.endswith((".bin", ".idx")):
             raise MixtureError(f"{field_path}[{i}]: {p!r} ends in .bin/.idx; give the prefix without the extension")
     return list(value)
@@ -85,6 +88,10 @@ class Domain:
             raise MixtureError(f"{where}.name: {self.name!r} contains '/', ',' or whitespace; use letters, digits, '-', '_' or '.'")
         if not _is_number(self.weight):
             raise MixtureError(f"{where}.weight: expected a number, got {self.weight!r}")
+        try:
+            float(self.weight)
+        except OverflowError:
+            raise MixtureError(f"{where}.weight: the integer is too large for a float; weights must be finite numbers >= 0") from None
         if math.isnan(self.weight) or math.isinf(self.weight):
             raise MixtureError(f"{where}.weight: {self.weight} is not finite; weights must be finite numbers >= 0")
         if self.weight < 0:
@@ -125,7 +132,7 @@ class Mixture:
         self._normalise()
 
     def validate(self) -> None:
-        if self.version != FORMAT_VERSION:
+        if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version != FORMAT_VERSION:
             raise MixtureError(f"version: {self.version!r} is not supported; this is format version {FORMAT_VERSION}")
         if not isinstance(self.name, str) or not self.name:
             raise MixtureError(f"name: expected a non-empty string, got {self.name!r}")
@@ -139,9 +146,19 @@ class Mixture:
             seen[d.name] = i
         if not isinstance(self.provenance, dict):
             raise MixtureError("provenance: expected an object (JSON dict)")
-        total = math.fsum(d.weight for d in self.domains)
+        if not isinstance(self.normalization, dict):
+            raise MixtureError("normalization: expected an object (JSON dict)")
+        raw = self.normalization.get("raw_sum")
+        if raw is not None and not (_is_number(raw) and math.isfinite(raw) and raw > 0):
+            raise MixtureError(f"normalization.raw_sum: {raw!r} is not a positive number; delete the normalization block")
+        try:
+            total = math.fsum(d.weight for d in self.domains)
+        except OverflowError:  # fsum raises instead of returning inf
+            total = math.inf
         if total <= 0:
             raise MixtureError("domains[*].weight: the weights sum to 0; give at least one domain a positive weight")
+        if not math.isfinite(total):
+            raise MixtureError("domains[*].weight: the weights sum to infinity; scale them down (they are normalised anyway)")
 
     def _normalise(self) -> None:
         total = math.fsum(d.weight for d in self.domains)
@@ -189,10 +206,13 @@ class Mixture:
         norm = data.get("normalization") or {}
         if not isinstance(norm, dict):
             raise MixtureError("normalization: expected an object (JSON dict)")
+        prov = data.get("provenance") or {}
+        if not isinstance(prov, dict):
+            raise MixtureError("provenance: expected an object (JSON dict)")
         return cls(
             domains=domains,
             name=data.get("name", "mixture"),
-            provenance=dict(data.get("provenance") or {}),
+            provenance=dict(prov),
             normalization=dict(norm),
             version=data["version"],
         )
@@ -249,6 +269,8 @@ class Mixture:
             raise MixtureError(f"{path}: {e}; weights must be finite numbers >= 0") from None
         except json.JSONDecodeError as e:
             raise MixtureError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}; fix the JSON syntax") from None
+        except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits, absurd nesting
+            raise MixtureError(f"{path}: malformed JSON ({e.__class__.__name__}: {str(e).splitlines()[0][:80]}); fix the JSON") from None
         try:
             mix = cls.from_dict(data)
         except MixtureError as e:
@@ -349,9 +371,16 @@ class Mixture:
         """Text for stock Megatron-LM: flags, a ``--data-args-path`` file, or a ``--per-split-data-args-path`` JSON."""
         if fmt == "megatron-args":
             parts = ["--data-path", *self.data_path_args("train", base_dir)]
-            return " ".join(parts)
+            return " ".join(shlex.quote(p) for p in parts)
         if fmt == "data-args":
-            return " ".join(self.data_path_args("train", base_dir)) + "\n"
+            args = self.data_path_args("train", base_dir)
+            spaced = next((p for p in args if any(c.isspace() for c in p)), None)
+            if spaced is not None:
+                raise MixtureError(
+                    f"--format data-args: prefix {spaced!r} contains whitespace, and Megatron splits that file on "
+                    "whitespace; move the data or use --format megatron-args / per-split-json"
+                )
+            return " ".join(args) + "\n"
         if fmt == "per-split-json":
             train = self.data_path_args("train", base_dir)
             valid = self.data_path_args("valid", base_dir)

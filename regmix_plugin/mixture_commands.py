@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from regmix_plugin.mixture import EXPORT_FORMATS, Mixture
+from regmix_plugin.mixture import EXPORT_FORMATS, Mixture, MixtureError
 
 
 def register(sub) -> None:
@@ -39,7 +39,10 @@ def _validate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     mix = Mixture.load(args.file)
     if args.out:
-        mix.write_export(args.format, args.out)
+        try:
+            mix.write_export(args.format, args.out)
+        except OSError as e:
+            raise MixtureError(f"--out: cannot write {args.out} ({e.strerror or e}); give a writable file path") from None
     else:
         sys.stdout.write(mix.export(args.format))
         if args.format == "megatron-args":
