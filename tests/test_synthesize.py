@@ -65,8 +65,9 @@ def test_rare_domain_fixes_remove_collapse_to_zero(tmp_path):
 def test_sobol_sampler_is_deterministic_and_spreads_mixtures_at_least_as_well(tmp_path):
     base = skewed_base(tmp_path, {f"d{i}": 1000 for i in range(5)})
     ref = sample_reference(np.ones(5), 500)
-    kw = dict(n=128, heldout=0, minimum=1e-3, prior="uniform", temperature=1.0, min_strength=1.0,
-              max_strength=1.0, max_usage=None)
+    # Dir(1) (strength 5 x a flat prior over 5 domains): uniform on the simplex.
+    kw = dict(n=128, heldout=0, minimum=1e-3, prior="uniform", temperature=1.0, min_strength=5.0,
+              max_strength=5.0, max_usage=None)
     fills = {}
     for sampler in ("dirichlet", "sobol"):
         vals = []

@@ -382,14 +382,15 @@ def coverage(w: np.ndarray, reference: np.ndarray | None = None) -> dict[str, fl
     - ``zero_frac_max`` / ``zero_frac_mean``: share of mixtures giving a domain weight 0, worst and mean
       over domains (rare-domain collapse).
     """
-    dist = np.abs(w[:, None, :] - w[None, :, :]).sum(-1)
-    np.fill_diagonal(dist, np.inf)
-    nn = dist.min(axis=1)
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(w)
+    nn = tree.query(w, k=2, p=1)[0][:, 1]  # the nearest point other than itself
     zero = (w <= 0).mean(axis=0)
     out = {"nn_min": float(nn.min()), "nn_mean": float(nn.mean()),
            "zero_frac_max": float(zero.max()), "zero_frac_mean": float(zero.mean())}
     if reference is not None:
-        fill = np.abs(reference[:, None, :] - w[None, :, :]).sum(-1).min(axis=1)
+        fill = tree.query(reference, k=1, p=1)[0]
         out.update(fill_mean=float(fill.mean()), fill_max=float(fill.max()))
     return out
 
