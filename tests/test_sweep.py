@@ -177,3 +177,10 @@ def test_mixture_folder_study_and_mismatched_domains(tmp_path, capsys):
     (tmp_path / "mix" / "n0002.json").write_text(json.dumps(bad))
     assert main(["sweep", str(study), "--no-progress"]) == 2
     assert "n0002.json has domains web, code, books but base_mixture has" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "megatron_configs").glob("study-*.yaml")),
+                         ids=lambda p: p.name)
+def test_example_studies_validate(path):
+    study = load_study(path)
+    assert study.name and "{mixture}" in study.command
