@@ -200,3 +200,20 @@ def test_missing_files_and_bad_config_are_one_line_errors(corpus, tmp_path):
     with pytest.raises(ConfigError, match="valid_samples_per_domain"):
         BlendConfig(seq_length=8, train_samples=10, valid_samples_per_domain=0)
     assert issubclass(ConfigError, RegmixError)
+
+
+def test_builds_inside_a_gloo_process_group(corpus, tmp_path):
+    """Under torch.distributed (here gloo, world size 1) megatron-core's rank-0-first protocol runs for real."""
+    import torch.distributed as dist
+
+    _, natural = corpus
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        cfg = BlendConfig(seq_length=16, train_samples=100, cache_dir=str(tmp_path / "cache"))
+        ds = build_datasets(_mix(natural, WEIGHTS), cfg)
+        again = build_datasets(_mix(natural, WEIGHTS), cfg)
+    finally:
+        dist.destroy_process_group()
+    assert ds.train.domain_ids.tolist() == again.train.domain_ids.tolist()
+    assert any(f.endswith("dataset_index.npy") for f in os.listdir(tmp_path / "cache"))

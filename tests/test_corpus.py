@@ -141,6 +141,8 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
     assert "no files match" in _one_line_error(capsys, ["corpus", "build", "--out", out, "--domain", "web=/nonexistent/*.txt"])
     assert "valid_fraction" in _one_line_error(capsys, ["corpus", "build", "--out", out, "--domain", web, "--valid-fraction", "1.5"])
     assert "name" in _one_line_error(capsys, ["corpus", "build", "--out", out, "--domain", f"a/b={tmp_path}/in/web/*.txt"])
+    assert "cannot be a corpus folder name" in _one_line_error(
+        capsys, ["corpus", "build", "--out", out, "--domain", f"..={tmp_path}/in/web/*.txt"])
     (tmp_path / "bad.json").write_text("{not json")
     assert "not a valid tokenizer.json" in _one_line_error(
         capsys, ["corpus", "build", "--out", out, "--domain", web, "--tokenizer", str(tmp_path / "bad.json")])

@@ -18,7 +18,8 @@ The Megatron integration, the proxy trainer and the tests all call :func:`build_
 * **Index cache:** megatron-core writes its shuffle/sample indices to ``path_to_cache``; without one it
   writes into a ``cache/`` folder beside the data, which can be read-only or shared by parallel proxy runs.
   So with ``cache_dir=None`` we build into a private temporary folder and delete it afterwards (the indices
-  of a fresh build are held in memory). With a ``cache_dir``, a build on a single process holds an
+  of a fresh build are held in memory); under torch.distributed with several ranks a shared ``cache_dir``
+  is required, because the other ranks read what rank 0 built. With a ``cache_dir``, a build on a single process holds an
   exclusive ``flock`` on ``cache_dir/.regmix-build.lock`` so that parallel proxy runs never read a cache
   file another is still writing; under torch.distributed, megatron-core's own rank-0-first protocol does
   that job and we take no lock (a lock there would deadlock against its barrier). megatron-core 0.19 needs
@@ -151,8 +152,18 @@ def build_datasets(mixture: Mixture, cfg: BlendConfig) -> MixtureDatasets:
     )
 
 
+def _distributed_world() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+
+
 @contextlib.contextmanager
 def _cache_folder(cache_dir: str | None) -> Iterator[str]:
+    if cache_dir is None and _distributed_world() > 1:
+        # Rank 0 builds the indices and the other ranks read them back from the cache, so a private folder
+        # would leave them nothing to read.
+        raise ConfigError(
+            f"cache_dir: required under torch.distributed ({_distributed_world()} ranks); give a folder every rank can read"
+        )
     if cache_dir is None:
         tmp = tempfile.mkdtemp(prefix="regmix-index-cache-")
         try:
@@ -165,7 +176,7 @@ def _cache_folder(cache_dir: str | None) -> Iterator[str]:
     except OSError as e:
         raise ConfigError(f"cache_dir: cannot create {cache_dir} ({e.strerror}); give a writable folder") from None
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        yield cache_dir
+        yield cache_dir  # megatron-core's rank-0-first build and barriers order the writes
         return
     with open(os.path.join(cache_dir, ".regmix-build.lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

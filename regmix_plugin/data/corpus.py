@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -214,8 +215,17 @@ def _file_size(domain: str, path: str | os.PathLike) -> int:
         raise RegmixError(f"domains[{domain}]: {path} does not exist or cannot be read; fix the file list") from None
 
 
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
 def _check_name(name: Any, i: int) -> None:
     Domain(name=name, weight=1.0, prefixes=["x"]).validate(f"domains[{i}]")
+    # The name becomes a folder: keep it portable and inside --out ('..', '.hidden', control characters).
+    if not _FOLDER_NAME.fullmatch(name):
+        raise RegmixError(
+            f"domains[{i}].name: {name!r} cannot be a corpus folder name; use letters, digits, '-', '_' or '.' "
+            "and do not start with '.'"
+        )
 
 
 def _prepare_out(out: Path, force: bool) -> None:
