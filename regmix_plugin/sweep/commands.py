@@ -15,7 +15,7 @@ from regmix_plugin.mixture import Mixture
 _SYNTH_FLAGS = {
     "n": int, "heldout": int, "seed": int, "prior": str, "temperature": float, "min_strength": float,
     "max_strength": float, "num_strengths": int, "max_usage": float, "minimum": float, "min_weight": float,
-    "sampler": str, "target_tokens": int, "max_epochs": float, "max_candidates": int,
+    "sampler": str, "target_tokens": float, "max_epochs": float, "max_candidates": int,
 }
 
 

@@ -144,8 +144,9 @@ class Study:
         except ValueError as e:
             raise ConfigError(f"command: bad template ({e}); escape literal braces as {{{{ and }}}}") from None
         unknown = sorted(used - set(PLACEHOLDERS))
-        _need(not unknown, f"command: unknown placeholder {{{unknown[0] if unknown else ''}}}; "
-                           f"use {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+        if unknown:
+            names = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+            raise ConfigError(f"command: unknown placeholder {{{unknown[0]}}}; use {names}")
         _need("config" not in used or self.proxy_config is not None,
               "proxy_config: the command uses {config}; set proxy_config to the proxy model's YAML")
         _need("mixture" in used, "command: the template never passes {mixture}; add --mixture {mixture} "

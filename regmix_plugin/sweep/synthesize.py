@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import special
 from scipy.stats import qmc
 
@@ -72,7 +74,7 @@ class SynthConfig:
     min_weight: float = 0.0  # floor for every domain's weight
     nonzero: list[str] | str = field(default_factory=list)  # domains (or "all") guaranteed >= minimum
     sampler: str = "dirichlet"  # dirichlet (i.i.d., RegMix) | sobol (scrambled Sobol, space-filling)
-    target_tokens: int | None = None  # tokens of the large run; enables availability caps
+    target_tokens: float | None = None  # tokens of the large run (e.g. 2.5e10); enables availability caps
     max_epochs: float = 4.0  # with target_tokens: weight_d <= tokens_d * max_epochs / target_tokens
     max_candidates: int | None = None  # draws before giving up; default 100 * (n + heldout) as in RegMix
 
@@ -81,9 +83,18 @@ class SynthConfig:
             if not cond:
                 raise ConfigError(msg)
 
-        for name in ("n", "heldout", "seed", "num_strengths"):
+        def is_num(v: Any, kind: tuple) -> bool:
+            return isinstance(v, kind) and not isinstance(v, bool)
+
+        for name in ("n", "heldout", "seed", "num_strengths", "max_candidates"):
             v = getattr(self, name)
-            need(isinstance(v, int) and not isinstance(v, bool), f"synthesize.{name}: expected an integer, got {v!r}")
+            need(v is None and name == "max_candidates" or is_num(v, (int,)),
+                 f"synthesize.{name}: expected an integer, got {v!r}")
+        for name in ("temperature", "min_strength", "max_strength", "max_usage", "minimum", "min_weight",
+                     "max_epochs", "target_tokens"):
+            v = getattr(self, name)
+            need(v is None and name in ("max_usage", "target_tokens") or is_num(v, (int, float)) and math.isfinite(v),
+                 f"synthesize.{name}: expected a number, got {v!r}")
         need(self.n >= 1, f"synthesize.n: {self.n} must be >= 1")
         need(self.heldout >= 0, f"synthesize.heldout: {self.heldout} must be >= 0")
         need(self.num_strengths >= 1, f"synthesize.num_strengths: {self.num_strengths} must be >= 1")
@@ -161,8 +172,6 @@ def plan(cfg: SynthConfig, base: Mixture) -> Plan:
     share = share / share.sum()
     prior = share ** cfg.temperature
     prior = prior / prior.sum()
-    if cfg.target_tokens is not None and tokens is None and cfg.prior in ("weights", "uniform"):
-        tokens = domain_token_counts(base, "auto")
 
     upper = np.ones(len(names))
     if cfg.max_usage is not None:
@@ -361,9 +370,7 @@ def write_synthesis(cfg: SynthConfig, base: Mixture, out_dir: str | os.PathLike,
     return manifest
 
 
-def _weights_table(rows: list[dict], w: np.ndarray, names: list[str]):
-    import pandas as pd
-
+def _weights_table(rows: list[dict], w: np.ndarray, names: list[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df.insert(1, "status", "pending")
     for j, n in enumerate(names):
