@@ -85,11 +85,16 @@ def _wait_until_mid_sweep(out: Path, k: int, proc: subprocess.Popen) -> None:
     pytest.fail("the sweep finished or stalled before it could be interrupted")
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_table(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ref")
+    assert main(["sweep", str(write_study(root, n=5, heldout=1)), "--no-progress"]) == 0
+    return collect([root / "out"])[0]
+
+
 @pytest.mark.parametrize("kill", ["sweep-process", "process-group"])
-def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(tmp_path, kill):
-    reference = write_study(tmp_path / "ref", n=5, heldout=1)
-    assert main(["sweep", str(reference), "--no-progress"]) == 0
-    expected, _ = collect([tmp_path / "ref" / "out"])
+def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(tmp_path, kill, uninterrupted_table):
+    expected = uninterrupted_table
 
     study = write_study(tmp_path / "killed", n=5, heldout=1, env={"TOY_SLEEP": "0.1"})
     out = tmp_path / "killed" / "out"
@@ -171,6 +176,10 @@ def test_mixture_folder_study_and_mismatched_domains(tmp_path, capsys):
     study.write_text(yaml.safe_dump(data))
     assert main(["sweep", str(study), "--no-progress"]) == 0
     assert sorted(statuses(tmp_path / "out")) == ["h0001", "n0001", "n0002", "n0003"]
+    table, _ = collect([tmp_path / "out"])
+    # The held-out mixture stays marked as such, so the fitter can keep it out of training.
+    assert dict(zip(table["run_id"], table["split"])) == {"h0001": "heldout", "n0001": "train", "n0002": "train",
+                                                           "n0003": "train"}
 
     bad = json.loads((tmp_path / "mix" / "n0002.json").read_text())
     bad["domains"] = bad["domains"][:3]

@@ -52,6 +52,7 @@ class RunRecord:
     weights: dict[str, float] | None
     evals: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> {valid/<d>/loss..., tokens}
     train: list[tuple[int, float, Any]] = field(default_factory=list)  # (step, train/loss, tokens)
+    split: str | None = None  # "train" or "heldout" for synthesized mixtures (from the mixture's provenance)
 
 
 def find_run_dirs(paths: list[str | Path], warnings: list[str]) -> list[Path]:
@@ -87,7 +88,9 @@ def read_run(run_dir: Path, warnings: list[str]) -> RunRecord:
         except (KeyError, TypeError, ValueError):
             warnings.append(f"{run_id}: mixture.json has no valid domains list; its weights are left empty")
     status = _status(run_dir)
-    rec = RunRecord(run_id, status, weights)
+    prov = (raw or {}).get("provenance")
+    split = prov.get("split") if isinstance(prov, dict) else None
+    rec = RunRecord(run_id, status, weights, split=split)
     path = run_dir / METRICS
     if not path.is_file():
         if status == COMPLETED:
@@ -144,6 +147,8 @@ def records_table(records: list[RunRecord], step: int | None, warnings: list[str
     rows = []
     for r in records:
         row: dict[str, Any] = {"run_id": r.run_id, "status": r.status}
+        if r.split is not None:
+            row["split"] = r.split
         for d, w in (r.weights or {}).items():
             row[weight_column(d)] = w
         s = step if step is not None else (max(r.evals) if r.evals else None)
@@ -224,7 +229,8 @@ def check_table(df: pd.DataFrame, warnings: list[str]) -> None:
 
 
 def order_columns(df: pd.DataFrame) -> pd.DataFrame:
-    first = ["run_id", "status"] + [c for c in df.columns if c.startswith(WEIGHT_PREFIX)]
+    first = ["run_id", "status"] + [c for c in ("split",) if c in df.columns]
+    first += [c for c in df.columns if c.startswith(WEIGHT_PREFIX)]
     lead = [c for c in ("step", "tokens", "train/loss") if c in df.columns]
     valid = [c for c in df.columns if c.startswith("valid/")]
     rest = [c for c in df.columns if c not in first + lead + valid]
