@@ -245,6 +245,9 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
     return cls(**kwargs)
 
 
+_KIND = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
 def _coerce(where: str, hint: Any, value: Any) -> Any:
     """Check a YAML value against a field's annotation; ints are accepted where floats are expected."""
     args = typing.get_args(hint)
@@ -253,7 +256,7 @@ def _coerce(where: str, hint: Any, value: Any) -> Any:
     if value is None:
         if optional:
             return None
-        raise ConfigError(f"{where}: null is not allowed; give a {base.__name__}")
+        raise ConfigError(f"{where}: null is not allowed; give {_KIND[base]}")
     if base is float and isinstance(value, str):
         try:  # PyYAML reads "1e-3" (no dot) as a string
             return float(value)
@@ -266,5 +269,5 @@ def _coerce(where: str, hint: Any, value: Any) -> Any:
         or (base is str and isinstance(value, str))
     )
     if not ok:
-        raise ConfigError(f"{where}: expected a {base.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_KIND[base]}, got {value!r}")
     return float(value) if base is float else value
