@@ -17,14 +17,16 @@ from regmix_plugin.mixture import Mixture
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "megatron_configs" / "proxy-tiny-cpu.yaml"
 
-# A proxy small enough for ~100 steps in a few seconds on one core; constant LR after warm-up, so that
-# the loss curve is a plain step law and the continual runs are not distorted by a decayed schedule.
+# A proxy small enough for ~100 steps in a few seconds on one core, with the usual cosine schedule.
 FAST = [
     "model.hidden_size=32", "model.ffn_hidden_size=64", "model.num_attention_heads=2", "model.seq_length=64",
     "train.global_batch_size=4", "train.micro_batch_size=4", "train.log_every=10", "train.progress=false",
     "train.threads=1", "eval.samples_per_domain=8", "eval.batch_size=8", "optim.warmup_steps=5",
-    "optim.lr=3e-3", "optim.lr_schedule=constant", "metrics.tensorboard=false",
+    "optim.lr=3e-3", "optim.min_lr=3e-4", "optim.lr_schedule=cosine", "metrics.tensorboard=false",
 ]
+# Continual runs re-warm to a lower peak and decay again, as continual pretraining usually does; a run
+# that ends at a high learning rate has a final loss too noisy to compare replay proportions.
+CONTINUAL = ["optim.lr=1e-3", "optim.min_lr=1e-4"]
 
 
 def prose_documents(max_bytes: int) -> list[str]:

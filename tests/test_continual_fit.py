@@ -31,13 +31,23 @@ def _points(rng, sd=0.002):
 @pytest.mark.parametrize("tolerance", [0.0, 0.05])
 def test_critical_proportion_matches_the_generating_law(tolerance):
     res = fit_continual(_points(np.random.default_rng(0)), base_old_loss=2.3,
-                        config=ContinualFitConfig(tolerance=tolerance))
+                        config=ContinualFitConfig(tolerance=tolerance, safety=0.0))
     true_p = -np.log((0.3 + tolerance) / 0.8) / 3.0
     assert res.old_law.t == pytest.approx(-3.0, rel=0.1)
     assert res.new_law.t == pytest.approx(2.0, rel=0.15)
     assert res.critical_proportion == pytest.approx(true_p, abs=0.02)
     assert res.new_loss_at_critical == pytest.approx(1.5 + 0.2 * np.exp(2.0 * true_p), abs=0.01)
     assert "critical replay proportion" in res.summary()
+
+
+def test_safety_margin_asks_for_more_replay_under_noise():
+    pts = _points(np.random.default_rng(3), sd=0.01)
+    plain = fit_continual(pts, 2.3, ContinualFitConfig(safety=0.0))
+    safe = fit_continual(pts, 2.3, ContinualFitConfig(safety=2.0))
+    assert safe.old_residual_sd > 0
+    assert safe.critical_proportion > plain.critical_proportion
+    p = safe.critical_proportion
+    assert float(safe.old_law.predict(p)) + 2.0 * safe.old_residual_sd <= 2.3 + 1e-9
 
 
 def test_no_proportion_is_enough_is_reported():

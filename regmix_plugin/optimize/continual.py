@@ -128,15 +128,20 @@ class ExpLaw:
 @dataclass
 class ContinualFitConfig:
     """tolerance: allowed rise of the old-domain loss over the base checkpoint's, in nats (>= 0).
+    safety: how many residual standard deviations of the old-domain fit to keep below the target, so
+        that run-to-run noise does not push the real loss over it (0 = the point estimate).
     grid_points: resolution of the search for the critical proportion on [0, 1]."""
 
     tolerance: float = 0.0
+    safety: float = 1.0
     grid_points: int = 10001
     law: LawConfig = field(default_factory=lambda: LawConfig(gammas=EXP_GAMMAS, min_points=3))
 
     def __post_init__(self) -> None:
         if not (self.tolerance >= 0 and math.isfinite(self.tolerance)):
             raise ConfigError(f"tolerance: {self.tolerance} must be a finite number >= 0 (nats of old-domain loss)")
+        if not (self.safety >= 0 and math.isfinite(self.safety)):
+            raise ConfigError(f"safety: {self.safety} must be a finite number >= 0 (residual standard deviations)")
         if self.grid_points < 11:
             raise ConfigError(f"grid_points: {self.grid_points} must be >= 11")
 
@@ -150,13 +155,16 @@ class ContinualResult:
     new_law: ExpLaw
     critical_proportion: float | None  # None: no p in [0, 1] keeps the old loss within the tolerance
     new_loss_at_critical: float | None
+    old_residual_sd: float = 0.0  # of the old-domain fit, sqrt(SSR / (n - 3)) (RMS when n == 3)
+    safety: float = 0.0  # the critical proportion keeps the predicted old loss safety * sd below the target
 
     @property
     def target(self) -> float:
         return self.base_old_loss + self.tolerance
 
     def summary(self) -> str:
-        head = f"base old-domain loss {self.base_old_loss:.4f}, tolerance {self.tolerance:g} -> target {self.target:.4f}"
+        head = (f"base old-domain loss {self.base_old_loss:.4f}, tolerance {self.tolerance:g} -> target {self.target:.4f}"
+                f" (safety margin {self.safety:g} x fit residual sd {self.old_residual_sd:.4f})")
         if self.critical_proportion is None:
             return (f"{head}; no replay proportion in [0, 1] keeps the old-domain loss within the target "
                     f"(predicted {float(self.old_law.predict(1.0)):.4f} at p=1): raise the tolerance or train less")
@@ -171,6 +179,8 @@ class ContinualResult:
             "target_old_loss": self.target,
             "critical_proportion": self.critical_proportion,
             "new_loss_at_critical": self.new_loss_at_critical,
+            "old_residual_sd": self.old_residual_sd,
+            "safety": self.safety,
             "old_law": self.old_law.to_dict(),
             "new_law": self.new_law.to_dict(),
             "points": self.points.to_dict(orient="records"),
@@ -195,8 +205,11 @@ def fit_continual(points: pd.DataFrame, base_old_loss: float, config: ContinualF
         z, y = clean_series(p, points[col].to_numpy(float), col, config.law.min_points)
         laws.append(ExpLaw.from_params(fit_laws([(z, y)], config.law, gamma_bounds=(None, None))[0]))
     old_law, new_law = laws
+    z, y = clean_series(p, points["old_loss"].to_numpy(float), "old_loss", config.law.min_points)
+    ssr = float(np.sum((old_law.predict(z) - y) ** 2))
+    sd = math.sqrt(ssr / max(len(y) - 3, 1))
     grid = np.linspace(0.0, 1.0, config.grid_points)
-    ok = old_law.predict(grid) <= base_old_loss + config.tolerance
+    ok = old_law.predict(grid) + config.safety * sd <= base_old_loss + config.tolerance
     crit = float(grid[np.argmax(ok)]) if ok.any() else None
     return ContinualResult(
         points=points[["proportion", "old_loss", "new_loss"]].reset_index(drop=True),
@@ -206,6 +219,8 @@ def fit_continual(points: pd.DataFrame, base_old_loss: float, config: ContinualF
         new_law=new_law,
         critical_proportion=crit,
         new_loss_at_critical=None if crit is None else float(new_law.predict(crit)),
+        old_residual_sd=sd,
+        safety=config.safety,
     )
 
 

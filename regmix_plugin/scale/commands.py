@@ -71,6 +71,8 @@ def register(sub) -> None:
     p.add_argument("--base-loss", type=float, help="pre-continual old-domain loss (default: the base run's final eval)")
     p.add_argument("--base-run", help="base run directory (default: the plan's)")
     p.add_argument("--tolerance", type=float, default=0.0, help="allowed rise of the old-domain loss, in nats")
+    p.add_argument("--safety", type=float, default=1.0,
+                   help="keep the predicted old loss this many fit-residual SDs below the target (default 1; 0: point estimate)")
     p.add_argument("--out", help="folder for continual_fit.json, continual.png, report.md (default: the plan folder)")
     p.set_defaults(func=run_continual_fit)
 
@@ -262,7 +264,7 @@ def run_continual_fit(args: argparse.Namespace) -> int:
         if not base_run:
             raise ConfigError("--base-loss/--base-run: give the pre-continual old-domain loss or the base run directory")
         base_loss = spec.old_loss(final_losses(base_run))
-    result = fit_continual(points_from_table(table, spec), base_loss, ContinualFitConfig(tolerance=args.tolerance))
+    result = fit_continual(points_from_table(table, spec), base_loss, ContinualFitConfig(tolerance=args.tolerance, safety=args.safety))
     out = Path(args.out) if args.out else plan_dir
     atomic_write_json(out / "continual_fit.json", _finite(result.to_dict()))
     fig = continual_figure(result, out / "continual.png")
