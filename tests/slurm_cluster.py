@@ -90,8 +90,13 @@ class Cluster:
             run_dir.mkdir(parents=True, exist_ok=True)
             shutil.chown(run_dir, "munge", "munge")
             subprocess.run(["runuser", "-u", "munge", "--", _binary("munged")], check=True, capture_output=True)
-            out = subprocess.run(["pgrep", "-x", "munged"], capture_output=True, text=True).stdout.split()
-            self.munged_pid = int(out[0]) if out else None
+            # munged daemonizes; its pid file names the daemon (pgrep could catch the exiting parent).
+            pid_file = run_dir / "munged.pid"
+            for _ in range(50):
+                if pid_file.is_file() and pid_file.read_text().strip():
+                    self.munged_pid = int(pid_file.read_text().strip())
+                    break
+                time.sleep(0.1)
         log = open(self.root / "daemons.out", "a")
         # -i: ignore saved state from an earlier cluster in this folder; -D: stay in the foreground (ours to stop).
         self.procs.append(subprocess.Popen([_binary("slurmctld"), "-D", "-i"], env=self.env, stdout=log,

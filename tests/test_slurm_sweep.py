@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pandas as pd
 import pytest
@@ -40,7 +41,6 @@ def test_slurm_job_array_runs_a_sweep_and_a_rerun_only_resubmits_failures(tmp_pa
     assert json.loads((out / "runs" / "n0002" / "status.json").read_text())["reason"] == "exit code 3"
 
     # A rerun with --retry-failed and the failure fixed submits only n0002, as a second array.
-    monkeypatch.setenv("TOY_BEHAVIOUR", "")
     study.write_text(study.read_text().replace("n0002=exit", "none=ok"))
     assert main(["sweep", str(study), "--no-progress", "--retry-failed"]) == 0
     jobs = json.loads((out / "slurm" / "jobs.json").read_text())["jobs"]
@@ -49,3 +49,33 @@ def test_slurm_job_array_runs_a_sweep_and_a_rerun_only_resubmits_failures(tmp_pa
     assert (df2["status"] == "completed").all()
     pd.testing.assert_frame_equal(df2[df2.run_id != "n0002"].reset_index(drop=True),
                                   df[df.run_id != "n0002"].reset_index(drop=True))
+
+
+def test_scancelled_task_is_recorded_and_resubmitted_by_the_next_sweep(tmp_path, slurm_cluster, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    study = write_study(tmp_path / "study", n=2, heldout=0, backend="slurm", env={"TOY_BEHAVIOUR": "n0001=hang"},
+                        slurm={"time": "00:05:00", "wait": False})
+    out = tmp_path / "study" / "out"
+    assert main(["sweep", str(study), "--no-progress"]) == 1  # submitted, not waited for
+    job = json.loads((out / "slurm" / "jobs.json").read_text())["jobs"][0]["job_id"]
+
+    status = out / "runs" / "n0001" / "status.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (status.is_file() and json.loads(status.read_text())["state"] == "running"):
+        time.sleep(0.2)
+    # While the array is queued or running, a rerun submits nothing new.
+    assert main(["sweep", str(study), "--no-progress"]) == 1
+    assert len(json.loads((out / "slurm" / "jobs.json").read_text())["jobs"]) == 1
+
+    subprocess.run(["scancel", job], check=True)
+    while time.monotonic() < deadline and subprocess.run(["squeue", "-h", "-j", job], capture_output=True,
+                                                         text=True).stdout.strip():
+        time.sleep(0.2)
+    first = json.loads(status.read_text())
+    assert first["state"] != "completed" and first["attempts"][0]["state"] in ("interrupted", "failed")
+
+    study.write_text(study.read_text().replace("n0001=hang", "none=ok").replace("wait: false", "wait: true"))
+    assert main(["sweep", str(study), "--no-progress"]) == 0
+    jobs = json.loads((out / "slurm" / "jobs.json").read_text())["jobs"]
+    assert jobs[-1]["runs"] == ["n0001"]
+    assert json.loads(status.read_text())["attempts"][-1]["state"] == "completed"
