@@ -111,6 +111,9 @@ class SynthConfig:
         need(abs(units * self.minimum - 1) < 1e-9,
              f"synthesize.minimum: 1/{self.minimum} is not an integer; use e.g. 1e-3, 2e-4 or 1e-4")
         need(0 <= self.min_weight < 1, f"synthesize.min_weight: {self.min_weight} must be in [0, 1)")
+        need(self.min_weight == 0 or self.min_weight >= self.minimum,
+             f"synthesize.min_weight: {self.min_weight} is below minimum ({self.minimum}), which would zero it; "
+             "use 0 or a value >= minimum")
         if isinstance(self.nonzero, str):
             need(self.nonzero == "all", f"synthesize.nonzero: {self.nonzero!r}; give a list of domains or 'all'")
         else:
@@ -255,7 +258,7 @@ def _sobol_batches(rng: np.random.Generator, p: Plan):
 def _round_units(w: np.ndarray, units: int) -> np.ndarray:
     """Integer counts of ``1/units`` per domain summing to ``units`` (largest-remainder rounding), per row."""
     x = w * units
-    k = np.floor(x).astype(np.int64)
+    k = np.floor(x + 1e-9).astype(np.int64)  # 1e-9: a floor weight like 0.002 must not round down by float error
     rem = units - k.sum(axis=1)
     frac = x - k
     order = np.argsort(-frac, axis=1, kind="stable")
