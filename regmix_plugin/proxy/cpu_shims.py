@@ -9,7 +9,12 @@ megatron-core 0.19 assumes CUDA in three places that the local (non-Transformer-
 3. The fallback softmax builds its default causal mask on the GPU; we always pass an explicit
    causal mask (:func:`causal_mask`).
 
-Nothing happens at import time: call :func:`apply_cpu_shims` after ``initialize_model_parallel``.
+A fourth one is needed only with ``position_embedding_type: rope``: ``RotaryEmbedding.get_emb`` moves its
+``inv_freq`` to ``torch.cuda.current_device()`` on first use; :func:`patch_model_for_cpu` makes that device
+the CPU for that one call.
+
+Nothing happens at import time: call :func:`apply_cpu_shims` after ``initialize_model_parallel``, and
+:func:`patch_model_for_cpu` on each model built for the CPU.
 ``tests/test_proxy_shims.py`` checks that the patched objects still look the way these shims expect,
 so a megatron-core upgrade that changes them fails loudly instead of silently training differently.
 """
@@ -18,9 +23,11 @@ from __future__ import annotations
 
 import functools
 import operator
+import types
 
 import torch
 from megatron.core import parallel_state
+from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
 from megatron.core.tensor_parallel import random as mcore_random
 from megatron.core.utils import GlobalMemoryBuffer
 
@@ -43,6 +50,23 @@ def apply_cpu_shims() -> None:
         raise RuntimeError("apply_cpu_shims: call parallel_state.initialize_model_parallel() first")
     if not isinstance(parallel_state._GLOBAL_MEMORY_BUFFER, CPUMemoryBuffer):
         parallel_state._GLOBAL_MEMORY_BUFFER = CPUMemoryBuffer()
+
+
+def _get_emb_on_cpu(self, *args, **kwargs):
+    original = torch.cuda.current_device
+    torch.cuda.current_device = lambda: "cpu"
+    try:
+        return RotaryEmbedding.get_emb(self, *args, **kwargs)
+    finally:
+        torch.cuda.current_device = original
+
+
+def patch_model_for_cpu(model: torch.nn.Module) -> torch.nn.Module:
+    """Keep RoPE's frequencies on the CPU (see the module doc); a no-op for models without RoPE."""
+    for module in model.modules():
+        if isinstance(module, RotaryEmbedding):
+            module.get_emb = types.MethodType(_get_emb_on_cpu, module)
+    return model
 
 
 def causal_mask(seq_length: int, device: torch.device | str = "cpu") -> torch.Tensor:

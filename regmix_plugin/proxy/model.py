@@ -9,6 +9,7 @@ from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer import TransformerConfig
 
 from regmix_plugin.proxy.config import ModelConfig
+from regmix_plugin.proxy.cpu_shims import patch_model_for_cpu
 
 
 def transformer_config(cfg: ModelConfig, on_cpu: bool) -> TransformerConfig:
@@ -43,6 +44,8 @@ def build_model(cfg: ModelConfig, vocab_size: int, device: torch.device) -> GPTM
         position_embedding_type=cfg.position_embedding_type,
         share_embeddings_and_output_weights=not cfg.untie_embeddings,
     )
+    if device.type == "cpu":
+        patch_model_for_cpu(model)
     return model.to(device)
 
 
