@@ -1,0 +1,44 @@
+"""Settings of `regmix demo`: sizes chosen so the whole loop runs in about 15 minutes on 2 cores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from regmix_plugin.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "megatron_configs"
+
+
+@dataclass
+class DemoConfig:
+    out: Path
+    proxies: int = 48  # proxy mixtures the regression is fitted on
+    heldout: int = 8  # extra proxy mixtures never fitted on: an honest check of the predictor
+    workers: int = 2  # proxy/target runs at once (one per core)
+    seed: int = 0
+    valid_fraction: float = 0.05
+    proxy_config: Path = CONFIG_DIR / "demo-proxy-cpu.yaml"
+    target_config: Path = CONFIG_DIR / "demo-target-cpu.yaml"
+    target_seeds: list[int] = field(default_factory=lambda: [1, 2])
+    predictor: str = "auto"
+    domains: list[str] | None = None  # None: every demo source present on this machine
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.proxies < 8:
+            raise ConfigError(f"--proxies: {self.proxies} is too few to fit a regression; give at least 8")
+        if self.heldout < 0:
+            raise ConfigError(f"--heldout: {self.heldout} is negative; give 0 or more")
+        if self.workers < 1:
+            raise ConfigError(f"--workers: {self.workers} must be at least 1")
+        if not 0 < self.valid_fraction < 0.5:
+            raise ConfigError(f"--valid-fraction: {self.valid_fraction} is out of range; give a value in (0, 0.5)")
+        if not self.target_seeds:
+            raise ConfigError("--target-seeds: give at least one seed")
+        for name in ("proxy_config", "target_config"):
+            p = Path(getattr(self, name))
+            if not p.is_file():
+                raise ConfigError(f"--{name.replace('_', '-')}: {p} not found; give a proxy config YAML")
+            setattr(self, name, p.resolve())

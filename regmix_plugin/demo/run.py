@@ -1,0 +1,248 @@
+"""`regmix demo`: the whole RegMix loop on CPU on real text, each stage a `regmix` command.
+
+Stages (each prints the command it runs, so the demo doubles as a tutorial):
+
+1. text        extract documents from Debian packages and the Python stdlib (``sources.py``)
+2. corpus      ``regmix corpus build``: one train + held-out .bin/.idx pair per domain
+3. synthesize  ``regmix synthesize``: proxy mixtures around the token prior, plus a held-out set
+4. sweep       ``regmix sweep``: train a tiny megatron-core proxy on every mixture (local backend)
+5. collect     ``regmix collect``: one runs table
+6. fit         ``regmix fit --predictor auto``: cross-validated choice of predictor
+7. optimize    ``regmix optimize``: the mixture with the best predicted target -> regmix.json
+8. target      ``regmix sweep``: a larger model on the chosen, natural, uniform and best-proxy mixtures
+9. report      markdown + HTML + PNGs with the verdict
+
+A rerun reuses finished work: the corpus is cached by a digest of its settings, sweeps skip finished runs,
+and the cheap stages (collect, fit, optimize, report) are rerun every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from regmix_plugin.demo.config import DemoConfig
+from regmix_plugin.demo.sources import available_sources
+from regmix_plugin.errors import RegmixError
+from regmix_plugin.io import atomic_write_json, atomic_write_text
+from regmix_plugin.mixture import Mixture
+from regmix_plugin.table import domains as table_domains
+from regmix_plugin.table import loss_column, read_runs, write_runs
+
+TARGET = "target/mean_valid_loss"  # what the demo minimises: the mean of the per-domain validation losses
+BASELINES = ("natural", "uniform", "best-proxy")
+
+
+class Demo:
+    def __init__(self, cfg: DemoConfig, log: Callable[..., None] = print):
+        self.cfg = cfg
+        self.out = cfg.out.resolve()
+        self.log = log
+        self.timings: dict[str, dict] = {}
+
+    # ---- plumbing ------------------------------------------------------------------------------
+    def path(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+    def regmix(self, *args: str) -> None:
+        """Run one `regmix` subcommand in a fresh process, echoing it like a tutorial would.
+
+        Output streams live (progress bars included); library start-up noise is filtered out.
+        """
+        shown = " ".join(shlex.quote(str(a)).replace(str(self.out) + "/", "") for a in args)
+        self.log(f"  $ regmix {shown}")
+        proc = subprocess.Popen([sys.executable, "-m", "regmix_plugin", *map(str, args)], cwd=self.out,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdout is not None
+        buf = b""
+        while chunk := proc.stdout.read1(4096):
+            buf += chunk
+            # tqdm redraws with \r; forward those as in-place updates, whole lines as lines.
+            while (cut := max(buf.rfind(b"\n"), buf.rfind(b"\r"))) >= 0:
+                head, buf = buf[: cut + 1], buf[cut + 1:]
+                for piece in re.split(rb"(?<=[\r\n])", head):
+                    text = piece.decode("utf-8", "replace")
+                    if text.strip() and not _NOISE.search(text):
+                        self.log("    " + text.rstrip("\r\n"), end="\r" if text.endswith("\r") else "\n")
+        if buf.strip() and not _NOISE.search(buf.decode("utf-8", "replace")):
+            self.log("    " + buf.decode("utf-8", "replace").rstrip())
+        if proc.wait() != 0:
+            raise RegmixError(f"demo: `regmix {args[0]}` failed with exit code {proc.returncode}; see the output above")
+
+    def stage(self, name: str, title: str, fn: Callable[[], str | None]) -> None:
+        self.log(f"\n[{len(self.timings) + 1}/9] {title}")
+        t0 = time.perf_counter()
+        note = fn()
+        dt = time.perf_counter() - t0
+        self.timings[name] = {"seconds": round(dt, 2), "note": note or ""}
+        self.log(f"  ({dt:.1f} s{'; ' + note if note else ''})")
+        atomic_write_json(self.path("timings.json"), self.timings)
+
+    # ---- stages --------------------------------------------------------------------------------
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.stage("text", "Extract real text from installed packages", self.extract_text)
+        self.stage("corpus", "Build the corpus (.bin/.idx per domain, held-out validation)", self.build_corpus)
+        self.stage("synthesize", "Synthesize proxy mixtures", self.synthesize)
+        self.stage("sweep", "Train a tiny megatron-core proxy on every mixture", self.proxy_sweep)
+        self.stage("collect", "Collect the runs into one table", self.collect)
+        self.stage("fit", "Fit predictors, choose one by cross-validation", self.fit)
+        self.stage("optimize", "Search the simplex for the best predicted mixture", self.optimize)
+        self.stage("target", "Train the larger target model on the chosen mixture and baselines", self.target_sweep)
+        from regmix_plugin.demo.report import write_demo_report
+
+        self.stage("report", "Write the report", lambda: write_demo_report(self))
+        return self.path("report", "demo.md")
+
+    def extract_text(self) -> str:
+        sources = available_sources(self.cfg.domains, log=lambda m: self.log("  " + m))
+        if len(sources) < 2:
+            raise RegmixError("demo: fewer than 2 text sources found; run scripts/install_system_packages.sh as root")
+        digest = hashlib.sha256(json.dumps([[s.domain, s.max_bytes] for s in sources]).encode()).hexdigest()[:12]
+        stamp = self.path("text", "digest")
+        if stamp.is_file() and stamp.read_text() == digest:
+            return "reused"
+        for s in sources:
+            # One document per paragraph in the text file: blank lines inside a document are folded.
+            docs = [re.sub(r"\n\s*\n", "\n", d) for d in s.read()]
+            atomic_write_text(self.path("text", f"{s.domain}.txt"), "\n\n".join(docs) + "\n")
+            self.log(f"  {s.domain:<11} {len(docs):>6} documents  {s.description}")
+        atomic_write_text(stamp, digest)
+        return f"{len(sources)} domains"
+
+    def build_corpus(self) -> str:
+        digest = self.path("text", "digest").read_text()
+        stamp = self.path("corpus", "source-digest")
+        if stamp.is_file() and stamp.read_text() == f"{digest}:{self.cfg.valid_fraction}":
+            return "reused"
+        args = ["corpus", "build", "--out", self.path("corpus"), "--force", "--doc-split", "paragraph",
+                "--valid-fraction", self.cfg.valid_fraction]
+        for txt in sorted(self.path("text").glob("*.txt")):
+            args += ["--domain", f"{txt.stem}={txt}"]
+        self.regmix(*args)
+        atomic_write_text(stamp, f"{digest}:{self.cfg.valid_fraction}")
+        return None
+
+    def synthesize(self) -> str | None:
+        if (self.path("mixtures", "manifest.json")).is_file():
+            return "reused"
+        self.regmix("synthesize", self.path("corpus", "natural.json"), "--out", self.path("mixtures"),
+                    "--n", self.cfg.proxies, "--heldout", self.cfg.heldout, "--seed", self.cfg.seed)
+        return None
+
+    def _study(self, name: str, mixtures: Path, config: Path, out: Path, extra: str = "") -> Path:
+        study = {
+            "name": name,
+            "base_mixture": str(self.path("corpus", "natural.json")),
+            "proxy_config": str(config),
+            "mixtures": str(mixtures),
+            "out": str(out),
+            "command": "{python} -m regmix_plugin train --mixture {mixture} --config {config} --run-dir {run_dir}"
+                       + extra,
+            "env": {"OMP_NUM_THREADS": "1"},
+            "runs": {"retries": 1},
+            "backend": "local",
+            "local": {"max_concurrent": self.cfg.workers},
+        }
+        path = self.path(f"study-{name}.yaml")
+        atomic_write_text(path, yaml.safe_dump(study, sort_keys=False))
+        return path
+
+    def proxy_sweep(self) -> str:
+        study = self._study("proxy", self.path("mixtures"), self.cfg.proxy_config, self.path("proxy"))
+        self.regmix("sweep", study)
+        return f"{self.cfg.proxies + self.cfg.heldout} runs"
+
+    def collect(self) -> str:
+        self.regmix("collect", self.path("proxy"), "--out", self.path("runs_all.csv"))
+        df = read_runs(self.path("runs_all.csv"))
+        doms = table_domains(df)
+        df[TARGET] = df[[loss_column(d) for d in doms]].mean(axis=1)
+        done = df[df["status"] == "completed"]
+        heldout = done["run_id"].str.startswith("h")
+        write_runs(done[~heldout], self.path("runs.csv"))
+        write_runs(done[heldout], self.path("runs_heldout.csv"))
+        failed = len(df) - len(done)
+        return f"{int((~heldout).sum())} fit runs, {int(heldout.sum())} held-out runs, {failed} not completed"
+
+    def fit(self) -> None:
+        self.regmix("fit", "--runs", self.path("runs.csv"), "--target", TARGET,
+                    "--predictor", self.cfg.predictor, "--out", self.path("model"))
+        held = read_runs(self.path("runs_heldout.csv"))
+        if len(held):
+            cols = ["run_id"] + [c for c in held.columns if c.startswith("weight/")]
+            atomic_write_text(self.path("heldout_mixtures.csv"), held[cols].to_csv(index=False))
+            self.regmix("predict", "--model", self.path("model"), "--mixtures", self.path("heldout_mixtures.csv"),
+                        "--out", self.path("heldout_predictions.csv"))
+        return None
+
+    def optimize(self) -> None:
+        self.regmix("optimize", "--model", self.path("model"), "--base-mixture", self.path("corpus", "natural.json"),
+                    "--out", self.path("regmix.json"))
+        self.regmix("show", self.path("regmix.json"))
+        return None
+
+    def target_mixtures(self) -> dict[str, Mixture]:
+        natural = Mixture.load(self.path("corpus", "natural.json"))
+        runs = read_runs(self.path("runs.csv"))
+        best = runs.loc[runs[TARGET].idxmin()]
+        mixes = {
+            "regmix": Mixture.load(self.path("regmix.json")),
+            "natural": natural,
+            "uniform": Mixture.from_weights({n: 1.0 for n in natural.names}, template=natural, name="uniform"),
+            "best-proxy": Mixture.from_weights({n: float(best[f"weight/{n}"]) for n in natural.names},
+                                               template=natural, name=f"best-proxy-{best['run_id']}"),
+        }
+        return mixes
+
+    def target_sweep(self) -> str:
+        folder = self.path("target_mixtures")
+        from regmix_plugin.sweep.mixtures import rebase
+
+        for name, mix in self.target_mixtures().items():
+            rebase(mix, folder).save(folder / f"{name}.json")
+        n = 0
+        for seed in self.cfg.target_seeds:
+            study = self._study(f"target-seed{seed}", folder, self.cfg.target_config, self.path("target", f"seed{seed}"),
+                                extra=f" --set train.seed={seed}")
+            self.regmix("sweep", study)
+            self.regmix("collect", self.path("target", f"seed{seed}"), "--out", self.path(f"target_runs_seed{seed}.csv"))
+            n += 4
+        return f"{n} runs"
+
+
+# Library start-up noise (Transformer Engine/apex/CUDA warnings) that says nothing about the demo.
+_NOISE = re.compile(r"(Warning|warn\(|^W\d{4}|No CUDA runtime|IS DEPRECATED|apex|Transformer Engine|warnings\.warn)")
+
+
+def target_table(demo: Demo) -> pd.DataFrame:
+    """Per-domain and target loss of each target-scale run, labelled by mixture and seed."""
+    frames = []
+    for seed in demo.cfg.target_seeds:
+        df = read_runs(demo.path(f"target_runs_seed{seed}.csv"))
+        df["seed"] = seed
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    df[TARGET] = df[[loss_column(d) for d in table_domains(df)]].mean(axis=1)
+    df["mixture"] = df["run_id"]
+    return df
+
+
+def summarize_targets(df: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in df.columns if c.startswith("valid/") or c == TARGET]
+    g = df[df["status"] == "completed"].groupby("mixture")[cols]
+    mean, std, n = g.mean(), g.std(ddof=1), g.size()
+    mean["seeds"] = n
+    mean[f"{TARGET} (std)"] = std[TARGET] if len(df) else np.nan
+    return mean.sort_values(TARGET)
