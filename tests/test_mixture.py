@@ -32,18 +32,23 @@ GOOD = {
 }
 
 
+def _apply(doc: dict, field: str, value) -> dict:
+    *parents, last = field.split("__")
+    target = doc
+    for p in parents:
+        target = target[int(p)] if isinstance(target, list) else target[p]
+    key = int(last) if isinstance(target, list) else last
+    if value is _DELETE:
+        del target[key]
+    else:
+        target[key] = value
+    return doc
+
+
 def _doc(**changes) -> dict:
     doc = json.loads(json.dumps(GOOD))
     for path, value in changes.items():
-        parts = path.split("__")
-        target = doc
-        for p in parts[:-1]:
-            target = target[int(p)] if isinstance(target, list) else target[p]
-        key = int(parts[-1]) if isinstance(target, list) else parts[-1]
-        if value is _DELETE:
-            del target[key]
-        else:
-            target[key] = value
+        doc = _apply(doc, path, value)
     return doc
 
 
@@ -158,21 +163,39 @@ FIELDS = ["version", "name", "domains", "provenance", "normalization", "extra",
 
 
 @st.composite
+def damaged_dicts(draw) -> dict:
+    """GOOD with one to three fields replaced by arbitrary JSON values or deleted."""
+    doc = json.loads(json.dumps(GOOD))
+    for _ in range(draw(st.integers(1, 3))):
+        field = draw(st.sampled_from(FIELDS))
+        value = draw(st.one_of(st.just(_DELETE), JSON_VALUES, JSON_VALUES))
+        with contextlib.suppress(KeyError, IndexError, TypeError, ValueError):
+            doc = _apply(doc, field, value)
+    return doc
+
+
+@st.composite
 def damaged_documents(draw) -> str:
-    kind = draw(st.sampled_from(["replace", "delete", "text", "truncate"]))
+    kind = draw(st.sampled_from(["dict", "dict", "dict", "text", "truncate"]))
     if kind == "text":
         return draw(st.text(max_size=40))
     if kind == "truncate":
         text = json.dumps(GOOD)
         return text[: draw(st.integers(0, len(text) - 1))]
-    field = draw(st.sampled_from(FIELDS))
-    value = _DELETE if kind == "delete" else draw(JSON_VALUES)
-    try:
-        doc = _doc(**{field: value})
-    except (KeyError, IndexError):
-        doc = GOOD
     # allow_nan: NaN/Infinity literals are exactly the malformed input we want to feed in.
-    return json.dumps(doc, allow_nan=True)
+    return json.dumps(draw(damaged_dicts()), allow_nan=True)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(doc=damaged_dicts())
+def test_fuzzed_dicts_raise_only_mixture_error(doc):
+    try:
+        mix = Mixture.from_dict(doc)
+    except MixtureError as e:
+        assert "\n" not in str(e)
+        return
+    assert math.isclose(sum(mix.weights), 1.0) and min(mix.weights) >= 0
+    Mixture.from_dict(mix.to_dict())  # what we accept, we also write back in a form we accept
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
