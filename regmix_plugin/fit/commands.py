@@ -1,7 +1,75 @@
-"""CLI subcommands of this stage (registered by regmix_plugin.cli)."""
+"""`regmix fit` and `regmix predict`: thin adapters from argparse to regmix_plugin.fit.model."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
+import pandas as pd
+
+from regmix_plugin.errors import RegmixError
+from regmix_plugin.fit.cv import format_table
+from regmix_plugin.fit.model import FitConfig, FittedModel, fit_model, load_runs_table, read_mixture_rows
+from regmix_plugin.io import atomic_write_text
+
 
 def register(sub) -> None:
-    """Add this stage's subcommands to the `regmix` parser."""
+    p = sub.add_parser("fit", help="fit a predictor of a target metric from proxy runs; print its cross-validation table")
+    src = p.add_argument_group("runs (one of)")
+    src.add_argument("--runs", help="runs table from `regmix collect` (CSV or Parquet)")
+    src.add_argument("--mixtures", help="RegMix mixture CSV (index,train_the_pile_<domain>...); needs --losses")
+    src.add_argument("--losses", help="RegMix loss CSV (index,metric/the_pile_<domain>_val_loss...)")
+    p.add_argument("--target", required=True, help="metric column, 'a*COL + b*COL', or 'mean(valid/*/loss)'")
+    p.add_argument("--predictor", default="auto", help="predictor name (see docs/predictors.md); default: auto (chosen by CV)")
+    p.add_argument("--params", default="{}", help="JSON object of predictor hyperparameters, e.g. '{\"n_estimators\": 200}'")
+    p.add_argument("--compare", default="", help="comma-separated predictors to cross-validate beside the chosen one")
+    p.add_argument("--folds", type=int, default=5, help="K of the K-fold cross-validation (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="random_state of the predictor and the folds")
+    p.add_argument("--out", required=True, help="model folder to write (MODEL_DIR)")
+    p.set_defaults(func=cmd_fit)
+
+    q = sub.add_parser("predict", help="predict the target for mixtures with a fitted model")
+    q.add_argument("--model", required=True, help="MODEL_DIR written by `regmix fit`")
+    q.add_argument("--mixtures", required=True, help="CSV of mixtures (RegMix's format, a runs table, or domain columns)")
+    q.add_argument("--out", required=True, help="CSV to write: index,prediction in the input's row order")
+    q.set_defaults(func=cmd_predict)
+
+
+def parse_params(text: str) -> dict:
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RegmixError(f"--params: not valid JSON ({e.msg}); give an object such as '{{\"n_estimators\": 200}}'") from None
+    if not isinstance(params, dict):
+        raise RegmixError("--params: expected a JSON object of hyperparameter names to values")
+    return params
+
+
+def cmd_fit(args) -> int:
+    cfg = FitConfig(
+        predictor=args.predictor,
+        params=parse_params(args.params),
+        compare=tuple(c for c in args.compare.split(",") if c),
+        folds=args.folds,
+        seed=args.seed,
+    )
+    df = load_runs_table(args.runs, args.mixtures, args.losses)
+    model = fit_model(df, args.target, cfg)
+    model.save(args.out)
+    if model.dropped:
+        print(f"left out {len(model.dropped)} run(s) that failed or have no {model.target.expr!r}: {', '.join(model.dropped[:10])}")
+    print(f"{cfg.folds}-fold cross-validation on {model.n_runs} runs, target {model.target.expr}:")
+    print(format_table(model.cv))
+    print(f"chosen: {model.chosen} ({model.reason})")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    model = FittedModel.load(args.model)
+    ids, X = read_mixture_rows(args.mixtures, model.domains)
+    pred = model.predictor.predict(X)
+    out = pd.DataFrame({"index": ids, "prediction": np.asarray(pred)})
+    atomic_write_text(args.out, out.to_csv(index=False))
+    print(f"wrote {len(out)} predictions of {model.target.expr} to {args.out}")
+    return 0

@@ -30,7 +30,7 @@ class GPPredictor(Predictor):
     name = "gp"
     smooth = True
 
-    def __init__(self, features: str = "log", eps: float = 0.01, n_restarts: int = 3, random_state: int = 0) -> None:
+    def __init__(self, features: str = "log", eps: float = 0.01, n_restarts: int = 1, random_state: int = 0) -> None:
         self.features = features
         self.eps = eps
         self.n_restarts = n_restarts

@@ -12,7 +12,9 @@ import warnings
 import numpy as np
 from scipy.optimize import least_squares
 
+from regmix_plugin.errors import check_choice
 from regmix_plugin.fit.base import FitError, Predictor, State
+from regmix_plugin.fit.features import FEATURE_MAPS, transform
 
 
 def _law(p: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -25,13 +27,28 @@ class MixingLawPredictor(Predictor):
     name = "mixing-law"
     smooth = True
 
-    def __init__(self, n_starts: int = 8, huber_scale: float = 0.5, max_nfev: int = 2000, random_state: int = 0) -> None:
+    def __init__(
+        self,
+        features: str = "identity",
+        eps: float = 0.01,
+        n_starts: int = 8,
+        huber_scale: float = 0.5,
+        max_nfev: int = 2000,
+        random_state: int = 0,
+    ) -> None:
+        self.features = features  # "identity" is the paper's law; see LogLawPredictor
+        self.eps = eps
         self.n_starts = n_starts
         self.huber_scale = huber_scale  # Huber's delta, in units of the target's standard deviation
         self.max_nfev = max_nfev
         self.random_state = random_state
 
+    def _phi(self, X: np.ndarray) -> np.ndarray:
+        return transform(X, self.features, self.eps)
+
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        check_choice(f"{self.name}.features", self.features, FEATURE_MAPS)
+        X = self._phi(X)
         if int(self.n_starts) < 1:
             raise FitError(f"mixing-law.n_starts: {self.n_starts!r} must be >= 1")
         if np.min(y) <= 0:
@@ -71,11 +88,13 @@ class MixingLawPredictor(Predictor):
         return np.r_[self.log_c_, self.log_k_, self.t_]
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        return _law(self.params_, X)[0]
+        return _law(self.params_, self._phi(X))[0]
 
     def gradient(self, x: np.ndarray) -> np.ndarray:
-        """d L / d r at one mixture ``x``: ``k * exp(t . x) * t``."""
+        """d L / d r at one mixture ``x``: ``k * exp(t . x) * t`` (the paper's law, identity features)."""
         self._check_fitted()
+        if self.features != "identity":
+            raise NotImplementedError("gradient: only the identity-feature law has an analytic gradient")
         return np.exp(self.log_k_) * np.exp(np.clip(np.asarray(x, float) @ self.t_, -50.0, 50.0)) * self.t_
 
     def _get_state(self) -> State:
@@ -86,3 +105,25 @@ class MixingLawPredictor(Predictor):
         self.log_k_ = float(state.meta["log_k"])
         self.cost_ = float(state.meta["cost"])
         self.t_ = np.asarray(state.arrays["t"], dtype=float)
+
+
+class LogLawPredictor(MixingLawPredictor):
+    """The mixing law on ``[log(r + eps), sqrt(r)]``: ``L = c + k * prod_i (r_i + eps)^a_i * exp(b . sqrt(r))``.
+
+    A power law in each domain's share rather than an exponential: the first percent of a related domain
+    helps far more than the fiftieth, which is what the proxy runs show. Ranks unseen mixtures better
+    than the exponential law from 64 runs (see docs/predictors.md) and keeps c, k > 0.
+    """
+
+    name = "log-law"
+
+    def __init__(
+        self,
+        features: str = "log+sqrt",
+        eps: float = 0.01,
+        n_starts: int = 4,
+        huber_scale: float = 0.5,
+        max_nfev: int = 2000,
+        random_state: int = 0,
+    ) -> None:
+        super().__init__(features, eps, n_starts, huber_scale, max_nfev, random_state)

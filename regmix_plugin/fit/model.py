@@ -1,0 +1,257 @@
+"""A fitted model folder (``MODEL_DIR``): the predictor artifact plus what later stages need to know.
+
+::
+
+    MODEL_DIR/model.json      domains, target, predictor name, CV table and why it was chosen, runs used,
+                              the prior, the best proxy run
+    MODEL_DIR/cv.npz          y and out-of-fold predictions (the report's predicted-vs-actual figure)
+    MODEL_DIR/predictor/      the predictor artifact (JSON/NPZ/LightGBM text; never pickle)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from regmix_plugin.errors import RegmixError
+from regmix_plugin.fit.base import FitError, Predictor, load_predictor
+from regmix_plugin.fit.cv import cross_validate, scores
+from regmix_plugin.fit.registry import get_predictor
+from regmix_plugin.fit.targets import Target, parse_target
+from regmix_plugin.io import atomic_write_bytes, atomic_write_json
+from regmix_plugin.table import domains as table_domains
+from regmix_plugin.table import from_regmix_csv, read_runs, weight_matrix
+
+MODEL_FORMAT = "regmix-model"
+USABLE_STATUS = ("completed", "imported")
+
+
+@dataclass
+class FitConfig:
+    """How `regmix fit` fits: the predictor, its hyperparameters, and the CV that scores it."""
+
+    predictor: str = "auto"
+    params: dict[str, Any] = field(default_factory=dict)
+    compare: tuple[str, ...] = ()  # extra predictors to put in the CV table beside the chosen one
+    folds: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from regmix_plugin.fit.registry import predictor_class
+
+        predictor_class(self.predictor)
+        for c in self.compare:
+            predictor_class(c, field="--compare")
+        if not isinstance(self.folds, int) or self.folds < 2:
+            raise RegmixError(f"--folds: {self.folds!r} must be an integer >= 2")
+
+
+@dataclass
+class FittedModel:
+    predictor: Predictor
+    domains: list[str]
+    target: Target
+    cv: list[dict]
+    reason: str
+    n_runs: int
+    dropped: list[str]
+    prior: dict[str, float]
+    prior_source: str
+    best_run: dict[str, Any]
+    y: np.ndarray
+    oof: dict[str, np.ndarray]
+    X: np.ndarray
+    interactions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chosen(self) -> str:
+        return getattr(self.predictor, "chosen_", self.predictor.name)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        directory = Path(directory)
+        self.predictor.save(directory / "predictor")
+        buf = io.BytesIO()
+        np.savez(buf, y=self.y, X=self.X, **{f"oof/{k}": v for k, v in self.oof.items()})
+        atomic_write_bytes(directory / "cv.npz", buf.getvalue())
+        atomic_write_json(
+            directory / "model.json",
+            {
+                "format": MODEL_FORMAT,
+                "version": 1,
+                "predictor": self.predictor.name,
+                "chosen": self.chosen,
+                "reason": self.reason,
+                "domains": self.domains,
+                "target": self.target.to_dict(),
+                "cv": self.cv,
+                "n_runs": self.n_runs,
+                "dropped_runs": self.dropped,
+                "prior": self.prior,
+                "prior_source": self.prior_source,
+                "best_run": self.best_run,
+                "interactions": self.interactions,
+            },
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "FittedModel":
+        directory = Path(directory)
+        path = directory / "model.json"
+        if not path.is_file():
+            raise FitError(f"--model {directory}: no model.json; give a folder written by `regmix fit --out`")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("format") != MODEL_FORMAT:
+            raise FitError(f"--model {directory}: model.json is not a {MODEL_FORMAT} file; refit with `regmix fit`")
+        with np.load(directory / "cv.npz", allow_pickle=False) as z:
+            y, X = z["y"], z["X"]
+            oof = {k[4:]: z[k] for k in z.files if k.startswith("oof/")}
+        t = doc["target"]
+        return cls(
+            predictor=load_predictor(directory / "predictor"),
+            domains=list(doc["domains"]),
+            target=Target(t["expr"], tuple((float(w), c) for w, c in t["terms"])),
+            cv=list(doc["cv"]),
+            reason=doc["reason"],
+            n_runs=int(doc["n_runs"]),
+            dropped=list(doc["dropped_runs"]),
+            prior={k: float(v) for k, v in doc["prior"].items()},
+            prior_source=doc["prior_source"],
+            best_run=doc["best_run"],
+            y=y,
+            oof=oof,
+            X=X,
+            interactions=doc.get("interactions", {}),
+        )
+
+    def cv_score(self, metric: str = "spearman") -> float | None:
+        for row in self.cv:
+            if row["predictor"] == self.chosen:
+                return float(row[metric])
+        return None
+
+
+def load_runs_table(runs: str | None = None, mixtures: str | None = None, losses: str | None = None) -> pd.DataFrame:
+    """A runs table from `regmix collect` (``--runs``) or RegMix's CSV pair (``--mixtures`` + ``--losses``)."""
+    if runs and (mixtures or losses):
+        raise RegmixError("--runs: give either --runs or --mixtures with --losses, not both")
+    if runs:
+        return read_runs(runs)
+    if mixtures and losses:
+        return from_regmix_csv(mixtures, losses)
+    raise RegmixError("--runs: no runs given; pass --runs runs.csv, or --mixtures M.csv --losses L.csv (RegMix's CSVs)")
+
+
+def usable_runs(df: pd.DataFrame, target: Target) -> tuple[pd.DataFrame, list[str]]:
+    """Completed runs with a finite target; the others are returned by id so the caller can say so."""
+    ok = df["status"].astype(str).isin(USABLE_STATUS) if "status" in df.columns else pd.Series(True, index=df.index)
+    vals = target.values(df)
+    ok &= np.isfinite(vals)
+    dropped = df.loc[~ok, "run_id"].astype(str).tolist()
+    return df.loc[ok].reset_index(drop=True), dropped
+
+
+def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[str, float] | None = None) -> FittedModel:
+    """Parse the target, drop unusable runs, cross-validate, fit the predictor on every usable run."""
+    target = parse_target(target_expr, df)
+    df, dropped = usable_runs(df, target)
+    names = table_domains(df)
+    X, y = weight_matrix(df), target.values(df)
+    if len(y) < max(cfg.folds, 3):
+        raise RegmixError(f"--runs: only {len(y)} usable run(s) with a finite {target.expr!r}; need at least {max(cfg.folds, 3)}")
+    params = dict(cfg.params)
+    params.setdefault("random_state", cfg.seed)
+    if cfg.predictor == "auto":
+        params.setdefault("n_splits", cfg.folds)
+        model = get_predictor("auto", **params).fit(X, y)
+        cv_rows, oof, reason = list(model.cv_), {model.chosen_: model.oof_}, model.reason_
+        extra = [c for c in cfg.compare if c not in {r["predictor"] for r in cv_rows}]
+    else:
+        extra = [cfg.predictor, *[c for c in cfg.compare if c != cfg.predictor]]
+        cv_rows, oof, reason = [], {}, f"{cfg.predictor} was requested (--predictor)"
+    if extra:
+        makers = {n: (lambda n=n: get_predictor(n, **(params if n == cfg.predictor else {"random_state": cfg.seed}))) for n in extra}
+        for r in cross_validate(makers, X, y, min(cfg.folds, len(y)), cfg.seed):
+            cv_rows.append(r.row())
+            oof[r.name] = r.oof
+    if cfg.predictor != "auto":
+        model = get_predictor(cfg.predictor, **params).fit(X, y)
+    if prior is None:
+        prior_source = "mean of the proxy runs' weights (no --prior/--base-mixture given)"
+        prior = dict(zip(names, (X.mean(axis=0) / X.mean(axis=0).sum()).tolist()))
+    else:
+        prior_source = "given"
+    best = int(np.argmin(y))
+    return FittedModel(
+        interactions=linear_interactions(df, names),
+        predictor=model,
+        domains=names,
+        target=target,
+        cv=cv_rows,
+        reason=reason,
+        n_runs=len(y),
+        dropped=dropped,
+        prior=prior,
+        prior_source=prior_source,
+        best_run={"run_id": str(df["run_id"].iloc[best]), "target": float(y[best]), "weights": dict(zip(names, X[best].tolist()))},
+        y=y,
+        oof=oof,
+        X=X,
+    )
+
+
+_WEIGHT_PREFIXES = ("weight/", "train_the_pile_", "train_")
+
+
+def read_mixture_rows(path: str | os.PathLike, domain_names: list[str]) -> tuple[list[str], np.ndarray]:
+    """Rows of mixtures from a CSV (RegMix's mixture CSV, a runs table, or plain domain columns).
+
+    Returns the row ids (``index``/``run_id`` column, else the row number) and the weights in model order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RegmixError(f"--mixtures {path}: file not found; check the path")
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as e:
+        raise RegmixError(f"--mixtures {path}: cannot read as CSV ({e.__class__.__name__}: {e})") from None
+    id_col = next((c for c in ("index", "run_id") if c in df.columns), None)
+    ids = df[id_col].astype(str).tolist() if id_col else [str(i) for i in range(len(df))]
+    by_domain = {}
+    for c in df.columns:
+        key = str(c)
+        for p in _WEIGHT_PREFIXES:
+            if key.startswith(p):
+                key = key[len(p):]
+                break
+        by_domain[key] = c
+    missing = [d for d in domain_names if d not in by_domain]
+    if missing:
+        raise RegmixError(
+            f"--mixtures {path}: no column for domain {missing[0]!r}; the model was fit on {', '.join(domain_names)}"
+        )
+    X = df[[by_domain[d] for d in domain_names]].to_numpy(dtype=float)
+    return ids, X
+
+
+__all__ = ["FitConfig", "FittedModel", "fit_model", "load_runs_table", "read_mixture_rows", "scores"]
+
+
+def linear_interactions(df: pd.DataFrame, names: list[str]) -> dict[str, Any]:
+    """Linear-law coefficients of every per-domain loss on every domain's weight (RegMix's heatmap).
+
+    Row i, column j: how the validation loss of domain i moves per unit weight of domain j (OLS, centred).
+    """
+    from regmix_plugin.fit.linear import LinearPredictor
+
+    rows = [c for c in df.columns if c.startswith("valid/") and c.endswith("/loss") and np.all(np.isfinite(df[c].to_numpy(float)))]
+    X = weight_matrix(df)
+    coef = [LinearPredictor().fit(X, df[c].to_numpy(float)).coef_.tolist() for c in rows]
+    return {"rows": rows, "domains": names, "coef": coef}

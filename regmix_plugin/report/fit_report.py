@@ -1,0 +1,86 @@
+"""The fit/optimise report: CV table, predicted vs actual, weights vs prior, interaction heatmap, constraints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from regmix_plugin.report.builder import Report, new_figure
+
+
+def predicted_vs_actual(y: np.ndarray, oof: dict[str, np.ndarray], target: str):
+    fig = new_figure(5.5, 4.5)
+    ax = fig.add_subplot(111)
+    for name, p in oof.items():
+        ax.scatter(y, p, s=8, alpha=0.6, label=name)
+    lo, hi = float(np.min(y)), float(np.max(y))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set_xlabel(f"actual {target}")
+    ax.set_ylabel("predicted (held-out fold)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def weights_vs_prior(names: list[str], weights: np.ndarray, prior: np.ndarray):
+    fig = new_figure(max(6.0, 0.35 * len(names)), 4.0)
+    ax = fig.add_subplot(111)
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, prior, 0.4, label="prior")
+    ax.bar(x + 0.2, weights, 0.4, label="chosen")
+    ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("weight")
+    ax.legend()
+    return fig
+
+
+def interaction_heatmap(inter: dict):
+    coef = np.asarray(inter["coef"], float)
+    rows = [r.removeprefix("valid/").removesuffix("/loss") for r in inter["rows"]]
+    cols = inter["domains"]
+    fig = new_figure(max(6.0, 0.4 * len(cols)), max(4.0, 0.35 * len(rows)))
+    ax = fig.add_subplot(111)
+    lim = float(np.max(np.abs(coef))) or 1.0
+    im = ax.imshow(coef, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xlabel("training domain weight")
+    ax.set_ylabel("validation loss")
+    fig.colorbar(im, ax=ax, label="linear coefficient (blue = more weight lowers loss)")
+    return fig
+
+
+def write_fit_report(model, outcome, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Markdown + HTML report of a fitted model and (optionally) an optimisation outcome."""
+    rep = Report(f"Mixture fit: {model.target.expr}", out_dir)
+    rep.add_paragraph(f"{model.n_runs} proxy runs; predictor **{model.chosen}**: {model.reason}.")
+    if model.dropped:
+        rep.add_paragraph(f"Left out {len(model.dropped)} failed/incomplete run(s): {', '.join(model.dropped[:20])}.")
+    rep.add_heading("Cross-validation")
+    rep.add_table(model.cv, ["predictor", "spearman", "pearson", "mse", "top10_overlap"])
+    if model.oof:
+        rep.add_figure(predicted_vs_actual(model.y, model.oof, model.target.expr), "predicted_vs_actual",
+                       "Out-of-fold predictions vs actual target on the proxy runs")
+    if model.interactions.get("rows"):
+        rep.add_heading("Domain interactions")
+        rep.add_figure(interaction_heatmap(model.interactions), "interactions",
+                       "Linear-law coefficients: per-domain validation loss vs training-domain weight")
+    if outcome is not None:
+        prov = outcome.mixture.provenance
+        rep.add_heading("Chosen mixture")
+        rep.add_paragraph(
+            f"Predicted target {outcome.result.predicted:.4f} (CV RMSE {prov['predicted_target_uncertainty']['cv_rmse']}); "
+            f"{outcome.result.mode} search in {outcome.seconds:.2f}s."
+        )
+        rep.add_table([{"mixture": k, **v} for k, v in outcome.baselines.items()], ["mixture", "predicted", "actual"])
+        rep.add_figure(weights_vs_prior(model.domains, outcome.result.weights, outcome.prior), "weights_vs_prior",
+                       "Chosen weights vs the prior")
+        rep.add_table([{"domain": d, "weight": float(w), "prior": float(p), "min": float(l), "max": float(h)}
+                       for d, w, p, l, h in zip(model.domains, outcome.result.weights, outcome.prior, outcome.lo, outcome.hi)])
+        rep.add_heading("Active constraints")
+        active = outcome.result.active
+        rep.add_paragraph(", ".join(f"{d}: {why}" for d, why in active.items()) if active else "No constraint is active.")
+        if "prefixes_note" in prov:
+            rep.add_paragraph("Note: " + prov["prefixes_note"])
+    return rep.write()

@@ -1,0 +1,84 @@
+"""One conformance test over every registered predictor (scikit-learn conventions + artifacts)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fit_helpers import FAST_PARAMS, synthetic_xy
+
+from regmix_plugin.errors import RegmixError
+from regmix_plugin.fit.base import NotFittedError, load_predictor
+from regmix_plugin.fit.registry import available, get_predictor
+
+X, Y = synthetic_xy(40)
+X_NEW, _ = synthetic_xy(15, seed=1)
+
+
+def test_registry_lists_the_required_predictors():
+    assert {"linear", "lightgbm", "mixing-law", "auto"} <= set(available())
+    assert set(FAST_PARAMS) == set(available()), "add fast test params for every registered predictor"
+
+
+def test_unknown_predictor_lists_valid_names():
+    with pytest.raises(RegmixError, match=r"unknown value 'xgb'; choose one of .*linear.*lightgbm"):
+        get_predictor("xgb")
+
+
+@pytest.mark.parametrize("name", available())
+def test_conformance(name, tmp_path):
+    model = get_predictor(name, random_state=3, **FAST_PARAMS[name])
+    assert "random_state" in model.get_params()
+    with pytest.raises(NotFittedError, match="not fitted"):
+        model.predict(X_NEW)
+    assert model.fit(X, Y) is model
+    pred = model.predict(X_NEW)
+    assert pred.shape == (len(X_NEW),) and np.all(np.isfinite(pred))
+    # Deterministic under random_state.
+    again = get_predictor(name, random_state=3, **FAST_PARAMS[name]).fit(X, Y).predict(X_NEW)
+    np.testing.assert_array_equal(pred, again)
+    # Wrong number of domains is a clear error, not a numpy broadcast failure.
+    with pytest.raises(RegmixError, match="domain columns"):
+        model.predict(X_NEW[:, :3])
+    # Save/load: identical predictions, and nothing in the folder is a pickle.
+    model.save(tmp_path / "m")
+    loaded = load_predictor(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.predict(X_NEW), pred)
+    files = [p for p in (tmp_path / "m").rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} <= {".json", ".npz", ".txt"}
+    doc = json.loads((tmp_path / "m" / "predictor.json").read_text())
+    assert doc["name"] == name
+
+
+def test_predictors_learn_the_law():
+    """On noise-free-ish mixing-law data, the smooth predictors rank unseen mixtures almost perfectly."""
+    from scipy.stats import spearmanr
+
+    Xt, yt = synthetic_xy(60, seed=5, noise=0.0)
+    for name in ("mixing-law", "gp", "linear"):
+        rho = spearmanr(get_predictor(name, **FAST_PARAMS[name]).fit(X, Y).predict(Xt), yt)[0]
+        assert rho > (0.97 if name != "linear" else 0.85), (name, rho)
+
+
+def test_mixing_law_recovers_parameters():
+    Xs, ys = synthetic_xy(80, noise=0.0)
+    m = get_predictor("mixing-law").fit(Xs, ys)
+    # The law is identified up to a shared shift of t (weights sum to 1): compare differences.
+    t = m.t_ - m.t_.mean()
+    from fit_helpers import TRUE_T
+
+    np.testing.assert_allclose(t, TRUE_T - TRUE_T.mean(), atol=0.05)
+
+
+def test_bad_inputs_are_one_line_errors():
+    m = get_predictor("linear")
+    with pytest.raises(RegmixError, match="rows but y has"):
+        m.fit(X, Y[:-1])
+    with pytest.raises(RegmixError, match="non-finite"):
+        m.fit(X, np.r_[Y[:-1], np.nan])
+    with pytest.raises(RegmixError, match="unknown parameter"):
+        m.set_params(depth=3)
+    with pytest.raises(RegmixError, match="no predictor.json"):
+        load_predictor("/nonexistent/dir")
+
