@@ -149,6 +149,34 @@ def test_schedule_maps_to_phase_transition_iterations(parse, corpus, tmp_path):
         check_regmix_args(args)
 
 
+_PARSE_ONLY = """
+import sys
+import megatron.training.arguments as margs
+margs.get_device_arch_version = lambda: 9  # the one GPU fact validation reads (Hopper); no GPU here
+from regmix_plugin.megatron.args import add_regmix_args, check_regmix_args
+from regmix_plugin.megatron.pretrain_gpt import prepare_argv
+sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
+a = margs.parse_and_validate_args(extra_args_provider=add_regmix_args)
+check_regmix_args(a)
+print("PARSED", a.tensor_model_parallel_size, a.pipeline_model_parallel_size, a.full_validation, a.data_mixture_from)
+"""
+
+
+def test_example_tp2_pp2_arguments_pass_megatron_validation(corpus, tmp_path):
+    """The example's exact command line, through the real parser and validation (the launch needs 4 GPUs)."""
+    fake = tmp_path / "python"
+    (tmp_path / "parse_only.py").write_text(_PARSE_ONLY)
+    # Stands in for python: drops "-m torch.distributed.run --standalone --nproc-per-node N -m <module>".
+    fake.write_text(f"#!/usr/bin/env bash\nshift 7\nexec {sys.executable} {tmp_path / 'parse_only.py'} \"$@\"\n")
+    fake.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(fake), MIXTURE=str(corpus / "natural.json"), OUT=str(tmp_path / "out"),
+               WORLD_SIZE="4", RANK="0", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(["bash", str(REPO / "examples" / "megatron_tp2_pp2.sh")], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"PARSED 2 2 True {corpus / 'natural.json'}" in proc.stdout
+
+
 @pytest.mark.gpu
 def test_pretrain_gpt_runs_on_gpu(corpus, tmp_path):
     """The entry point end to end on one GPU (skipped without CUDA)."""
