@@ -105,6 +105,10 @@ def test_tiny_domains_get_both_splits_when_possible(tmp_path):
     assert doc["domains"]["one"]["documents"] == 1 and doc["domains"]["one"]["valid_documents"] == 0
     mix = Mixture.load(tmp_path / "c" / "natural.json")
     assert mix.domains[1].valid_prefixes == []  # the dataset builder falls back to the training data
+    from regmix_plugin.data.commands import stats_rows
+
+    empty = [r for r in stats_rows([str(tmp_path / "c")]) if r["domain"] == "one" and r["split"] == "valid"]
+    assert [(r["documents"], r["tokens"], r["bin_bytes"]) for r in empty] == [(0, 0, 0)]
     doc = build_corpus(tmp_path / "d", {"two": Documents(["alpha beta", "gamma delta"])},
                        CorpusConfig(valid_fraction=0.99, progress=False))
     assert doc["domains"]["two"]["documents"] == 1 and doc["domains"]["two"]["valid_documents"] == 1
@@ -150,9 +154,17 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
     assert "does not exist" in _one_line_error(capsys, ["corpus", "stats", str(tmp_path / "nothing")])
     (tmp_path / "junk.idx").write_bytes(b"garbage" * 10)
     (tmp_path / "junk.bin").write_bytes(b"")
-    assert "not a Megatron IndexedDataset index" in _one_line_error(capsys, ["corpus", "stats", str(tmp_path / "junk")])
+    assert "no MMIDIDX header" in _one_line_error(capsys, ["corpus", "stats", str(tmp_path / "junk")])
+    main(["corpus", "build", "--out", str(tmp_path / "ok"), "--domain", web])
+    capsys.readouterr()
+    good = (tmp_path / "ok" / "web" / "train.idx").read_bytes()
+    (tmp_path / "junk.idx").write_bytes(good[:-8])
+    assert "truncated?" in _one_line_error(capsys, ["corpus", "stats", str(tmp_path / "junk")])
+    (tmp_path / "junk.idx").write_bytes(good)
+    assert "the pair is damaged or mismatched" in _one_line_error(capsys, ["corpus", "stats", str(tmp_path / "junk.idx")])
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    out = str(tmp_path / "out2")
     main(["corpus", "build", "--out", out, "--domain", web])
     capsys.readouterr()
     assert "exists and is not empty" in _one_line_error(capsys, ["corpus", "build", "--out", out, "--domain", web])

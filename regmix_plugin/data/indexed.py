@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from typing import Iterator
@@ -59,26 +60,62 @@ def check_prefix(prefix: str, where: str = "prefix") -> None:
             )
 
 
-def open_indexed(prefix: str, where: str = "prefix"):
-    """megatron-core's ``IndexedDataset`` for ``prefix``, with a one-line error instead of its asserts."""
-    check_prefix(prefix, where)
-    try:
-        with quiet_megatron():
-            from megatron.core.datasets.indexed_dataset import IndexedDataset
+# The .idx header as megatron-core writes it: magic, version (u64), dtype code (u8), sequences, documents (u64).
+_IDX_MAGIC = b"MMIDIDX\x00\x00"
+_IDX_HEADER = struct.Struct("<9sQBQQ")
+_DTYPE_CODES = range(1, 9)
 
-            return IndexedDataset(prefix)
-    except (AssertionError, ValueError, OSError, KeyError) as e:
-        raise RegmixError(f"{where}: {prefix}.idx is not a Megatron IndexedDataset index ({e or type(e).__name__}); rebuild it") from None
+
+def _check_index_file(prefix: str, where: str) -> None:
+    """Refuse a damaged .idx before megatron-core reads it: its asserts and half-built readers are noisy."""
+    path = prefix + ".idx"
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(_IDX_HEADER.size)
+    problem = None
+    if len(head) < _IDX_HEADER.size or head[:9] != _IDX_MAGIC:
+        problem = "no MMIDIDX header"
+    else:
+        _, version, code, seqs, docs = _IDX_HEADER.unpack(head)
+        body = _IDX_HEADER.size + seqs * (4 + 8) + docs * 8  # lengths int32, pointers int64, doc indices int64
+        if version != 1 or code not in _DTYPE_CODES:
+            problem = f"version {version}, dtype code {code}"
+        elif size not in (body, body + seqs):  # + one mode byte per sequence in multimodal indexes
+            problem = f"{size} bytes where its counts need {body}; truncated?"
+    if problem:
+        raise RegmixError(f"{where}: {path} is not a Megatron IndexedDataset index ({problem}); rebuild it")
+
+
+def open_indexed(prefix: str, where: str = "prefix", mmap: bool = True):
+    """megatron-core's ``IndexedDataset`` for ``prefix``, with one-line errors instead of its asserts.
+
+    ``mmap=False`` reads the ``.bin`` through a file pointer, which also works for an empty ``.bin``
+    (a domain without held-out documents), where mmap fails.
+    """
+    check_prefix(prefix, where)
+    _check_index_file(prefix, where)
+    with quiet_megatron():
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+        return IndexedDataset(prefix, mmap=mmap)
 
 
 def index_stats(prefix: str, where: str = "prefix") -> IndexStats:
-    ds = open_indexed(prefix, where)
+    ds = open_indexed(prefix, where, mmap=False)
     lengths = ds.sequence_lengths
+    tokens = int(np.sum(lengths, dtype=np.int64))
+    bin_bytes = os.path.getsize(prefix + ".bin")
+    itemsize = np.dtype(ds.index.dtype).itemsize
+    if bin_bytes != tokens * itemsize:
+        raise RegmixError(
+            f"{where}: {prefix}.bin has {bin_bytes} bytes but its .idx lists {tokens} tokens of {itemsize} bytes; "
+            "the pair is damaged or mismatched, rebuild it"
+        )
     return IndexStats(
         prefix=prefix,
-        tokens=int(np.sum(lengths, dtype=np.int64)),
+        tokens=tokens,
         documents=int(len(ds.document_indices) - 1),
         sequences=int(len(lengths)),
         dtype=np.dtype(ds.index.dtype).name,
-        bin_bytes=os.path.getsize(prefix + ".bin"),
+        bin_bytes=bin_bytes,
     )
