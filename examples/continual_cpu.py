@@ -23,7 +23,6 @@ import os
 import shlex
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import yaml
@@ -39,26 +38,6 @@ def regmix(*args: str) -> None:
     print("$ regmix " + " ".join(shlex.quote(a) for a in args), flush=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     subprocess.run(cmd, check=True, env=env, cwd=REPO)
-
-
-def documents(kind: str, max_bytes: int) -> list[str]:
-    if kind == "prose":
-        from pydoc_data.topics import topics
-
-        texts = (topics[k] for k in sorted(topics))
-    else:
-        lib = Path(sysconfig.get_paths()["stdlib"])
-        texts = (p.read_text(encoding="utf-8", errors="replace") for p in sorted(lib.glob("*.py"))
-                 if p.stat().st_size < 60_000)
-    out, total = [], 0
-    for t in texts:
-        t = t.strip()[:4000]
-        if len(t) >= 40:
-            out.append(t)
-            total += len(t)
-        if total >= max_bytes:
-            break
-    return out
 
 
 def proxy_config(path: Path, steps: int, lr: float, min_lr: float, eval_every: int) -> Path:
@@ -85,14 +64,13 @@ def main() -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    from regmix_plugin.data.corpus import CorpusConfig, Documents, build_corpus
     from regmix_plugin.mixture import Mixture
+    from regmix_plugin.scale.text import build_text_corpus
 
     corpus = out / "corpus"
     if not (corpus / "natural.json").is_file():
         print(f"building {corpus} (prose: pydoc reference docs, code: stdlib sources)", flush=True)
-        build_corpus(corpus, {k: Documents(documents(k, 150_000)) for k in ("prose", "code")},
-                     CorpusConfig(valid_fraction=0.05, progress=False))
+        build_text_corpus(corpus, 150_000)
     natural = Mixture.load(corpus / "natural.json")
     # Weight-0 domains stay in the mixture so that every run evaluates both domains.
     for name, weights in (("old", {"prose": 1.0, "code": 0.0}), ("new", {"prose": 0.0, "code": 1.0})):

@@ -1,18 +1,17 @@
 """Real text and real proxy runs for the scaling and continual-training tests.
 
-The corpus is real text that every Python install carries, so the tests need no Debian package:
-``prose`` is the English reference documentation in ``pydoc_data.topics`` and ``code`` is the source of
-standard-library modules. Each domain is capped so that a corpus builds in about a second.
+The corpus is real text that every Python install carries (`regmix_plugin.scale.text`), so the tests
+need no Debian package: ``prose`` is the English reference documentation in ``pydoc_data.topics`` and
+``code`` is the source of standard-library modules.
 """
 
 from __future__ import annotations
 
 import json
-import sysconfig
 from pathlib import Path
 
-from regmix_plugin.data.corpus import NATURAL_FILE, CorpusConfig, Documents, build_corpus
 from regmix_plugin.mixture import Mixture
+from regmix_plugin.scale.text import build_text_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "megatron_configs" / "proxy-tiny-cpu.yaml"
@@ -29,38 +28,9 @@ FAST = [
 CONTINUAL = ["optim.lr=1e-3", "optim.min_lr=1e-4"]
 
 
-def prose_documents(max_bytes: int) -> list[str]:
-    from pydoc_data.topics import topics
-
-    return _capped((topics[k] for k in sorted(topics)), max_bytes)
-
-
-def code_documents(max_bytes: int) -> list[str]:
-    lib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in lib.glob("*.py") if p.stat().st_size < 60_000)
-    return _capped((p.read_text(encoding="utf-8", errors="replace") for p in files), max_bytes)
-
-
-def _capped(docs, max_bytes: int) -> list[str]:
-    out, total = [], 0
-    for d in docs:
-        d = d.strip()
-        if len(d) < 40:
-            continue
-        d = d[:4000]  # many short documents rather than a few long ones: a better held-out split
-        out.append(d)
-        total += len(d)
-        if total >= max_bytes:
-            break
-    return out
-
-
 def make_text_corpus(root: Path, max_bytes: int = 400_000) -> Path:
     """``root/corpus`` with domains prose and code (byte tokenizer); returns its natural.json."""
-    out = Path(root) / "corpus"
-    domains = {"prose": Documents(prose_documents(max_bytes)), "code": Documents(code_documents(max_bytes))}
-    build_corpus(out, domains, CorpusConfig(tokenizer="byte", valid_fraction=0.05, progress=False))
-    return out / NATURAL_FILE
+    return build_text_corpus(Path(root) / "corpus", max_bytes)
 
 
 def mixture_file(natural: Path, name: str, weights: dict[str, float]) -> Path:

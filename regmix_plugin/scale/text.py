@@ -1,0 +1,57 @@
+"""Real text that every Python install carries, for the scaling and continual-training example, tests and
+benchmark: no Debian package or download needed.
+
+- ``prose``: the English reference documentation in ``pydoc_data.topics`` (what ``help("if")`` shows);
+- ``code``: the source files of the standard library.
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from pathlib import Path
+from typing import Iterable, Iterator
+
+KINDS = ("prose", "code")
+MAX_DOC_CHARS = 4000  # many short documents rather than a few long ones: a finer held-out split
+
+
+def _texts(kind: str) -> Iterator[str]:
+    if kind == "prose":
+        from pydoc_data.topics import topics
+
+        return (topics[k] for k in sorted(topics))
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in lib.glob("*.py") if p.stat().st_size < 60_000)
+    return (p.read_text(encoding="utf-8", errors="replace") for p in files)
+
+
+def documents(kind: str, max_chars: int) -> list[str]:
+    """Documents of ``kind`` (prose or code) in a fixed order, up to about ``max_chars`` characters."""
+    from regmix_plugin.errors import check_choice
+
+    check_choice("kind", kind, KINDS)
+    return _capped(_texts(kind), max_chars)
+
+
+def _capped(texts: Iterable[str], max_chars: int) -> list[str]:
+    out, total = [], 0
+    for t in texts:
+        t = t.strip()[:MAX_DOC_CHARS]
+        if len(t) < 40:
+            continue
+        out.append(t)
+        total += len(t)
+        if total >= max_chars:
+            break
+    return out
+
+
+def build_text_corpus(out: str | os.PathLike, max_chars: int = 150_000) -> Path:
+    """A byte-tokenized corpus with domains prose and code under ``out``; returns its natural.json."""
+    from regmix_plugin.data.corpus import NATURAL_FILE, CorpusConfig, Documents, build_corpus
+
+    out = Path(out)
+    build_corpus(out, {k: Documents(documents(k, max_chars)) for k in KINDS},
+                 CorpusConfig(tokenizer="byte", valid_fraction=0.05, progress=False))
+    return out / NATURAL_FILE
