@@ -293,11 +293,13 @@ def train(cfg: ProxyConfig, schedule: Schedule, run_dir: str | os.PathLike, resu
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    env = distributed.setup(cfg.train.device)
+    # Before the process group exists, the launcher's RANK says who owns the run directory.
+    is_main = int(os.environ.get("RANK", "0")) == 0
     trainer: Trainer | None = None
     try:
+        env = distributed.setup(cfg.train.device)
         trainer = Trainer(cfg, schedule, run_dir, env, resume=resume, init_from=init_from)
-        if env.is_main:
+        if is_main:
             write_run_config(run_dir, cfg, schedule, env, {
                 "resume": resume, "init_from": init_from, "resumed_from_step": trainer.resumed_from,
                 **count_parameters(trainer.model), "vocab_size": trainer.vocab_size,
@@ -307,13 +309,17 @@ def train(cfg: ProxyConfig, schedule: Schedule, run_dir: str | os.PathLike, resu
     except RunFailed as e:
         outcome = _failed(trainer, e.reason)
     except RegmixError as e:
-        _record(run_dir, env, _failed(trainer, f"error: {e}"))
+        _record(run_dir, is_main, _failed(trainer, f"error: {e}"))
+        distributed.teardown()
+        raise
+    except KeyboardInterrupt:
+        _record(run_dir, is_main, _failed(trainer, "interrupted"))
         distributed.teardown()
         raise
     except Exception as e:  # a crash: record it, show the traceback, exit non-zero
         traceback.print_exc()
         outcome = _failed(trainer, f"exception: {type(e).__name__}: {e}")
-    _record(run_dir, env, outcome)
+    _record(run_dir, is_main, outcome)
     distributed.teardown()
     return outcome
 
@@ -323,6 +329,6 @@ def _failed(trainer: Trainer | None, reason: str) -> Outcome:
     return Outcome("failed", reason, state.step, state.tokens)
 
 
-def _record(run_dir: Path, env: distributed.DistEnv, outcome: Outcome) -> None:
-    if env.is_main:
+def _record(run_dir: Path, is_main: bool, outcome: Outcome) -> None:
+    if is_main:
         atomic_write_json(run_dir / OUTCOME_FILE, outcome.to_dict())
