@@ -187,6 +187,10 @@ def _fit_joint(series, config: LawConfig, gamma_bounds) -> list[LawParams]:
 
 # ---- power laws in x (steps, tokens or parameters) -------------------------------------------------
 
+# Rows of a table predicted by a law are not runs of this sweep: they carry the status of external results
+# ("imported", which `regmix fit` accepts) and a ``source`` column naming the law.
+DERIVED_STATUS = "imported"
+
 # Power-law exponents are alpha = -gamma; start the search over a spread of plausible exponents.
 POWER_GAMMAS = (-0.05, -0.15, -0.4, -1.0, -2.0)
 
@@ -345,8 +349,8 @@ def extrapolate_steps(
     """Extrapolate each run's per-domain losses to ``target`` (a step or token count on ``config.axis``).
 
     ``runs`` maps run id -> (mixture weights ``{domain: w}``, eval curve). Returns a runs table (the schema
-    of `regmix_plugin.table`, status ``extrapolated``) with the predicted ``valid/<d>/loss`` at ``target``,
-    and the fitted laws per run and domain.
+    of `regmix_plugin.table`, see :data:`DERIVED_STATUS`) with the predicted ``valid/<d>/loss`` at
+    ``target``, and the fitted laws per run and domain.
     """
     if not target > 0:
         raise ConfigError(f"target: {target} must be > 0 (the {config.axis} to extrapolate to)")
@@ -354,7 +358,7 @@ def extrapolate_steps(
     for run_id, (weights, curve) in runs.items():
         fitted = fit_step_laws(curve, config, where=run_id)
         laws[run_id] = fitted
-        row: dict[str, Any] = {"run_id": run_id, "status": "extrapolated"}
+        row: dict[str, Any] = {"run_id": run_id, "status": DERIVED_STATUS, "source": "step law"}
         row.update({weight_column(d): float(w) for d, w in weights.items()})
         row.update({loss_column(d): float(law.predict(target)) for d, law in fitted.items()})
         row[config.axis] = target
@@ -422,7 +426,8 @@ def extrapolate_size(
         if missing:
             raise RegmixError(f"size {n:g}: runs table has no {missing[0]} column; collect the same metrics at each size")
     out = base[["run_id"] + [weight_column(d) for d in table_domains(base)]].copy()
-    out["status"] = "extrapolated"
+    out["status"] = DERIVED_STATUS
+    out["source"] = "size law"
     laws: dict[str, dict[str, PowerLaw]] = {}
     x = np.array(sizes, dtype=float)
     for i, run_id in enumerate(base["run_id"].astype(str)):
@@ -479,3 +484,59 @@ def rank_invariance(small: pd.DataFrame, large: pd.DataFrame, threshold: float =
             rho = spearmanr(x[ok], y[ok]).statistic if ok.sum() >= 3 else math.nan
         rows.append({"metric": m, "rho": float(rho), "n": int(ok.sum())})
     return RankCheck(pd.DataFrame(rows), threshold)
+
+
+# ---- nested prediction (Data Mixing Laws' pipeline) --------------------------------------------------------
+
+@dataclass
+class NestedResult:
+    """What :func:`nested_predict` produced at each stage."""
+
+    step_tables: dict[float, pd.DataFrame]  # per model size: losses extrapolated to the target step
+    step_laws: dict[float, dict[str, dict[str, PowerLaw]]]
+    table: pd.DataFrame  # losses predicted at the target step and size: a runs table
+    size_laws: dict[str, dict[str, PowerLaw]]
+    model: Any  # regmix_plugin.fit.model.FittedModel: the mixing law fitted on ``table``
+    outcome: Any  # regmix_plugin.optimize.run.OptimizeOutcome: the optimised mixture
+
+
+def nested_predict(
+    runs_by_size: Mapping[float, Mapping[str, tuple[Mapping[str, float], pd.DataFrame]]],
+    target_step: float,
+    target_params: float,
+    target_expr: str,
+    step_config: StepFitConfig | None = None,
+    size_config: LawConfig | None = None,
+    fit_config: Any = None,
+    constraints: Any = None,
+    search_config: Any = None,
+    base: Any = None,
+) -> NestedResult:
+    """Data Mixing Laws' nested prediction, from proxy curves at several sizes to an optimised mixture.
+
+    1. per size, each mixture's per-domain losses are extrapolated along steps to ``target_step``;
+    2. across sizes, each mixture's losses are extrapolated along size to ``target_params``;
+    3. the mixing law (`regmix_plugin.fit`, ``mixing-law`` unless ``fit_config`` says otherwise) is fitted
+       on those predicted losses for ``target_expr`` (e.g. ``mean(valid/*/loss)``);
+    4. the optimiser (`regmix_plugin.optimize.run.optimize`) searches the simplex with it.
+    ``runs_by_size`` maps non-embedding parameters -> run id -> (weights, eval curve) (:func:`read_run_curve`).
+    """
+    from regmix_plugin.fit.model import FitConfig, fit_model
+    from regmix_plugin.optimize.constraints import Constraints
+    from regmix_plugin.optimize.run import optimize
+    from regmix_plugin.optimize.search import SearchConfig
+
+    step_config = step_config or StepFitConfig()
+    step_tables, step_laws = {}, {}
+    for n, runs in runs_by_size.items():
+        step_tables[n], step_laws[n] = extrapolate_steps(runs, target_step, step_config)
+    table, size_laws = extrapolate_size(step_tables, target_params, size_config,
+                                        shared_alpha=step_config.shared_alpha)
+    if fit_config is None:
+        fit_config = FitConfig(predictor="mixing-law", folds=max(2, min(5, len(table))))
+    model = fit_model(table, target_expr, fit_config)
+    outcome = optimize(model, constraints or Constraints(), search_config or SearchConfig(), base,
+                       name="nested-scaling-opt")
+    outcome.mixture.with_provenance(nested={"target_step": target_step, "target_params": target_params,
+                                            "sizes": sorted(runs_by_size), "step_axis": step_config.axis})
+    return NestedResult(step_tables, step_laws, table, size_laws, model, outcome)
