@@ -186,7 +186,7 @@ def damaged_documents(draw) -> str:
     return json.dumps(draw(damaged_dicts()), allow_nan=True)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(doc=damaged_dicts())
 def test_fuzzed_dicts_raise_only_mixture_error(doc):
     try:
@@ -198,7 +198,7 @@ def test_fuzzed_dicts_raise_only_mixture_error(doc):
     Mixture.from_dict(mix.to_dict())  # what we accept, we also write back in a form we accept
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=damaged_documents(), fmt=st.sampled_from(["megatron-args", "data-args", "per-split-json"]))
 def test_fuzzed_documents_load_or_fail_with_one_line(text, fmt):
     with tempfile.TemporaryDirectory() as tmp:
