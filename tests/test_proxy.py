@@ -153,3 +153,11 @@ def test_data_parallel_matches_single_process(corpus, baseline, tmp_path):
                 assert b[k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert cfg["run"]["world_size"] == 2
+
+
+@pytest.mark.gpu
+def test_trains_on_gpu(corpus, tmp_path):
+    outcome = train(_cfg("train.device=cuda"), Schedule.single(corpus), tmp_path)
+    assert outcome.status == "completed", outcome
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert cfg["run"]["device"].startswith("cuda")

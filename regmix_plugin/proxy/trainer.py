@@ -124,6 +124,11 @@ class Trainer:
         self.vocab_size = tokenizer.vocab_size
 
         torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
+        if env.device.type == "cuda":
+            # megatron-core's CUDA RNG tracker forks named states around dropout; they must exist.
+            from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
+
+            model_parallel_cuda_manual_seed(cfg.train.seed)
         self.model = build_model(cfg.model, self.vocab_size, env.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         # No weight decay on biases and norm weights (1-D tensors), as in Megatron.
