@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from data_helpers import make_tiny_corpus
 
 from regmix_plugin.cli import main
@@ -248,3 +251,16 @@ def test_library_rejects_bad_sources(tmp_path):
     with pytest.raises(ConfigError, match="doc_split"):
         CorpusConfig(doc_split="sentence")
     assert list(tmp_path.iterdir()) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(docs=st.lists(st.text(alphabet="abcdefgh ", min_size=1, max_size=12).filter(str.strip), min_size=2, max_size=12,
+                     unique_by=str.strip),
+       fraction=st.floats(0.001, 0.999))
+def test_split_property_every_document_once_both_sides_nonempty(docs, fraction):
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = build_corpus(Path(tmp) / "c", {"d": Documents(docs)}, CorpusConfig(valid_fraction=fraction, progress=False))
+        train, valid = _documents(f"{tmp}/c/d/train"), _documents(f"{tmp}/c/d/valid")
+    assert sorted(train + valid) == sorted(docs)
+    assert train and valid
+    assert doc["domains"]["d"]["documents"] == len(train) and doc["domains"]["d"]["valid_documents"] == len(valid)
