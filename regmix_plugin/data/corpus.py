@@ -269,6 +269,8 @@ def build_corpus(
         _check_name(name, i)
     _prepare_out(out, cfg.force)
     tokenizer = load_tokenizer(cfg.tokenizer, eod_token=cfg.eod_token)
+    with quiet_megatron():  # import megatron-core (seconds) before the progress bar starts its clock
+        import megatron.core.datasets.indexed_dataset  # noqa: F401
 
     sizes = {n: sum(_file_size(n, p) for p in src) for n, src in domains.items() if isinstance(src, (list, tuple))}
     streams = len(sizes) < len(domains)
