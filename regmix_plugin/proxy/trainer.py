@@ -187,7 +187,9 @@ class Trainer:
         if self.cfg.data.loader == "dali":
             from regmix_plugin.proxy.dali import DaliLoader
 
-            return DaliLoader(ds, sampler, self.cfg.model.seq_length)
+            # On a GPU, DALI hands the batches over in device memory.
+            device_id = self.env.device.index if self.env.device.type == "cuda" else None
+            return DaliLoader(ds, sampler, self.cfg.model.seq_length, device_id=device_id)
         return make_loader(ds, sampler, self.cfg.data.num_workers)
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
