@@ -15,6 +15,7 @@ import pytest
 from regmix_plugin.cli import main
 from regmix_plugin.fit.scaling import StepFitConfig, fit_step_laws, read_eval_curve
 from regmix_plugin.mixture import Mixture
+from regmix_plugin.table import domains, read_runs
 from regmix_plugin.optimize.continual import ContinualPlan, ContinualSpec, continual_mixture, final_losses
 from scaling_helpers import CONTINUAL, make_text_corpus, mixture_file, train_args
 
@@ -54,8 +55,9 @@ def test_step_law_from_the_first_30_percent_of_a_real_curve(base):
 def test_scale_fit_cli_writes_a_runs_table_and_figures(base, tmp_path):
     out = tmp_path / "steps"
     assert main(["scale", "fit", str(base.run), "--target", "1000", "--min-step", "30", "--out", str(out)]) == 0
-    table = (out / "extrapolated.csv").read_text().splitlines()
-    assert table[0].split(",")[:4] == ["run_id", "status", "weight/prose", "weight/code"]
+    table = read_runs(out / "extrapolated.csv")
+    assert table["run_id"].tolist() == ["base"] and domains(table) == ["prose", "code"]
+    assert table["valid/prose/loss"].iloc[0] < table["valid/code/loss"].iloc[0]
     assert (out / "figures" / "steps_base.png").stat().st_size > 1000
     laws = json.loads((out / "step_laws.json").read_text())["runs"]["base"]
     assert set(laws) == {"prose", "code"} and laws["prose"]["alpha"] > 0
