@@ -317,7 +317,22 @@ class Mixture:
         return d
 
     def save(self, path: str | os.PathLike) -> Path:
-        return atomic_write_json(path, self.to_dict())
+        """Write atomically. Relative prefixes are rewritten to point at the same files from the new folder."""
+        new_dir = Path(path).resolve().parent
+        return atomic_write_json(path, self.rebased(new_dir).to_dict())
+
+    def rebased(self, new_dir: str | os.PathLike) -> "Mixture":
+        """A copy whose relative prefixes name the same files when resolved from ``new_dir``."""
+        new_dir = Path(new_dir).resolve()
+        data = self.to_dict()
+        if self.base_dir is not None and Path(self.base_dir).resolve() != new_dir:
+            for d in data["domains"]:
+                for key in ("prefixes", "valid_prefixes", "test_prefixes"):
+                    if key in d:
+                        d[key] = [p if os.path.isabs(p) else os.path.relpath(self.resolve(p), new_dir) for p in d[key]]
+        out = Mixture.from_dict(data)
+        out.base_dir = str(new_dir)
+        return out
 
     def with_provenance(self, **fields: Any) -> "Mixture":
         prov = {"tool": "regmix", "version": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

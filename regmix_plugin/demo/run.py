@@ -170,7 +170,7 @@ class Demo:
         doms = table_domains(df)
         df[TARGET] = df[[loss_column(d) for d in doms]].mean(axis=1)
         done = df[df["status"] == "completed"]
-        heldout = done["run_id"].str.startswith("h")
+        heldout = done["split"] == "heldout"  # `regmix synthesize` marks its held-out mixtures
         write_runs(done[~heldout], self.path("runs.csv"))
         write_runs(done[heldout], self.path("runs_heldout.csv"))
         failed = len(df) - len(done)
@@ -208,10 +208,14 @@ class Demo:
 
     def target_sweep(self) -> str:
         folder = self.path("target_mixtures")
-        from regmix_plugin.sweep.mixtures import rebase
-
-        for name, mix in self.target_mixtures().items():
-            rebase(mix, folder).save(folder / f"{name}.json")
+        mixes = self.target_mixtures()
+        for name, mix in mixes.items():
+            mix.save(folder / f"{name}.json")
+        # The predictor's proxy-scale view of the same four mixtures, for the rank check in the report.
+        table = pd.DataFrame([{"run_id": n, **{f"weight/{d.name}": d.weight for d in m.domains}} for n, m in mixes.items()])
+        atomic_write_text(self.path("target_mixtures.csv"), table.to_csv(index=False))
+        self.regmix("predict", "--model", self.path("model"), "--mixtures", self.path("target_mixtures.csv"),
+                    "--out", self.path("target_mixture_predictions.csv"))
         n = 0
         for seed in self.cfg.target_seeds:
             study = self._study(f"target-seed{seed}", folder, self.cfg.target_config, self.path("target", f"seed{seed}"),

@@ -22,7 +22,6 @@ from typing import Any
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_json
 from regmix_plugin.mixture import Mixture
-from regmix_plugin.sweep.mixtures import rebase
 from regmix_plugin.sweep.state import COMPLETED, FAILED, MIXTURE, PENDING, RUNNING, Status, run_state
 from regmix_plugin.sweep.study import Study
 from regmix_plugin.sweep.synthesize import MANIFEST, manifest_mixtures, write_synthesis
@@ -86,7 +85,7 @@ def prepare(study: Study) -> Prepared:
             )
         run_dir = study.runs_dir / run_id
         target = run_dir / MIXTURE
-        placed = rebase(mix, run_dir)
+        placed = mix.rebased(run_dir)
         if target.is_file():
             if Mixture.load(target).content_hash() != placed.content_hash():
                 raise RegmixError(

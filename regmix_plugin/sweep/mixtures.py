@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import struct
-from pathlib import Path
 
 import numpy as np
 
@@ -49,17 +47,3 @@ def domain_token_counts(mix: Mixture, source: str) -> dict[str, int]:
         return {d.name: int(d.tokens) for d in mix.domains}
     return {d.name: sum(idx_token_count(mix.resolve(p)) for p in d.prefixes) for d in mix.domains}
 
-
-def rebase(mix: Mixture, new_dir: str | os.PathLike) -> Mixture:
-    """A copy of ``mix`` whose relative prefixes point at the same files from a file saved in ``new_dir``."""
-    new_dir = Path(new_dir).resolve()
-    data = mix.to_dict()
-    for d in data["domains"]:
-        for key in ("prefixes", "valid_prefixes", "test_prefixes"):
-            if key in d:
-                d[key] = [
-                    p if os.path.isabs(p) else os.path.relpath(mix.resolve(p), new_dir) for p in d[key]
-                ]
-    out = Mixture.from_dict(data)
-    out.base_dir = str(new_dir)
-    return out

@@ -48,7 +48,7 @@ from regmix_plugin import __version__
 from regmix_plugin.errors import ConfigError, RegmixError, check_choice
 from regmix_plugin.io import atomic_write_json
 from regmix_plugin.mixture import Mixture
-from regmix_plugin.sweep.mixtures import domain_token_counts, rebase
+from regmix_plugin.sweep.mixtures import domain_token_counts
 from regmix_plugin.table import weight_column, write_runs
 
 PRIOR_SOURCES = ("auto", "tokens", "idx", "weights", "uniform")
@@ -337,7 +337,7 @@ def write_synthesis(cfg: SynthConfig, base: Mixture, out_dir: str | os.PathLike,
     res = synthesize(cfg, base)
     entries = []
     for split, prefix, folder, block in (("train", "n", out, res.weights), ("heldout", "h", out / "heldout", res.heldout)):
-        template = rebase(base, folder)
+        template = base.rebased(folder)
         width = max(4, len(str(len(block))))
         for i, row in enumerate(block, start=1):
             run_id = f"{prefix}{i:0{width}d}"
