@@ -103,8 +103,7 @@ def main() -> int:
               f"{fit['target_old_loss']:.4f} -> {verdict} the tolerance")
     regmix("scale", "fit", str(out / "base"), "--target", str(3 * args.base_steps), "--min-step",
            str(2 * max(args.base_steps // 20, 1)), "--out", str(out / "steps"))
-    print(f"\nfigures: {out / 'sweep' / 'continual.png'}, {out / 'steps' / 'figures'}; "
-          f"report: {out / 'sweep' / 'continual_report.md'}")
+    print(f"\nreports: {out / 'sweep' / 'continual_report.md'} (continual.png), {out / 'steps' / 'report.md'}")
     return 0
 
 

@@ -58,7 +58,8 @@ def test_scale_fit_cli_writes_a_runs_table_and_figures(base, tmp_path):
     table = read_runs(out / "extrapolated.csv")
     assert table["run_id"].tolist() == ["base"] and domains(table) == ["prose", "code"]
     assert table["valid/prose/loss"].iloc[0] < table["valid/code/loss"].iloc[0]
-    assert (out / "figures" / "steps_base.png").stat().st_size > 1000
+    assert (out / "steps_base.png").stat().st_size > 1000
+    assert "steps_base.png" in (out / "report.md").read_text() and (out / "report.html").is_file()
     laws = json.loads((out / "step_laws.json").read_text())["runs"]["base"]
     assert set(laws) == {"prose", "code"} and laws["prose"]["alpha"] > 0
 

@@ -24,7 +24,7 @@ def register(sub) -> None:
     p = ss.add_parser("fit", help="fit per-domain step laws on runs' metrics.jsonl; extrapolate to a longer run")
     p.add_argument("run_dirs", nargs="+", help="run directories, folders of them, or a sweep's out folder")
     p.add_argument("--target", type=float, required=True, help="step (or --axis tokens count) to extrapolate to")
-    p.add_argument("--out", required=True, help="folder for extrapolated.csv, step_laws.json, figures/, report.md")
+    p.add_argument("--out", required=True, help="folder for extrapolated.csv, step_laws.json, report.md/.html + PNGs")
     p.add_argument("--axis", default="step", choices=("step", "tokens"), help="x of the law (default: step)")
     p.add_argument("--min-step", type=int, default=1, help="leave out evals before this step (warm-up transient)")
     p.add_argument("--max-step", type=int, help="leave out evals after this step (to test extrapolation)")
@@ -81,7 +81,8 @@ def register(sub) -> None:
 
 def run_scale_fit(args: argparse.Namespace) -> int:
     from regmix_plugin.fit.scaling import StepFitConfig, extrapolate_steps, read_run_curve
-    from regmix_plugin.io import atomic_write_json, atomic_write_text
+    from regmix_plugin.io import atomic_write_json
+    from regmix_plugin.report.builder import Report
     from regmix_plugin.scale.figures import step_fit_figure
     from regmix_plugin.sweep.collect import find_run_dirs
     from regmix_plugin.table import write_runs
@@ -107,24 +108,34 @@ def run_scale_fit(args: argparse.Namespace) -> int:
         "max_step": args.max_step, "shared_alpha": args.shared_alpha,
         "runs": {r: {d: law.to_dict() for d, law in per.items()} for r, per in laws.items()},
     })
-    lines = [f"# Step laws ({len(runs)} runs)", "", f"L({args.axis}) = E + ({args.axis}0/{args.axis})^alpha, fitted on "
-             f"steps {args.min_step}..{args.max_step or 'end'}, extrapolated to {args.axis} {args.target:g}.", "",
-             "| run | domain | E | alpha | last observed | predicted at target |", "|---|---|---|---|---|---|"]
-    for i, (run_id, (_, curve)) in enumerate(runs.items()):
+    rows = []
+    for run_id, (_, curve) in runs.items():
         for dom, law in laws[run_id].items():
-            last = curve[f"valid/{dom}/loss"].dropna()
-            lines.append(f"| {run_id} | {dom} | {law.E:.4g} | {law.alpha:.4g} | {last.iloc[-1]:.4f} "
-                         f"| {float(law.predict(args.target)):.4f} |")
-        if i < MAX_RUN_FIGURES:
-            fig = step_fit_figure(run_id, curve, laws[run_id], args.axis, (args.min_step, args.max_step),
-                                  args.target, out / "figures" / f"steps_{run_id}.png")
-            lines.append(f"\n![{run_id}](figures/{fig.name})\n")
-    atomic_write_text(out / "report.md", "\n".join(lines + [""] + [f"- note: {n}" for n in notes]) + "\n")
-    print("\n".join(line for line in lines if line.startswith("|")))
+            rows.append({"run": run_id, "domain": dom, "E": law.E, "alpha": law.alpha,
+                         "last observed": float(curve[f"valid/{dom}/loss"].dropna().iloc[-1]),
+                         "predicted at target": float(law.predict(args.target))})
+    report = Report(f"Step laws ({len(runs)} runs)", out)
+    report.add_paragraph(f"L({args.axis}) = E + ({args.axis}0/{args.axis})^alpha, fitted on evals from step "
+                         f"{args.min_step} to {args.max_step or 'the end'}, extrapolated to {args.axis} {args.target:g}.")
+    report.add_table(rows)
+    for run_id, (_, curve) in list(runs.items())[:MAX_RUN_FIGURES]:
+        fig = step_fit_figure(run_id, curve, laws[run_id], args.axis, (args.min_step, args.max_step), args.target)
+        report.add_figure(fig, f"steps_{run_id}", f"{run_id}: loss vs {args.axis} with the fitted step laws")
+    for n in notes:
+        report.add_paragraph(f"note: {n}")
+    report.write()
+    print(_markdown_table(rows))
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     print(f"wrote {out / 'extrapolated.csv'} (a runs table: `regmix fit --runs` or `regmix scale predict --scale`)")
     return 0
+
+
+def _markdown_table(rows: list[dict]) -> str:
+    cols = list(rows[0])
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+                      *["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]])
 
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
@@ -165,6 +176,7 @@ def run_scale_predict(args: argparse.Namespace) -> int:
     if args.actual:
         from scipy.stats import spearmanr
 
+        from regmix_plugin.report.builder import Report
         from regmix_plugin.scale.figures import predicted_vs_actual_figure
 
         p, a = match_tables([pred, read_runs(args.actual)], ["prediction", "--actual"])
@@ -178,9 +190,13 @@ def run_scale_predict(args: argparse.Namespace) -> int:
                          "mean_rel_error": float((abs(err) / a[c].to_numpy(float)).mean()), "spearman": rho})
             print(f"| {c} | {rows[-1]['mae']:.4f} | {100 * rows[-1]['mean_rel_error']:.2f} | {rho:.3f} |")
         doc["actual"] = {"path": str(args.actual), "errors": rows}
-        fig = predicted_vs_actual_figure(p, a, cols, f"size law: predicted vs actual at {target:.3g}",
-                                         out.with_name(out.stem + "_vs_actual.png"))
-        print(f"wrote {fig}")
+        fig = predicted_vs_actual_figure(p, a, cols, f"size law: predicted vs actual at {target:.3g}")
+        report = Report(f"Size law: predicted vs actual at {target:.4g} parameters", out.parent)
+        report.add_paragraph(f"Sizes fitted: {', '.join(f'{n:.4g}' for n in sorted(tables))}; actual: {args.actual}.")
+        report.add_table(rows)
+        report.add_figure(fig, out.stem + "_vs_actual", "predicted vs actual loss per mixture and domain")
+        md, _ = report.write(out.stem + "_report.md", out.stem + "_report.html")
+        print(f"wrote {md}")
     atomic_write_json(out.with_name(out.stem + "_size_laws.json"), _finite(doc))
     return 0
 
@@ -234,7 +250,7 @@ def run_continual_sweep(args: argparse.Namespace) -> int:
 
 
 def run_continual_fit(args: argparse.Namespace) -> int:
-    from regmix_plugin.io import atomic_write_json, atomic_write_text
+    from regmix_plugin.io import atomic_write_json
     from regmix_plugin.optimize.continual import (
         ContinualFitConfig,
         ContinualPlan,
@@ -242,6 +258,7 @@ def run_continual_fit(args: argparse.Namespace) -> int:
         final_losses,
         points_from_table,
     )
+    from regmix_plugin.report.builder import Report
     from regmix_plugin.scale.figures import continual_figure
     from regmix_plugin.sweep.collect import collect
     from regmix_plugin.table import read_runs
@@ -267,14 +284,15 @@ def run_continual_fit(args: argparse.Namespace) -> int:
     result = fit_continual(points_from_table(table, spec), base_loss, ContinualFitConfig(tolerance=args.tolerance, safety=args.safety))
     out = Path(args.out) if args.out else plan_dir
     atomic_write_json(out / "continual_fit.json", _finite(result.to_dict()))
-    fig = continual_figure(result, out / "continual.png")
-    atomic_write_text(out / "continual_report.md", "\n".join([
-        "# Continual training: replay proportion", "", result.summary(), "",
-        "| p | old-domain loss | new-domain loss |", "|---|---|---|",
-        *[f"| {r.proportion:.3f} | {r.old_loss:.4f} | {r.new_loss:.4f} |" for r in result.points.itertuples()],
-        "", f"old: L(p) = {result.old_law.c:.4g} + {result.old_law.k:.4g} exp({result.old_law.t:.4g} p); "
-            f"new: L(p) = {result.new_law.c:.4g} + {result.new_law.k:.4g} exp({result.new_law.t:.4g} p)",
-        "", f"![continual]({fig.name})", ""]))
+    report = Report("Continual training: replay proportion", out)
+    report.add_paragraph(result.summary())
+    report.add_table([{"p": r.proportion, "old-domain loss": r.old_loss, "new-domain loss": r.new_loss}
+                      for r in result.points.itertuples()])
+    report.add_paragraph(
+        f"old: L(p) = {result.old_law.c:.4g} + {result.old_law.k:.4g} exp({result.old_law.t:.4g} p); "
+        f"new: L(p) = {result.new_law.c:.4g} + {result.new_law.k:.4g} exp({result.new_law.t:.4g} p)")
+    report.add_figure(continual_figure(result), "continual", "old/new-domain loss against the replay proportion")
+    md, _ = report.write("continual_report.md", "continual_report.html")
     print(result.summary())
-    print(f"wrote {out / 'continual_fit.json'}, {fig}")
+    print(f"wrote {out / 'continual_fit.json'}, {md}")
     return 0

@@ -1,9 +1,8 @@
-"""Figures of the scaling and continual-training stages (matplotlib, Agg backend, PNG)."""
+"""Figures of the scaling and continual-training stages: matplotlib figures for the report builder
+(`regmix_plugin.report.builder.Report.add_figure` saves them as PNG beside the markdown/HTML report)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -11,33 +10,15 @@ import pandas as pd
 
 from regmix_plugin.fit.scaling import PowerLaw, curve_domains
 from regmix_plugin.optimize.continual import ContinualResult
+from regmix_plugin.report.builder import new_figure
 from regmix_plugin.table import loss_column
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | os.PathLike) -> Path:
-    from regmix_plugin.io import atomic_write_bytes
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def step_fit_figure(run_id: str, curve: pd.DataFrame, laws: Mapping[str, PowerLaw], axis: str,
-                    fit_range: tuple[float, float | None], target: float, path: str | os.PathLike) -> Path:
+                    fit_range: tuple[float, float | None], target: float):
     """Observed per-domain losses against steps, the fitted step law, and the extrapolation to ``target``."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = new_figure(6.4, 4.2)
+    ax = fig.add_subplot()
     lo, hi = fit_range
     x = curve[axis].to_numpy(float)
     xs = np.geomspace(max(x[x > 0].min(), 1.0), max(target, x.max()), 200)
@@ -57,14 +38,14 @@ def step_fit_figure(run_id: str, curve: pd.DataFrame, laws: Mapping[str, PowerLa
     ax.set_ylabel("validation loss")
     ax.set_title(f"{run_id}: step law L = E + ({axis}0/{axis})^alpha  (x: points not fitted)")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return fig
 
 
 def predicted_vs_actual_figure(pred: pd.DataFrame, actual: pd.DataFrame, columns: list[str],
-                               title: str, path: str | os.PathLike) -> Path:
+                               title: str):
     """Predicted against measured loss per mixture (rows already matched), one colour per domain."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.0, 5.0))
+    fig = new_figure(5.0, 5.0)
+    ax = fig.add_subplot()
     lo, hi = np.inf, -np.inf
     for i, c in enumerate(columns):
         p, a = pred[c].to_numpy(float), actual[c].to_numpy(float)
@@ -75,13 +56,13 @@ def predicted_vs_actual_figure(pred: pd.DataFrame, actual: pd.DataFrame, columns
     ax.set_ylabel("predicted loss")
     ax.set_title(title)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return fig
 
 
-def continual_figure(result: ContinualResult, path: str | os.PathLike) -> Path:
+def continual_figure(result: ContinualResult):
     """Old- and new-domain loss against the replay proportion, the fitted laws and the critical proportion."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    fig = new_figure(6.0, 4.2)
+    ax = fig.add_subplot()
     grid = np.linspace(0, 1, 201)
     pts = result.points
     ax.plot(pts["proportion"], pts["old_loss"], "o", color="C0", label="old-domain loss (runs)")
@@ -97,4 +78,4 @@ def continual_figure(result: ContinualResult, path: str | os.PathLike) -> Path:
     ax.set_xlabel("replay proportion p (share of original data)")
     ax.set_ylabel("validation loss")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return fig
