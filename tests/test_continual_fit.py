@@ -129,3 +129,23 @@ def test_the_sweep_study_launches_every_proportion_from_the_base_checkpoint(tmp_
     assert prepared.run_ids == ["p0.000", "p0.500", "p1.000"]
     placed = Mixture.load(tmp_path / "sweep" / "runs" / "p0.500" / "mixture.json")
     assert dict(zip(placed.names, placed.weights)) == pytest.approx({"web": 0.375, "books": 0.125, "code": 0.5})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["continual", "fit", "--plan", "{tmp}/nowhere"], "--plan {tmp}/nowhere: not found; write it with `regmix continual sweep`"),
+    (["continual", "sweep", "--original", "{tmp}/old.json", "--new", "{tmp}/new.json", "--base-ckpt", "{tmp}",
+      "--config", "{tmp}/proxy.yaml", "--out", "{tmp}/s", "--proportions", "0,0.5,1.5"], "--proportions: 1.5 is outside [0, 1]"),
+    (["continual", "sweep", "--original", "{tmp}/old.json", "--new", "{tmp}/new.json", "--base-ckpt", "{tmp}",
+      "--config", "{tmp}/proxy.yaml", "--out", "{tmp}/s", "--proportions", "0,a"], "--proportions: '0,a' is not"),
+    (["continual", "sweep", "--original", "{tmp}/old.json", "--new", "{tmp}/old.json", "--base-ckpt", "{tmp}",
+      "--config", "{tmp}/proxy.yaml", "--out", "{tmp}/s"], "new: the new-data mixture equals the original one"),
+])
+def test_bad_continual_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    from regmix_plugin.cli import main
+
+    _mixtures(tmp_path)
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("regmix: error:") and "\n" not in err
+    assert message.replace("{tmp}", str(tmp_path)) in err
+    assert not (tmp_path / "s" / "continual.json").exists()  # nothing half-written
