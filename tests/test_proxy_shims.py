@@ -60,3 +60,20 @@ def test_gpt_model_trains_a_step_on_cpu_with_the_shims():
         assert torch.cuda.current_device is original_current_device  # the RoPE redirect is scoped
     finally:
         distributed.teardown()
+
+
+def test_sdpa_attention_matches_megatron_attention():
+    """model.attention=sdpa computes what megatron-core's DotProductAttention (with the causal mask) computes."""
+    env = distributed.setup("cpu")
+    try:
+        losses = {}
+        for attention in ("megatron", "sdpa"):
+            torch.manual_seed(0)
+            cfg = ModelConfig(num_layers=2, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, seq_length=16,
+                              position_embedding_type="rope", attention=attention)
+            model = build_model(cfg, vocab_size=50, device=env.device)
+            tokens = torch.randint(0, 50, (3, 16), generator=torch.Generator().manual_seed(1))
+            losses[attention] = model(tokens, torch.arange(16).expand(3, 16), causal_mask(16), labels=tokens)
+        torch.testing.assert_close(losses["sdpa"], losses["megatron"], rtol=1e-5, atol=1e-5)
+    finally:
+        distributed.teardown()

@@ -38,6 +38,7 @@ class ModelConfig:
     swiglu: bool = False  # gated SiLU MLP (Llama style) instead of GeLU
     position_embedding_type: str = "learned_absolute"  # or "rope"
     dropout: float = 0.0  # hidden and attention dropout
+    attention: str = "sdpa"  # torch's fused causal attention; "megatron" = megatron-core's DotProductAttention
     init_method_std: float = 0.02
     untie_embeddings: bool = False
 
@@ -51,6 +52,7 @@ class ModelConfig:
             )
         check_choice("model.normalization", self.normalization, ("LayerNorm", "RMSNorm"))
         check_choice("model.position_embedding_type", self.position_embedding_type, ("learned_absolute", "rope"))
+        check_choice("model.attention", self.attention, ("sdpa", "megatron"))
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"model.dropout: {self.dropout!r} is out of range; give a probability in [0, 1)")
         _positive("model.init_method_std", self.init_method_std)

@@ -8,6 +8,7 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer import TransformerConfig
 
+from regmix_plugin.proxy.attention import SDPADotProductAttention
 from regmix_plugin.proxy.config import ModelConfig
 from regmix_plugin.proxy.cpu_shims import patch_model_for_cpu
 
@@ -36,9 +37,12 @@ def transformer_config(cfg: ModelConfig, on_cpu: bool) -> TransformerConfig:
 
 def build_model(cfg: ModelConfig, vocab_size: int, device: torch.device) -> GPTModel:
     """A GPTModel on ``device``; call after ``initialize_model_parallel`` (and the CPU shims on CPU)."""
+    spec = get_gpt_layer_local_spec(normalization=cfg.normalization)
+    if cfg.attention == "sdpa":
+        spec.submodules.self_attention.submodules.core_attention = SDPADotProductAttention
     model = GPTModel(
         config=transformer_config(cfg, on_cpu=device.type == "cpu"),
-        transformer_layer_spec=get_gpt_layer_local_spec(normalization=cfg.normalization),
+        transformer_layer_spec=spec,
         vocab_size=vocab_size,
         max_sequence_length=cfg.seq_length,
         position_embedding_type=cfg.position_embedding_type,
