@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RegmixError as e:
-        print(f"regmix: error: {e}", file=sys.stderr)
+        # One line, always: a path or value with a newline in it must not split the message.
+        msg = str(e).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"regmix: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("regmix: interrupted", file=sys.stderr)

@@ -203,7 +203,8 @@ def write_demo_report(demo: "Demo") -> str:
 
     html = markdown.markdown(md, extensions=["tables", "fenced_code"])
     atomic_write_text(out / "demo.html", f"<!doctype html><meta charset='utf-8'><title>RegMix demo</title>\n{html}\n")
-    atomic_write_json(out / "demo.json", {**facts, **held_facts, "figures": figs})
+    record = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in {**facts, **held_facts}.items()}
+    atomic_write_json(out / "demo.json", {**record, "figures": figs})
     return "RegMix won" if facts["gap"] > 0 else "RegMix did not win"
 
 
