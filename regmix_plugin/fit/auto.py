@@ -11,7 +11,7 @@ import numpy as np
 from regmix_plugin.fit.base import FitError, Predictor, State
 from regmix_plugin.fit.cv import cross_validate
 
-DEFAULT_CANDIDATES = ("linear", "lightgbm", "mixing-law", "log-law", "gp", "stack")
+DEFAULT_CANDIDATES = ("linear", "lightgbm", "mixing-law", "log-law", "stack")
 
 
 class AutoPredictor(Predictor):

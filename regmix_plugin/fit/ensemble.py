@@ -14,7 +14,7 @@ from scipy.optimize import nnls
 from regmix_plugin.fit.base import FitError, Predictor, State
 from regmix_plugin.fit.cv import kfold_indices, out_of_fold
 
-DEFAULT_MEMBERS = ("log-law", "mixing-law", "lightgbm")
+DEFAULT_MEMBERS = ("log-law", "lightgbm")
 
 
 class StackPredictor(Predictor):

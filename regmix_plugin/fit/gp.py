@@ -18,6 +18,7 @@ from regmix_plugin.fit.base import Predictor, State
 from regmix_plugin.fit.features import FEATURE_MAPS, ridge_gcv, transform
 
 _ALPHAS = np.logspace(-4, 3, 15)
+MEANS = ("ridge", "log-law")
 
 
 def _kernel(n_features: int):
@@ -30,7 +31,10 @@ class GPPredictor(Predictor):
     name = "gp"
     smooth = True
 
-    def __init__(self, features: str = "log", eps: float = 0.01, n_restarts: int = 1, random_state: int = 0) -> None:
+    def __init__(
+        self, mean: str = "ridge", features: str = "log", eps: float = 0.03, n_restarts: int = 1, random_state: int = 0
+    ) -> None:
+        self.mean = mean  # "ridge" on the features, or the "log-law" (a GP with a mixing-law mean)
         self.features = features
         self.eps = eps
         self.n_restarts = n_restarts
@@ -40,10 +44,18 @@ class GPPredictor(Predictor):
         return transform(X, self.features, self.eps)
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        check_choice("gp.features", self.features, FEATURE_MAPS)
+        check_choice(f"{self.name}.features", self.features, FEATURE_MAPS)
+        check_choice(f"{self.name}.mean", self.mean, MEANS)
         F = self._phi(X)
-        self.coef_, self.intercept_, self.alpha_ = ridge_gcv(F, y, _ALPHAS)
-        r = y - (F @ self.coef_ + self.intercept_)
+        if self.mean == "log-law":
+            from regmix_plugin.fit.mixing_law import LogLawPredictor
+
+            self.law_ = LogLawPredictor(features="log", eps=self.eps, random_state=self.random_state).fit(X, y)
+            self.coef_, self.intercept_, self.alpha_ = np.zeros(F.shape[1]), 0.0, 0.0
+        else:
+            self.law_ = None
+            self.coef_, self.intercept_, self.alpha_ = ridge_gcv(F, y, _ALPHAS)
+        r = y - self._mean(X, F)
         self.y_scale_ = float(max(np.std(r), 1e-12))
         from sklearn.gaussian_process import GaussianProcessRegressor
 
@@ -62,19 +74,25 @@ class GPPredictor(Predictor):
         kernel = _kernel(self.F_train_.shape[1]).clone_with_theta(self.theta_)
         self._gpr = GaussianProcessRegressor(kernel, optimizer=None).fit(self.F_train_, self.r_train_)
 
+    def _mean(self, X: np.ndarray, F: np.ndarray) -> np.ndarray:
+        base = F @ self.coef_ + self.intercept_
+        return base + self.law_.predict(X) if self.law_ is not None else base
+
     def _predict(self, X: np.ndarray) -> np.ndarray:
         return self.predict_with_std(X)[0]
 
     def predict_with_std(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self._check_fitted()
-        F = self._phi(np.asarray(X, dtype=float))
+        X = np.asarray(X, dtype=float)
+        F = self._phi(X)
         mean, std = self._gpr.predict(F, return_std=True)
-        return F @ self.coef_ + self.intercept_ + mean * self.y_scale_, std * self.y_scale_
+        return self._mean(X, F) + mean * self.y_scale_, std * self.y_scale_
 
     def _get_state(self) -> State:
         return State(
             meta={"intercept": self.intercept_, "alpha": self.alpha_, "y_scale": self.y_scale_},
             arrays={"coef": self.coef_, "theta": self.theta_, "F_train": self.F_train_, "r_train": self.r_train_},
+            children={"law": self.law_} if self.law_ is not None else {},
         )
 
     def _set_state(self, state: State) -> None:
@@ -85,4 +103,5 @@ class GPPredictor(Predictor):
         self.theta_ = np.asarray(state.arrays["theta"], dtype=float)
         self.F_train_ = np.asarray(state.arrays["F_train"], dtype=float)
         self.r_train_ = np.asarray(state.arrays["r_train"], dtype=float)
+        self.law_ = state.children.get("law")
         self._rebuild()

@@ -108,7 +108,7 @@ class MixingLawPredictor(Predictor):
 
 
 class LogLawPredictor(MixingLawPredictor):
-    """The mixing law on ``[log(r + eps), sqrt(r)]``: ``L = c + k * prod_i (r_i + eps)^a_i * exp(b . sqrt(r))``.
+    """The mixing law on ``log(r + eps)``: ``L = c + k * prod_i (r_i + eps)^a_i``.
 
     A power law in each domain's share rather than an exponential: the first percent of a related domain
     helps far more than the fiftieth, which is what the proxy runs show. Ranks unseen mixtures better
@@ -119,8 +119,8 @@ class LogLawPredictor(MixingLawPredictor):
 
     def __init__(
         self,
-        features: str = "log+sqrt",
-        eps: float = 0.01,
+        features: str = "log",
+        eps: float = 0.03,
         n_starts: int = 4,
         huber_scale: float = 0.5,
         max_nfev: int = 2000,

@@ -1,0 +1,115 @@
+"""`regmix fit` / `predict` / `optimize` end to end: synthetic runs (always) and a slice of RegMix's data."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from fit_helpers import synthetic_runs
+
+from regmix_plugin.cli import main
+from regmix_plugin.mixture import Mixture
+from regmix_plugin.table import write_runs
+
+
+@pytest.fixture()
+def runs_csv(tmp_path):
+    path = tmp_path / "runs.csv"
+    write_runs(synthetic_runs(40), path)
+    return path
+
+
+def test_fit_predict_optimize_on_synthetic_runs(runs_csv, tmp_path, capsys):
+    model = tmp_path / "model"
+    rc = main(["fit", "--runs", str(runs_csv), "--target", "0.5*valid/web/loss + 0.5*valid/code/loss",
+               "--predictor", "auto", "--params", '{"candidates": ["linear", "mixing-law"]}', "--folds", "3",
+               "--out", str(model)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "| predictor | spearman | pearson | mse | top10_overlap |" in out
+    assert "left out 1 run(s)" in out and "r039" in out  # the failed run is reported, not silently dropped
+    assert "chosen: " in out
+
+    # predict keeps the input's row order and ids.
+    mixtures = pd.read_csv(runs_csv)[["run_id", "weight/web", "weight/code", "weight/books", "weight/math"]].iloc[::-1]
+    mixtures.to_csv(tmp_path / "m.csv", index=False)
+    assert main(["predict", "--model", str(model), "--mixtures", str(tmp_path / "m.csv"), "--out", str(tmp_path / "p.csv")]) == 0
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert list(pred.columns) == ["index", "prediction"]
+    assert pred["index"].astype(str).tolist() == mixtures["run_id"].tolist()
+
+    (tmp_path / "c.yaml").write_text("max: {web: 0.5}\nmin: {math: 0.05}\nprior_pull: {kind: kl, strength: 0.001}\n")
+    rc = main(["optimize", "--model", str(model), "--constraints", str(tmp_path / "c.yaml"), "--samples", "2000",
+               "--top-k", "32", "--out", str(tmp_path / "regmix.json"), "--report", str(tmp_path / "report")])
+    assert rc == 0
+    mix = Mixture.load(tmp_path / "regmix.json")
+    w = dict(zip(mix.names, mix.weights))
+    assert w["web"] <= 0.5 + 1e-6 and w["math"] >= 0.05 - 1e-6
+    prov = mix.provenance
+    assert {"predictor", "cv", "predicted_target", "predicted_target_uncertainty", "baselines"} <= set(prov)
+    assert set(prov["baselines"]) == {"prior", "uniform", "best_proxy_run"}
+    assert "prefixes_note" in prov and mix.domains[0].prefixes == ["web"]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| predictor | spearman" in md and "weights_vs_prior.png" in md and "Active constraints" in md
+    assert (tmp_path / "report" / "interactions.png").stat().st_size > 1000
+
+
+def test_base_mixture_supplies_prefixes_and_token_caps(runs_csv, tmp_path):
+    model = tmp_path / "model"
+    assert main(["fit", "--runs", str(runs_csv), "--target", "valid/web/loss", "--predictor", "mixing-law",
+                 "--params", '{"n_starts": 2}', "--folds", "3", "--out", str(model)]) == 0
+    base = Mixture.from_dict({"version": 1, "domains": [
+        {"name": d, "weight": 0.25, "prefixes": [f"data/{d}/train"], "tokens": 1000} for d in ("web", "code", "books", "math")]})
+    base.save(tmp_path / "natural.json")
+    (tmp_path / "c.yaml").write_text("target_tokens: 10000\nmax_epochs: 3\n")  # caps at 0.3 each
+    assert main(["optimize", "--model", str(model), "--constraints", str(tmp_path / "c.yaml"), "--samples", "1000",
+                 "--base-mixture", str(tmp_path / "natural.json"), "--out", str(tmp_path / "r.json")]) == 0
+    mix = Mixture.load(tmp_path / "r.json")
+    assert mix.domains[0].prefixes == ["data/web/train"] and max(mix.weights) <= 0.3 + 1e-6
+    assert "prefixes_note" not in mix.provenance
+
+
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["--target", "valid/web/loss", "--predictor", "xgb"], "--predictor: unknown value 'xgb'; choose one of linear"),
+        (["--target", "valid/nope/loss"], "--target: column 'valid/nope/loss' is not in the runs table"),
+        (["--target", "valid/web/loss", "--params", "{bad"], "--params: not valid JSON"),
+    ],
+)
+def test_fit_bad_input_is_one_line(runs_csv, tmp_path, capsys, argv, msg):
+    assert main(["fit", "--runs", str(runs_csv), "--out", str(tmp_path / "m"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1
+
+
+def test_optimize_infeasible_constraints_is_one_line(runs_csv, tmp_path, capsys):
+    assert main(["fit", "--runs", str(runs_csv), "--target", "valid/web/loss", "--predictor", "linear", "--folds", "3",
+                 "--out", str(tmp_path / "m")]) == 0
+    (tmp_path / "c.yaml").write_text("min: {web: 0.8, code: 0.5}\n")
+    assert main(["optimize", "--model", str(tmp_path / "m"), "--constraints", str(tmp_path / "c.yaml"),
+                 "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lower bounds sum to 1.3" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_cli_on_a_slice_of_regmix_data(regmix_data, tmp_path, capsys):
+    """RegMix's CSV pair in, regmix.json out; fit on 80 train runs, predict the first test mixtures."""
+    mix = pd.read_csv(regmix_data / "train_mixture_1m.csv").head(80)
+    loss = pd.read_csv(regmix_data / "train_pile_loss_1m.csv").head(80)
+    mix.to_csv(tmp_path / "m.csv", index=False)
+    loss.to_csv(tmp_path / "l.csv", index=False)
+    assert main(["fit", "--mixtures", str(tmp_path / "m.csv"), "--losses", str(tmp_path / "l.csv"),
+                 "--target", "valid/pile_cc/loss", "--predictor", "log-law", "--compare", "linear",
+                 "--folds", "3", "--out", str(tmp_path / "model")]) == 0
+    out = capsys.readouterr().out
+    assert "| log-law |" in out and "| linear |" in out
+    pd.read_csv(regmix_data / "test_mixture_1m.csv").head(20).to_csv(tmp_path / "t.csv", index=False)
+    assert main(["predict", "--model", str(tmp_path / "model"), "--mixtures", str(tmp_path / "t.csv"),
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 20
+    assert main(["optimize", "--model", str(tmp_path / "model"), "--samples", "5000", "--out", str(tmp_path / "r.json")]) == 0
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["provenance"]["predicted_target"] < doc["provenance"]["baselines"]["prior"]["predicted"]
