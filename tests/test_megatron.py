@@ -201,3 +201,34 @@ def test_example_tp2_pp2_launch(corpus, tmp_path):
                           env=env, cwd=REPO, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "metrics.jsonl").is_file()
+
+
+def test_metrics_hook_writes_megatron_evaluation_results(parse, corpus, tmp_path, monkeypatch):
+    """The wrapper around megatron.training.training.evaluate logs the reduced valid/<domain>/loss values.
+
+    Megatron's real evaluate needs CUDA, so a stand-in returns what it returns: (total_loss_dict, data, timelimit).
+    """
+    import megatron.training.training as mtraining
+
+    from regmix_plugin.megatron.hooks import install_metrics_hook
+    from regmix_plugin.metrics import read_metrics
+    from regmix_plugin.mixture import Mixture
+    from regmix_plugin.proxy import distributed
+
+    def fake_evaluate(*args, **kwargs):
+        return {"lm loss": torch.tensor(3.0), "valid/web/loss": torch.tensor(2.5), "valid/code/loss": torch.tensor(3.5)}, None, False
+
+    monkeypatch.setattr(mtraining, "evaluate", fake_evaluate)
+    args = parse([*MODEL_FLAGS, "--train-iters", "10", "--data-mixture-from", str(corpus / "natural.json"),
+                  "--save", str(tmp_path), "--save-interval", "5"])
+    args.iteration, args.curr_iteration, args.consumed_train_samples = 0, 7, 28
+    distributed.setup("cpu")
+    try:
+        install_metrics_hook()
+        mtraining.evaluate("forward_step", None, None, None, None)
+    finally:
+        distributed.teardown()
+    (rec,) = read_metrics(tmp_path / "metrics.jsonl")
+    assert rec["step"] == 7 and rec["tokens"] == 28 * 32
+    assert rec["valid/web/loss"] == 2.5 and rec["valid/code/loss"] == 3.5 and "lm loss" not in rec
+    assert rec["mixture_hash"] == Mixture.load(corpus / "natural.json").content_hash()
