@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -42,6 +43,9 @@ def test_restart_drops_what_came_after_the_checkpoint(tmp_path):
     sink.close()
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 5, "tok')  # a torn line from a crash mid-write is skipped by the reader
+    # TensorBoard orders event files by name, which starts with the creation second; a real resume is a new
+    # process started later, so let the clock tick as it would.
+    time.sleep(1.05)
     sink = MetricsSink(tmp_path, "h", "m", resume_step=2)
     sink.log(3, 30, {"train/loss": 0.5})
     sink.close()
