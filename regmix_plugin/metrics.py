@@ -12,6 +12,7 @@ same keys are TensorBoard scalar tags. The format is documented in docs/metrics.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -100,7 +101,8 @@ def _start_wandb(run_dir: Path, project: str, config: dict[str, Any] | None, res
         project=project,
         dir=str(run_dir),
         name=run_dir.name,
-        id=f"{run_dir.name}-{abs(hash(str(run_dir.resolve()))) % 10**8}",
+        # Stable across processes (unlike hash()), so a resumed run continues the same W&B run.
+        id=f"{run_dir.name}-{hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:8]}",
         config=config or {},
         resume="allow" if resume else None,
     )
