@@ -69,3 +69,20 @@ def test_nan_is_written_as_json_nan_and_reserved_keys_are_refused(tmp_path):
 def test_wandb_enabled_without_the_package_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="metrics.wandb"):
         MetricsSink(tmp_path, "h", "m", tensorboard=False, wandb=True)
+
+
+def test_wandb_offline_run_gets_the_same_metrics(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    sink = MetricsSink(tmp_path, "h", "m", tensorboard=False, wandb=True, wandb_project="regmix-test",
+                       config={"train": {"steps": 2}})
+    run = sink._wandb
+    sink.log(1, 10, {"train/loss": 4.0})
+    sink.log(2, 20, {"valid/web/loss": 3.5})
+    sink.log(3, 30, {"train/loss": 3.0})  # W&B commits a step when a later one arrives
+    assert run.summary["valid/web/loss"] == 3.5 and run.summary["train/loss"] == 4.0 and run.summary["tokens"] == 20
+    assert run.config["train"]["steps"] == 2
+    sink.close()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert wandb.run is None
