@@ -22,7 +22,6 @@ the nested prediction (:func:`nested_predict`) and the rank-invariance check (:f
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -38,7 +37,8 @@ from threadpoolctl import threadpool_limits
 
 from regmix_plugin.errors import ConfigError, RegmixError
 from regmix_plugin.table import domains as table_domains
-from regmix_plugin.table import loss_column, weight_column, weight_matrix
+from regmix_plugin.table import loss_column, weight_column
+
 
 class LawFitError(RegmixError):
     """Too few or unusable points for a law."""
