@@ -281,8 +281,10 @@ class Trainer:
 def _progress(cfg: ProxyConfig, env: distributed.DistEnv, initial: int):
     from tqdm import tqdm
 
+    # Into a log file (a sweep's log.txt) a bar redrawn 10 times a second is noise: update it every 30 s there.
+    interval = 0.1 if sys.stderr.isatty() else 30.0
     return tqdm(total=cfg.train.steps, initial=initial, desc="train", unit="step", dynamic_ncols=True,
-                disable=not (cfg.train.progress and env.is_main), file=sys.stderr)
+                mininterval=interval, disable=not (cfg.train.progress and env.is_main), file=sys.stderr)
 
 
 def write_run_config(run_dir: Path, cfg: ProxyConfig, schedule: Schedule, env: distributed.DistEnv,
