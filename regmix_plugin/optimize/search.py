@@ -4,8 +4,9 @@ Two modes:
 
 - ``sample`` (RegMix's): draw a large Dirichlet pool around the prior, predict every mixture, and average
   the top-k. Works for any predictor, including trees.
-- ``exact``: projected gradient descent on the bounded simplex from several starts (the best pool samples
-  and the prior), for smooth predictors. Gradients are analytic where the predictor has ``gradient`` and
+- ``exact``: for smooth predictors, from several starts (the prior and the best of a small pool): SLSQP
+  on the bounded simplex up to ``slsqp_max_domains`` domains, projected gradient descent above that
+  (SLSQP's dense quadratic subproblem grows as D^3). Gradients are analytic where the predictor has ``gradient`` and
   otherwise finite differences evaluated as ONE batched ``predict`` call of D+1 mixtures, which is what
   makes 1000 domains cheap.
 
@@ -14,6 +15,7 @@ An optional pull toward the prior (KL(w || prior) or negative entropy) is added 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +31,9 @@ class SearchConfig:
     mode: str = "auto"  # auto: exact when the predictor is smooth, else sample
     n_samples: int = 100_000
     top_k: int = 128
-    n_starts: int = 8
+    n_starts: int = 1  # more starts guard non-convex predictors (GP, stacks); the laws need one
+    start_pool: int = 256  # exact mode: Dirichlet samples screened for starting points
+    slsqp_max_domains: int = 200
     max_iter: int = 300
     strengths: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)  # Dirichlet concentration multipliers of the prior
     seed: int = 0
@@ -88,7 +92,9 @@ def _pull(W: np.ndarray, prior: np.ndarray, kind: str) -> np.ndarray:
 
 
 def objective(model: Predictor, W: np.ndarray, prior: np.ndarray, cfg: SearchConfig) -> np.ndarray:
-    f = model.predict(W)
+    # The search builds every W itself (finite, right width; `search` checks the model once), so it skips
+    # predict()'s per-call input validation, which costs more than a small law's evaluation.
+    f = np.asarray(model._predict(W), dtype=float).reshape(-1)
     if cfg.pull_strength > 0:
         f = f + cfg.pull_strength * _pull(W, prior, cfg.pull_kind)
     return f
@@ -135,6 +141,23 @@ def _descend(model, x, prior, lo, hi, cfg) -> tuple[np.ndarray, float, int]:
     return x, f, evals
 
 
+def _slsqp(model, x, prior, lo, hi, cfg) -> tuple[np.ndarray, float, int]:
+    from scipy.optimize import minimize
+
+    count = [0]
+
+    def fun(w):
+        count[0] += 1
+        f = objective(model, w[None, :], prior, cfg)[0]
+        return f, _gradient(model, w, prior, cfg, f)
+
+    r = minimize(fun, x, jac=True, method="SLSQP", bounds=list(zip(lo, hi)),
+                 constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}],
+                 options={"maxiter": cfg.max_iter, "ftol": 1e-12})
+    w = project_bounded_simplex(r.x, lo, hi)[0]  # remove SLSQP's tiny bound/sum violations
+    return w, objective(model, w[None, :], prior, cfg)[0], count[0]
+
+
 def _active(w: np.ndarray, lo: np.ndarray, hi: np.ndarray, names: list[str], source: dict[str, str]) -> dict[str, str]:
     out = {}
     for i, d in enumerate(names):
@@ -157,11 +180,13 @@ def search(
     source: dict[str, str] | None = None,
 ) -> SearchResult:
     """Find the mixture with the lowest predicted target (plus pull) within the bounds."""
+    model.predict(np.asarray(prior, float)[None, :])  # one checked call: fitted, and the widths agree
     smooth = _is_smooth(model)
     mode = cfg.mode if cfg.mode != "auto" else ("exact" if smooth else "sample")
     if mode == "exact" and not smooth:
         raise ConfigError(f"--mode exact: predictor {model.name!r} is not smooth (trees); use --mode sample or a smooth predictor")
-    pool = dirichlet_pool(prior, cfg.n_samples, cfg.strengths, cfg.seed, lo, hi)
+    n_pool = cfg.n_samples if mode == "sample" else min(cfg.n_samples, cfg.start_pool)
+    pool = dirichlet_pool(prior, n_pool, cfg.strengths, cfg.seed, lo, hi)
     vals = objective(model, pool, prior, cfg)
     order = np.argsort(vals, kind="stable")
     if mode == "sample":
@@ -169,16 +194,29 @@ def search(
         w = project_bounded_simplex(w, lo, hi)[0]
         evals = len(pool)
     else:
-        starts = [project_bounded_simplex(prior, lo, hi)[0]] + [pool[i] for i in order[: max(cfg.n_starts - 1, 0)]]
+        # The best pool sample first, then the prior, then the next best samples.
+        starts = [pool[order[0]], project_bounded_simplex(prior, lo, hi)[0]] + [pool[i] for i in order[1:]]
+        starts = starts[: max(cfg.n_starts, 1)]
         best, evals = None, len(pool)
-        for x0 in starts:
-            x, f, e = _descend(model, x0, prior, lo, hi, cfg)
-            evals += e
-            if best is None or f < best[1]:
-                best = (x, f)
+        local = _slsqp if len(names) <= cfg.slsqp_max_domains else _descend
+        # Each step is tiny linear algebra: BLAS threads cost more to wake than they save (4x here).
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            for x0 in starts:
+                x, f, e = local(model, x0, prior, lo, hi, cfg)
+                evals += e
+                if best is None or f < best[1]:
+                    best = (x, f)
         w = best[0]
     pred = float(model.predict(w[None, :])[0])
     return SearchResult(w, pred, mode, _active(w, lo, hi, names, source or {}), evals)
+
+
+@functools.cache
+def _blas_controller():
+    # Scanning the loaded libraries takes ~50 ms; do it once per process.
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _is_smooth(model: Predictor) -> bool:
