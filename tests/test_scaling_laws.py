@@ -213,3 +213,21 @@ def test_scale_predict_and_rank_check_cli(tmp_path, capsys):
     assert {r["metric"] for r in check["rows"]} == {"valid/web/loss", "valid/code/loss"}
     assert main(["scale", "predict", "--scale", "12Q=x.csv", "--target-params", "1B", "--out", str(out)]) == 2
     assert "--scale: '12Q' is not a parameter count" in capsys.readouterr().err
+
+
+def test_scale_fit_cli_skips_failed_runs_and_fits_running_ones(tmp_path, capsys):
+    from regmix_plugin.cli import main
+
+    rng = np.random.default_rng(9)
+    for name, status in (("ok", "completed"), ("early", None), ("broken", "failed")):
+        curves = {"web": noisy(power(STEPS, 2.0, 30.0, 0.5), rng, 0.002)}
+        _write_metrics(tmp_path / "runs" / name, curves, STEPS if status else STEPS[:10])
+        (tmp_path / "runs" / name / "mixture.json").write_text(json.dumps(
+            {"version": 1, "name": name, "domains": [{"name": "web", "weight": 1.0, "prefixes": ["web/train"]}]}))
+        if status:
+            (tmp_path / "runs" / name / "outcome.json").write_text(json.dumps({"status": status}))
+    assert main(["scale", "fit", str(tmp_path / "runs"), "--target", "4000", "--out", str(tmp_path / "out")]) == 0
+    assert "broken: the run failed; skipped" in capsys.readouterr().err
+    table = pd.read_csv(tmp_path / "out" / "extrapolated.csv")
+    assert sorted(table["run_id"]) == ["early", "ok"]
+    assert table.set_index("run_id").loc["early", "valid/web/loss"] == pytest.approx(power(4000, 2.0, 30.0, 0.5), rel=0.03)

@@ -84,7 +84,7 @@ def run_scale_fit(args: argparse.Namespace) -> int:
     from regmix_plugin.io import atomic_write_json
     from regmix_plugin.report.builder import Report
     from regmix_plugin.scale.figures import step_fit_figure
-    from regmix_plugin.sweep.collect import find_run_dirs
+    from regmix_plugin.sweep.collect import find_run_dirs, read_run
     from regmix_plugin.table import write_runs
 
     cfg = StepFitConfig(axis=args.axis, min_step=args.min_step, max_step=args.max_step, shared_alpha=args.shared_alpha)
@@ -93,6 +93,10 @@ def run_scale_fit(args: argparse.Namespace) -> int:
     for d in find_run_dirs(args.run_dirs, notes):
         if not (d / "metrics.jsonl").is_file():
             notes.append(f"{d.name}: no metrics.jsonl yet; skipped")
+            continue
+        # A running run's early curve is what a step law is for; a failed one may end in NaN or a crash.
+        if read_run(d, []).status == "failed":
+            notes.append(f"{d.name}: the run failed; skipped")
             continue
         weights, curve = read_run_curve(d)
         if weights is None:
