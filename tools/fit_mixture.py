@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""One command from proxy runs to the mixture for the big run: fit (CV-chosen predictor), optimise, report.
+
+    .venv/bin/python tools/fit_mixture.py --runs runs.csv --target valid/web/loss --out study/fit
+    .venv/bin/python tools/fit_mixture.py --mixtures M.csv --losses L.csv --target valid/pile_cc/loss \\
+        [--predictor auto] [--constraints C.yaml] [--base-mixture natural.json] --out DIR
+
+Writes DIR/model/ (the fitted model), DIR/regmix.json and DIR/report/report.{md,html} with figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from regmix_plugin.cli import main as regmix
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs")
+    ap.add_argument("--mixtures")
+    ap.add_argument("--losses")
+    ap.add_argument("--target", required=True)
+    ap.add_argument("--predictor", default="auto")
+    ap.add_argument("--constraints")
+    ap.add_argument("--base-mixture")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    src = ["--runs", a.runs] if a.runs else ["--mixtures", str(a.mixtures), "--losses", str(a.losses)]
+    rc = regmix(["fit", *src, "--target", a.target, "--predictor", a.predictor, "--out", f"{a.out}/model"])
+    if rc:
+        return rc
+    extra = (["--constraints", a.constraints] if a.constraints else []) + (["--base-mixture", a.base_mixture] if a.base_mixture else [])
+    return regmix(["optimize", "--model", f"{a.out}/model", *extra, "--out", f"{a.out}/regmix.json", "--report", f"{a.out}/report"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
