@@ -27,9 +27,11 @@ import torch
 
 from regmix_plugin.data.blend import BlendConfig, build_datasets
 from regmix_plugin.data.corpus import CorpusConfig, build_corpus
+from regmix_plugin.mixture import Mixture
 from regmix_plugin.proxy import distributed
 from regmix_plugin.proxy.config import ProxyConfig
 from regmix_plugin.proxy.data import BatchLayout, ShardBatchSampler, StepBatchSampler, make_loader
+from regmix_plugin.proxy.model import count_parameters
 from regmix_plugin.proxy.trainer import Trainer
 from regmix_plugin.schedule import Schedule
 
@@ -82,8 +84,6 @@ def bench_training(natural: Path, tmp: Path, config: str, overrides: list[str], 
         batches = list(make_loader(trainer.datasets[0].train, StepBatchSampler(trainer.layout, 0, 1), 0))
         for _ in range(3):
             trainer._train_step(batches)
-        from regmix_plugin.proxy.model import count_parameters
-
         params = count_parameters(trainer.model)
         tokens = cfg.train.global_batch_size * cfg.model.seq_length
         fpt = flops_per_token(cfg, trainer.vocab_size, params["non_embedding_parameters"])
@@ -143,8 +143,7 @@ def bench_loaders(natural: Path, repeats: int) -> dict | None:
         from regmix_plugin.proxy.dali import DaliLoader
     except Exception:
         return None
-    ds = build_datasets(__import__("regmix_plugin.mixture", fromlist=["Mixture"]).Mixture.load(natural),
-                        BlendConfig(seq_length=512, train_samples=64 * 16)).train
+    ds = build_datasets(Mixture.load(natural), BlendConfig(seq_length=512, train_samples=64 * 16)).train
     sampler = StepBatchSampler(BatchLayout(64, 16, 1, 0), 0, 16)
     torch_t, dali_t = [], []
     for _ in range(repeats):
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: see docs/proxy.md on busy machines)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
