@@ -82,3 +82,13 @@ def test_bad_inputs_are_one_line_errors():
     with pytest.raises(RegmixError, match="no predictor.json"):
         load_predictor("/nonexistent/dir")
 
+
+
+@pytest.mark.parametrize("name", [n for n in available() if callable(getattr(get_predictor(n), "gradient", None))])
+def test_analytic_gradients_match_differences(name):
+    """The exact optimiser trusts `gradient`; check it against central differences at interior mixtures."""
+    model = get_predictor(name, **FAST_PARAMS[name]).fit(X, Y)
+    h = 1e-6
+    for x in X_NEW[:3] * 0.9 + 0.025:
+        fd = [(model.predict((x + h * e)[None])[0] - model.predict((x - h * e)[None])[0]) / (2 * h) for e in np.eye(len(x))]
+        np.testing.assert_allclose(model.gradient(x), fd, rtol=1e-4, atol=1e-6)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from regmix_plugin.fit.base import FitError, Predictor, State
+from regmix_plugin.fit.base import FitError, Predictor, State, is_smooth
 from regmix_plugin.fit.cv import cross_validate
 
 DEFAULT_CANDIDATES = ("linear", "lightgbm", "mixing-law", "log-law", "stack")
@@ -63,9 +63,8 @@ class AutoPredictor(Predictor):
         self.oof_ = best.oof
         self.model_ = self._make(best.name).fit(X, y)
 
-    @property
-    def smooth(self) -> bool:  # type: ignore[override]
-        return bool(getattr(self, "model_", None) is not None and _is_smooth(self.model_))
+    def is_smooth(self) -> bool:
+        return getattr(self, "model_", None) is not None and is_smooth(self.model_)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         return self.model_.predict(X)
@@ -83,8 +82,3 @@ class AutoPredictor(Predictor):
         self.reason_ = str(state.meta["reason"])
         self.oof_ = np.asarray(state.arrays["oof"], dtype=float)
         self.model_ = state.children["chosen_model"]
-
-
-def _is_smooth(model: Predictor) -> bool:
-    checker = getattr(model, "is_smooth", None)
-    return bool(checker()) if callable(checker) else bool(model.smooth)

@@ -176,6 +176,12 @@ def load_predictor(directory: str | os.PathLike) -> Predictor:
     return pred
 
 
+def is_smooth(model: Predictor) -> bool:
+    """Whether exact (gradient) optimisation can use ``model``: composites answer for their members."""
+    checker = getattr(model, "is_smooth", None)
+    return bool(checker()) if callable(checker) else bool(model.smooth)
+
+
 def check_X(X: Any, who: str) -> np.ndarray:
     try:
         X = np.asarray(X, dtype=float)

@@ -101,7 +101,7 @@ class MixingLawPredictor(Predictor):
         if self.features == "identity":
             return scale * self.t_
         if self.features == "log":
-            return scale * self.t_ / (x + self.eps)
+            return scale * self.t_ / (x + getattr(self, "eps_", self.eps))
         raise NotImplementedError("gradient: no analytic gradient for this feature map; the optimiser uses differences")
 
     def _get_state(self) -> State:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from regmix_plugin.errors import ConfigError
-from regmix_plugin.fit.base import Predictor
+from regmix_plugin.fit.base import Predictor, is_smooth
 
 MODES = ("sample", "exact", "auto")
 
@@ -181,7 +181,7 @@ def search(
 ) -> SearchResult:
     """Find the mixture with the lowest predicted target (plus pull) within the bounds."""
     model.predict(np.asarray(prior, float)[None, :])  # one checked call: fitted, and the widths agree
-    smooth = _is_smooth(model)
+    smooth = is_smooth(model)
     mode = cfg.mode if cfg.mode != "auto" else ("exact" if smooth else "sample")
     if mode == "exact" and not smooth:
         raise ConfigError(f"--mode exact: predictor {model.name!r} is not smooth (trees); use --mode sample or a smooth predictor")
@@ -217,8 +217,3 @@ def _blas_controller():
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
-
-
-def _is_smooth(model: Predictor) -> bool:
-    checker = getattr(model, "is_smooth", None)
-    return bool(checker()) if callable(checker) else bool(model.smooth)
