@@ -16,6 +16,7 @@ def register(sub) -> None:
     p.add_argument("--mode", default="auto", choices=MODES, help="sample (RegMix top-k), exact (smooth predictors), auto")
     p.add_argument("--samples", type=int, default=100_000, help="Dirichlet pool size (default 100000)")
     p.add_argument("--top-k", type=int, default=128, help="mixtures averaged in sample mode (default 128)")
+    p.add_argument("--starts", type=int, default=1, help="exact mode: local searches (best pool sample, prior, next best...)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="regmix-opt", help="name of the written mixture")
     p.add_argument("--report", help="also write a markdown/HTML report with figures into this folder")
@@ -28,7 +29,7 @@ def cmd_optimize(args) -> int:
 
     model = FittedModel.load(args.model)
     cons = Constraints.load(args.constraints)
-    cfg = SearchConfig(mode=args.mode, n_samples=args.samples, top_k=args.top_k, seed=args.seed)
+    cfg = SearchConfig(mode=args.mode, n_samples=args.samples, top_k=args.top_k, n_starts=args.starts, seed=args.seed)
     base = Mixture.load(args.base_mixture) if args.base_mixture else None
     out = optimize(model, cons, cfg, base, name=args.name)
     out.mixture.save(args.out)

@@ -43,6 +43,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"--mode: unknown value {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.n_starts < 1:
+            raise ConfigError(f"--starts: {self.n_starts} must be >= 1")
         if self.n_samples < 1 or self.top_k < 1 or self.top_k > self.n_samples:
             raise ConfigError(f"--top-k: {self.top_k} must be between 1 and --samples ({self.n_samples})")
 
