@@ -247,11 +247,17 @@ __all__ = ["FitConfig", "FittedModel", "fit_model", "load_runs_table", "read_mix
 def linear_interactions(df: pd.DataFrame, names: list[str]) -> dict[str, Any]:
     """Linear-law coefficients of every per-domain loss on every domain's weight (RegMix's heatmap).
 
-    Row i, column j: how the validation loss of domain i moves per unit weight of domain j (OLS, centred).
+    Row i, column j: how the validation loss of domain i moves when weight shifts to domain j from the
+    average domain. Weights sum to 1, so only differences between coefficients are identified: rows are
+    renormalised (released weights are rounded) and each row of coefficients is centred.
     """
     from regmix_plugin.fit.linear import LinearPredictor
 
     rows = [c for c in df.columns if c.startswith("valid/") and c.endswith("/loss") and np.all(np.isfinite(df[c].to_numpy(float)))]
     X = weight_matrix(df)
-    coef = [LinearPredictor().fit(X, df[c].to_numpy(float)).coef_.tolist() for c in rows]
+    X = X / np.clip(X.sum(axis=1, keepdims=True), 1e-12, None)
+    coef = []
+    for c in rows:
+        w = LinearPredictor().fit(X, df[c].to_numpy(float)).coef_
+        coef.append((w - w.mean()).tolist())
     return {"rows": rows, "domains": names, "coef": coef}

@@ -47,7 +47,7 @@ def interaction_heatmap(inter: dict):
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     ax.set_xlabel("training domain weight")
     ax.set_ylabel("validation loss")
-    fig.colorbar(im, ax=ax, label="linear coefficient (blue = more weight lowers loss)")
+    fig.colorbar(im, ax=ax, label="centred coefficient (blue: lowers loss)")
     return fig
 
 
