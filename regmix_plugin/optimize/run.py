@@ -78,6 +78,10 @@ def optimize(
     }
     oof = model.oof.get(model.chosen)
     rmse = float(np.sqrt(np.mean((oof - model.y) ** 2))) if oof is not None else None
+    uncertainty: dict[str, Any] = {"cv_rmse": rmse, "meaning": "RMSE of out-of-fold predictions on the proxy runs"}
+    with_std = getattr(model.predictor, "predict_with_std", None)
+    if callable(with_std):  # a GP also knows how far the chosen mixture is from the runs it saw
+        uncertainty["predictive_std"] = float(with_std(res.weights[None, :])[1][0])
     weights = {d: float(w) for d, w in zip(model.domains, res.weights)}
     provenance = {
         "tool": "regmix optimize",
@@ -87,7 +91,7 @@ def optimize(
         "cv": model.cv,
         "cv_spearman": model.cv_score("spearman"),
         "predicted_target": res.predicted,
-        "predicted_target_uncertainty": {"cv_rmse": rmse, "meaning": "RMSE of out-of-fold predictions on the proxy runs"},
+        "predicted_target_uncertainty": uncertainty,
         "baselines": baselines,
         "search": {"mode": res.mode, "evaluations": res.evaluations, "seconds": round(seconds, 3),
                    "n_samples": cfg.n_samples, "top_k": cfg.top_k, "seed": cfg.seed},
