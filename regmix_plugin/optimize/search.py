@@ -209,6 +209,11 @@ def search(
                 if best is None or f < best[1]:
                     best = (x, f)
         w = best[0]
+    # Round away float dust (1e-17 weights) so the file and report say 0 where the search meant 0.
+    w = np.where(w < 1e-9, 0.0, w)
+    w = w / w.sum()
+    if np.any(w < lo - 1e-12) or np.any(w > hi + 1e-12):
+        w = project_bounded_simplex(w, lo, hi)[0]
     pred = float(model.predict(w[None, :])[0])
     return SearchResult(w, pred, mode, _active(w, lo, hi, names, source or {}), evals)
 

@@ -70,7 +70,7 @@ def write_fit_report(model, outcome, out_dir: str | os.PathLike) -> tuple[Path, 
         prov = outcome.mixture.provenance
         rep.add_heading("Chosen mixture")
         rep.add_paragraph(
-            f"Predicted target {outcome.result.predicted:.4f} (CV RMSE {prov['predicted_target_uncertainty']['cv_rmse']}); "
+            f"Predicted target {outcome.result.predicted:.4f} (CV RMSE {prov['predicted_target_uncertainty']['cv_rmse']:.4f}); "
             f"{outcome.result.mode} search in {outcome.seconds:.2f}s."
         )
         rep.add_table([{"mixture": k, **v} for k, v in outcome.baselines.items()], ["mixture", "predicted", "actual"])
