@@ -134,10 +134,25 @@ class Demo:
         atomic_write_text(stamp, f"{digest}:{self.cfg.valid_fraction}")
         return None
 
+    # Outputs are named by a digest of what produced them, so a rerun with other settings never reuses
+    # runs made with the old ones (and a rerun with the same settings reuses everything).
+    @property
+    def mixtures_dir(self) -> Path:
+        corpus = self.path("corpus", "source-digest").read_text()
+        return self.path("mixtures", _digest(corpus, self.cfg.proxies, self.cfg.heldout, self.cfg.seed))
+
+    @property
+    def proxy_dir(self) -> Path:
+        return self.path("proxy", _digest(self.mixtures_dir.name, self.cfg.proxy_config.read_text()))
+
+    def target_dir(self, seed: int) -> Path:
+        mixes = sorted(f"{n}:{m.content_hash()}" for n, m in self.target_mixtures().items())
+        return self.path("target", _digest(self.proxy_dir.name, self.cfg.target_config.read_text(), *mixes), f"seed{seed}")
+
     def synthesize(self) -> str | None:
-        if (self.path("mixtures", "manifest.json")).is_file():
+        if (self.mixtures_dir / "manifest.json").is_file():
             return "reused"
-        self.regmix("synthesize", self.path("corpus", "natural.json"), "--out", self.path("mixtures"),
+        self.regmix("synthesize", self.path("corpus", "natural.json"), "--out", self.mixtures_dir,
                     "--n", self.cfg.proxies, "--heldout", self.cfg.heldout, "--seed", self.cfg.seed)
         return None
 
@@ -160,12 +175,12 @@ class Demo:
         return path
 
     def proxy_sweep(self) -> str:
-        study = self._study("proxy", self.path("mixtures"), self.cfg.proxy_config, self.path("proxy"))
+        study = self._study("proxy", self.mixtures_dir, self.cfg.proxy_config, self.proxy_dir)
         self.regmix("sweep", study)
         return f"{self.cfg.proxies + self.cfg.heldout} runs"
 
     def collect(self) -> str:
-        self.regmix("collect", self.path("proxy"), "--out", self.path("runs_all.csv"))
+        self.regmix("collect", self.proxy_dir, "--out", self.path("runs_all.csv"))
         df = read_runs(self.path("runs_all.csv"))
         doms = table_domains(df)
         df[TARGET] = df[[loss_column(d) for d in doms]].mean(axis=1)
@@ -197,11 +212,13 @@ class Demo:
         natural = Mixture.load(self.path("corpus", "natural.json"))
         runs = read_runs(self.path("runs.csv"))
         best = runs.loc[runs[TARGET].idxmin()]
+        n = len(natural.names)
+        # Fresh files with weights that already sum to 1, so no "normalised from" note follows them around.
         mixes = {
             "regmix": Mixture.load(self.path("regmix.json")),
-            "natural": natural,
-            "uniform": Mixture.from_weights({n: 1.0 for n in natural.names}, template=natural, name="uniform"),
-            "best-proxy": Mixture.from_weights({n: float(best[f"weight/{n}"]) for n in natural.names},
+            "natural": Mixture.from_weights(dict(zip(natural.names, natural.weights)), template=natural, name="natural"),
+            "uniform": Mixture.from_weights({d: 1.0 / n for d in natural.names}, template=natural, name="uniform"),
+            "best-proxy": Mixture.from_weights({d: float(best[f"weight/{d}"]) for d in natural.names},
                                                template=natural, name=f"best-proxy-{best['run_id']}"),
         }
         return mixes
@@ -218,12 +235,16 @@ class Demo:
                     "--out", self.path("target_mixture_predictions.csv"))
         n = 0
         for seed in self.cfg.target_seeds:
-            study = self._study(f"target-seed{seed}", folder, self.cfg.target_config, self.path("target", f"seed{seed}"),
+            study = self._study(f"target-seed{seed}", folder, self.cfg.target_config, self.target_dir(seed),
                                 extra=f" --set train.seed={seed}")
             self.regmix("sweep", study)
-            self.regmix("collect", self.path("target", f"seed{seed}"), "--out", self.path(f"target_runs_seed{seed}.csv"))
+            self.regmix("collect", self.target_dir(seed), "--out", self.path(f"target_runs_seed{seed}.csv"))
             n += 4
         return f"{n} runs"
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:10]
 
 
 # Library start-up noise (Transformer Engine/apex/CUDA warnings) that says nothing about the demo.
