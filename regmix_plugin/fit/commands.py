@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pandas as pd
-
 from regmix_plugin.errors import RegmixError
-from regmix_plugin.fit.cv import format_table
-from regmix_plugin.fit.model import FitConfig, FittedModel, fit_model, load_runs_table, read_mixture_rows
-from regmix_plugin.io import atomic_write_text
+
+# numpy/pandas/scipy/lightgbm are imported inside the commands: every `regmix` invocation builds the whole
+# parser, and `regmix train` (run hundreds of times by a sweep) must not pay for the fitter's imports.
 
 
 def register(sub) -> None:
@@ -46,6 +43,9 @@ def parse_params(text: str) -> dict:
 
 
 def cmd_fit(args) -> int:
+    from regmix_plugin.fit.cv import format_table
+    from regmix_plugin.fit.model import FitConfig, fit_model, load_runs_table
+
     cfg = FitConfig(
         predictor=args.predictor,
         params=parse_params(args.params),
@@ -66,6 +66,12 @@ def cmd_fit(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from regmix_plugin.fit.model import FittedModel, read_mixture_rows
+    from regmix_plugin.io import atomic_write_text
+
     model = FittedModel.load(args.model)
     ids, X = read_mixture_rows(args.mixtures, model.domains)
     pred = model.predictor.predict(X)

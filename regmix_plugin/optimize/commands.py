@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from regmix_plugin.fit.model import FittedModel
-from regmix_plugin.mixture import Mixture
-from regmix_plugin.optimize.constraints import Constraints
-from regmix_plugin.optimize.search import MODES, SearchConfig
+# Heavy modules (scipy, pandas, lightgbm) are imported inside the command, not here: every `regmix`
+# invocation builds the whole parser, and `regmix train` must not pay for the fitter's imports.
+MODES = ("auto", "exact", "sample")  # regmix_plugin.optimize.search.MODES; a test keeps them equal
 
 
 def register(sub) -> None:
@@ -25,7 +24,11 @@ def register(sub) -> None:
 
 
 def cmd_optimize(args) -> int:
+    from regmix_plugin.fit.model import FittedModel
+    from regmix_plugin.mixture import Mixture
+    from regmix_plugin.optimize.constraints import Constraints
     from regmix_plugin.optimize.run import optimize
+    from regmix_plugin.optimize.search import SearchConfig
 
     model = FittedModel.load(args.model)
     cons = Constraints.load(args.constraints)
