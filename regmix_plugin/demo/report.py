@@ -114,7 +114,7 @@ def write_demo_report(demo: "Demo") -> str:
     out.mkdir(parents=True, exist_ok=True)
     df = target_table(demo)
     summary = summarize_targets(df)
-    mixes = {n: Mixture.load(demo.path("target_mixtures", f"{n}.json")) for n in ORDER}
+    mixes = {n: Mixture.load(next(demo.path("target_mixtures").glob(f"{n}-*.json"))) for n in ORDER}
     verdict, facts = _verdict(summary, TARGET)
     held_text, held_facts = _heldout_check(demo, TARGET)
     figs = _figures(demo, df, summary, mixes, TARGET)

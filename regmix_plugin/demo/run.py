@@ -146,8 +146,8 @@ class Demo:
         return self.path("proxy", _digest(self.mixtures_dir.name, self.cfg.proxy_config.read_text()))
 
     def target_dir(self, seed: int) -> Path:
-        mixes = sorted(f"{n}:{m.content_hash()}" for n, m in self.target_mixtures().items())
-        return self.path("target", _digest(self.proxy_dir.name, self.cfg.target_config.read_text(), *mixes), f"seed{seed}")
+        # Run ids carry each mixture's hash (see target_sweep), so unchanged baselines are reused.
+        return self.path("target", _digest(self.cfg.target_config.read_text()), f"seed{seed}")
 
     def synthesize(self) -> str | None:
         if (self.mixtures_dir / "manifest.json").is_file():
@@ -226,8 +226,13 @@ class Demo:
     def target_sweep(self) -> str:
         folder = self.path("target_mixtures")
         mixes = self.target_mixtures()
+        for stale in folder.glob("*.json"):
+            stale.unlink()  # the study runs every *.json here: only the current four
+        stems = {}
         for name, mix in mixes.items():
-            mix.save(folder / f"{name}.json")
+            placed = mix.rebased(folder)
+            stems[name] = f"{name}-{placed.content_hash()[:8]}"
+            placed.save(folder / f"{stems[name]}.json")
         # The predictor's proxy-scale view of the same four mixtures, for the rank check in the report.
         table = pd.DataFrame([{"run_id": n, **{f"weight/{d.name}": d.weight for d in m.domains}} for n, m in mixes.items()])
         atomic_write_text(self.path("target_mixtures.csv"), table.to_csv(index=False))
@@ -235,11 +240,13 @@ class Demo:
                     "--out", self.path("target_mixture_predictions.csv"))
         n = 0
         for seed in self.cfg.target_seeds:
-            study = self._study(f"target-seed{seed}", folder, self.cfg.target_config, self.target_dir(seed),
+            out = self.target_dir(seed)
+            study = self._study(f"target-seed{seed}", folder, self.cfg.target_config, out,
                                 extra=f" --set train.seed={seed}")
             self.regmix("sweep", study)
-            self.regmix("collect", self.target_dir(seed), "--out", self.path(f"target_runs_seed{seed}.csv"))
-            n += 4
+            self.regmix("collect", *[out / "runs" / stem for stem in stems.values()],
+                        "--out", self.path(f"target_runs_seed{seed}.csv"))
+            n += len(stems)
         return f"{n} runs"
 
 
@@ -260,7 +267,7 @@ def target_table(demo: Demo) -> pd.DataFrame:
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)
     df[TARGET] = df[[loss_column(d) for d in table_domains(df)]].mean(axis=1)
-    df["mixture"] = df["run_id"]
+    df["mixture"] = df["run_id"].str.rsplit("-", n=1).str[0]  # "<name>-<hash>" -> name
     return df
 
 
