@@ -209,11 +209,14 @@ def write_demo_report(demo: "Demo") -> str:
 
 
 def megatron_launch_line(demo: "Demo") -> str:
+    """The launch of examples/megatron_tp2_pp2.sh with the chosen mixture (byte tokenizer: 257 ids)."""
     return (
-        "torchrun --nproc-per-node 8 -m regmix_plugin.megatron.pretrain_gpt \\\n"
+        "torchrun --standalone --nproc-per-node 4 -m regmix_plugin.megatron.pretrain_gpt \\\n"
         "    --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 \\\n"
-        "    --num-layers 24 --hidden-size 2048 --num-attention-heads 16 --seq-length 2048 \\\n"
-        "    --max-position-embeddings 2048 --micro-batch-size 4 --global-batch-size 256 \\\n"
-        "    --train-iters 20000 --lr 3e-4 --bf16 --tokenizer-type NullTokenizer --vocab-size 257 \\\n"
-        f"    --data-mixture-from {demo.path('regmix.json')}"
+        "    --num-layers 8 --hidden-size 512 --ffn-hidden-size 2048 --num-attention-heads 8 \\\n"
+        "    --seq-length 1024 --max-position-embeddings 1024 \\\n"
+        "    --micro-batch-size 4 --global-batch-size 32 --train-samples 102400 \\\n"
+        "    --lr 6e-4 --min-lr 6e-5 --lr-decay-style cosine --lr-warmup-samples 3200 --bf16 \\\n"
+        "    --tokenizer-type NullTokenizer --vocab-size 257 \\\n"
+        f"    --data-mixture-from {demo.path('regmix.json')} --save runs/big"
     )
