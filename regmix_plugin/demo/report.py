@@ -58,7 +58,7 @@ def _verdict(summary: pd.DataFrame, target: str) -> tuple[str, dict]:
     return text, facts
 
 
-def _figures(demo: "Demo", df: pd.DataFrame, summary: pd.DataFrame, mixes: dict[str, Mixture], target: str) -> list[str]:
+def _figures(demo: "Demo", summary: pd.DataFrame, mixes: dict[str, Mixture], target: str) -> list[str]:
     fig_dir = demo.path("report")
     names = [n for n in ORDER if n in summary.index]
     paths = []
@@ -117,7 +117,7 @@ def write_demo_report(demo: "Demo") -> str:
     mixes = {n: Mixture.load(next(demo.path("target_mixtures").glob(f"{n}-*.json"))) for n in ORDER}
     verdict, facts = _verdict(summary, TARGET)
     held_text, held_facts = _heldout_check(demo, TARGET)
-    figs = _figures(demo, df, summary, mixes, TARGET)
+    figs = _figures(demo, summary, mixes, TARGET)
     model = json.loads(demo.path("model", "model.json").read_text())
     runs = read_runs(demo.path("runs.csv"))
 

@@ -109,7 +109,7 @@ class Demo:
         sources = available_sources(self.cfg.domains, log=lambda m: self.log("  " + m))
         if len(sources) < 2:
             raise RegmixError("demo: fewer than 2 text sources found; run scripts/install_system_packages.sh as root")
-        digest = hashlib.sha256(json.dumps([[s.domain, s.max_bytes] for s in sources]).encode()).hexdigest()[:12]
+        digest = _digest(*[(s.domain, s.max_bytes) for s in sources])
         stamp = self.path("text", "digest")
         if stamp.is_file() and stamp.read_text() == digest:
             return "reused"
@@ -181,9 +181,7 @@ class Demo:
 
     def collect(self) -> str:
         self.regmix("collect", self.proxy_dir, "--out", self.path("runs_all.csv"))
-        df = read_runs(self.path("runs_all.csv"))
-        doms = table_domains(df)
-        df[TARGET] = df[[loss_column(d) for d in doms]].mean(axis=1)
+        df = with_target(read_runs(self.path("runs_all.csv")))
         done = df[df["status"] == "completed"]
         heldout = done["split"] == "heldout"  # `regmix synthesize` marks its held-out mixtures
         write_runs(done[~heldout], self.path("runs.csv"))
@@ -258,6 +256,12 @@ def _digest(*parts) -> str:
 _NOISE = re.compile(r"(Warning|warn\(|^W\d{4}|No CUDA runtime|IS DEPRECATED|apex|Transformer Engine|warnings\.warn)")
 
 
+def with_target(df: pd.DataFrame) -> pd.DataFrame:
+    """Add the demo's target column: the mean over domains of the per-domain validation loss."""
+    df[TARGET] = df[[loss_column(d) for d in table_domains(df)]].mean(axis=1)
+    return df
+
+
 def target_table(demo: Demo) -> pd.DataFrame:
     """Per-domain and target loss of each target-scale run, labelled by mixture and seed."""
     frames = []
@@ -265,8 +269,7 @@ def target_table(demo: Demo) -> pd.DataFrame:
         df = read_runs(demo.path(f"target_runs_seed{seed}.csv"))
         df["seed"] = seed
         frames.append(df)
-    df = pd.concat(frames, ignore_index=True)
-    df[TARGET] = df[[loss_column(d) for d in table_domains(df)]].mean(axis=1)
+    df = with_target(pd.concat(frames, ignore_index=True))
     df["mixture"] = df["run_id"].str.rsplit("-", n=1).str[0]  # "<name>-<hash>" -> name
     return df
 
