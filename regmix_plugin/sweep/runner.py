@@ -20,13 +20,17 @@ import ctypes
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
+import traceback
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from regmix_plugin.sweep.state import (
@@ -48,6 +52,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
         pass
+
+
+# A command the runner may run in a forked copy of itself instead of under bash: the plugin's own CLI with
+# nothing a shell would interpret. Checked on the template; placeholder values are single arguments.
+_INPROCESS = re.compile(r"^\{python\} -m regmix_plugin [^;&|<>$`()\\\n]*$")
+
+
+def can_run_inprocess(command_template: str) -> bool:
+    return bool(_INPROCESS.match(command_template.strip()))
 
 
 def render_command(spec: dict[str, Any], run_id: str, run_dir: Path) -> str:
@@ -102,17 +115,96 @@ def archive_outputs(run_dir: Path, attempt: int) -> None:
         shutil.move(str(p), str(dest / p.name))
 
 
-def _attempt(spec: dict[str, Any], run_id: str, run_dir: Path, number: int) -> tuple[str, str | None, int | None]:
+class _Forked:
+    """The part of :class:`subprocess.Popen` that :func:`_attempt` uses, for a child made by ``os.fork``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+
+def fork_call(fn: Callable[[], int]) -> _Forked:
+    """Run ``fn()`` in a forked child whose exit code is its return value (1 if it raises).
+
+    The child is a copy of this process, so whatever it already imported (torch, megatron-core) costs
+    nothing again. It leaves by ``os._exit``: no interpreter teardown, which on a tiny proxy costs as much
+    as the last seconds of training.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return _Forked(pid)
+    code = 1
+    try:
+        code = fn()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _fork_cli(argv: list[str], env: dict[str, str], cwd: str, log) -> _Forked:
+    """Run ``regmix <argv>`` in a forked child, as ``bash -c`` would run the same command line: in its own
+    session (so it is killed as a group like the bash child), with its own environment and working
+    directory, its output going to the run's log."""
+
+    def child() -> int:
+        os.setsid()
+        _die_with_parent()
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, signal.SIG_DFL)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(cwd)
+        from regmix_plugin.cli import main
+
+        return main(argv)
+
+    return fork_call(child)
+
+
+def _attempt(spec: dict[str, Any], run_id: str, run_dir: Path, number: int,
+             inprocess: bool = False) -> tuple[str, str | None, int | None]:
     cmd = render_command(spec, run_id, run_dir)
     env = {**os.environ, **spec.get("env", {}), "REGMIX_RUN_ID": run_id, "REGMIX_ATTEMPT": str(number)}
     timeout = spec.get("timeout_s")
+    inprocess = inprocess and can_run_inprocess(spec["command"])
     with open(run_dir / LOG, "a", encoding="utf-8") as log:
-        log.write(f"\n=== attempt {number} on {socket.gethostname()} at {now()}: {cmd}\n")
+        how = " (in a forked, preloaded process)" if inprocess else ""
+        log.write(f"\n=== attempt {number} on {socket.gethostname()} at {now()}{how}: {cmd}\n")
         log.flush()
-        proc = subprocess.Popen(
-            ["bash", "-c", cmd], cwd=spec["study_dir"], env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
-        )
+        if inprocess:
+            proc = _fork_cli(shlex.split(cmd)[3:], env, spec["study_dir"], log)
+        else:
+            proc = subprocess.Popen(
+                ["bash", "-c", cmd], cwd=spec["study_dir"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
+            )
 
         def stop(signum, frame):
             raise _Stop(signal.Signals(signum).name)
@@ -138,7 +230,7 @@ def _attempt(spec: dict[str, Any], run_id: str, run_dir: Path, number: int) -> t
     return state, reason, rc
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(proc: subprocess.Popen | _Forked) -> None:
     for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
         try:
             os.killpg(proc.pid, sig)
@@ -151,9 +243,12 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
-def run(spec: dict[str, Any], run_id: str, wait: bool = False) -> int:
+def run(spec: dict[str, Any], run_id: str, wait: bool = False, inprocess: bool = False) -> int:
     """Run ``run_id`` to completion or until out of retries. Exit code: 0 completed, 1 failed,
-    :data:`EXIT_BUSY` when another runner holds it, 130 when interrupted."""
+    :data:`EXIT_BUSY` when another runner holds it, 130 when interrupted.
+
+    ``inprocess``: run a ``{python} -m regmix_plugin ...`` command in a fork of this process rather than in
+    a new interpreter (the local backend's ``preload``)."""
     run_dir = Path(spec["runs_dir"]) / run_id
     lock = RunLock(run_dir)
     if not lock.acquire(wait=wait, stale_lock_s=spec.get("stale_lock_s", 600.0)):
@@ -178,7 +273,7 @@ def run(spec: dict[str, Any], run_id: str, wait: bool = False) -> int:
                                 "pid": os.getpid(), "started": now(), "reason": None})
             st.state = RUNNING
             st.save(run_dir)
-            state, reason, rc = _attempt(spec, run_id, run_dir, number)
+            state, reason, rc = _attempt(spec, run_id, run_dir, number, inprocess)
             st.attempts[-1].update(state=state, reason=reason, returncode=rc, ended=now())
             st.state = state
             st.save(run_dir)

@@ -12,7 +12,7 @@ Example (``megatron_configs/study-tiny.yaml``)::
     env: {OMP_NUM_THREADS: "1"}
     runs: {retries: 1, timeout_s: 3600}
     backend: local                         # or slurm
-    local: {max_concurrent: 2}
+    local: {max_concurrent: 2, preload: auto}   # preload: fork runs from one process that imported torch
     slurm: {partition: debug, cpus_per_task: 1, mem: 2G, time: "01:00:00", array_parallelism: 16}
 
 Placeholders in ``command``: ``{python}`` (this interpreter), ``{mixture}`` (the run's ``mixture.json``),
@@ -81,10 +81,15 @@ class RunPolicy:
 @dataclass
 class LocalConfig:
     max_concurrent: int = 1  # runs at once on this machine
+    # Fork runs from a process that imported torch and megatron-core once ("auto": when the command is
+    # `{python} -m regmix_plugin ...`; see regmix_plugin/sweep/local.py).
+    preload: bool | str = "auto"
 
     def __post_init__(self) -> None:
         _need(isinstance(self.max_concurrent, int) and self.max_concurrent >= 1,
               f"local.max_concurrent: expected an integer >= 1, got {self.max_concurrent!r}")
+        _need(self.preload in (True, False, "auto"),
+              f"local.preload: expected true, false or auto, got {self.preload!r}")
 
 
 @dataclass
@@ -153,6 +158,12 @@ class Study:
                                  "(or --data-mixture-from {mixture} for Megatron)")
         _need(isinstance(self.env, dict), "env: expected a mapping of environment variables")
         self.env = {str(k): str(v) for k, v in self.env.items()}
+        if self.local.preload is True:
+            from regmix_plugin.sweep.runner import can_run_inprocess
+
+            _need(can_run_inprocess(self.command),
+                  "local.preload: true needs a command of the form '{python} -m regmix_plugin ...' with no shell "
+                  "operators; set preload: auto or false")
 
     @property
     def runs_dir(self) -> Path:
