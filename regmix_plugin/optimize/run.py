@@ -13,6 +13,7 @@ from regmix_plugin.fit.model import FittedModel
 from regmix_plugin.mixture import Mixture
 from regmix_plugin.optimize.constraints import Constraints
 from regmix_plugin.optimize.search import SearchConfig, SearchResult, search
+from regmix_plugin.optimize.uncertainty import DEFAULT_COVERAGE, ConformalInterval, model_interval
 
 
 @dataclass
@@ -24,6 +25,7 @@ class OptimizeOutcome:
     hi: np.ndarray
     baselines: dict[str, dict[str, Any]]
     seconds: float
+    interval: ConformalInterval | None = None
 
 
 def domain_tokens(base: Mixture | None) -> dict[str, float]:
@@ -44,24 +46,77 @@ def domain_tokens(base: Mixture | None) -> dict[str, float]:
     return out
 
 
-def _prior(model: FittedModel, base: Mixture | None) -> tuple[np.ndarray, str]:
+def study_base_mixture(path) -> Mixture:
+    """The base mixture a study YAML names (``base_mixture:``, relative to the study file)."""
+    from regmix_plugin.sweep.study import load_study
+
+    study = load_study(path)
+    return Mixture.load(study.base_mixture)
+
+
+@dataclass
+class TokenSources:
+    """Where available tokens per domain come from, first source wins: the constraints YAML's ``tokens:``,
+    then ``--base-mixture`` (its ``tokens``, else its .idx files), then the base mixture of ``--study``."""
+
+    base: Mixture | None = None
+    study: Mixture | None = None
+    study_path: str | None = None
+
+    def resolve(self, constraints: Constraints, names: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+        tokens: dict[str, float] = {}
+        source: dict[str, str] = {}
+        layers = [(domain_tokens(self.study), f"--study {self.study_path} (base mixture)"),
+                  (domain_tokens(self.base), "--base-mixture"),
+                  ({d: float(v) for d, v in constraints.tokens.items()}, "--constraints tokens")]
+        for found, where in layers:  # later layers override earlier ones
+            tokens.update(found)
+            source.update({d: where for d in found})
+        if constraints.target_tokens is not None:
+            missing = [d for d in names if d not in tokens]
+            if missing:
+                looked = ["--constraints tokens"] + (["--base-mixture"] if self.base else []) + (
+                    [f"--study {self.study_path} (its base mixture has no `tokens` and no readable .idx for it)"]
+                    if self.study else [])
+                raise RegmixError(
+                    f"tokens.{missing[0]}: target_tokens needs the available tokens of every domain and none was "
+                    f"found in {', '.join(looked)}; add tokens.{missing[0]} to the constraints YAML, or pass "
+                    "--base-mixture/--study with a mixture whose domains carry `tokens`")
+        return tokens, {d: source[d] for d in names if d in source}
+
+
+def _prior(model: FittedModel, base: Mixture | None, label: str = "--base-mixture") -> tuple[np.ndarray, str]:
     if base is None:
         return np.array([model.prior[d] for d in model.domains]), model.prior_source
     missing = [d for d in model.domains if d not in base.names]
     if missing:
-        raise RegmixError(f"--base-mixture: no domain {missing[0]!r}; it must name every domain the model was fit on")
-    return np.array([base.weight_of(d) for d in model.domains]), "the --base-mixture weights"
+        raise RegmixError(f"{label}: no domain {missing[0]!r}; it must name every domain the model was fit on")
+    return np.array([base.weight_of(d) for d in model.domains]), f"the {label} weights"
 
 
 def optimize(
-    model: FittedModel, constraints: Constraints, cfg: SearchConfig, base: Mixture | None = None, name: str = "regmix-opt"
+    model: FittedModel,
+    constraints: Constraints,
+    cfg: SearchConfig,
+    base: Mixture | None = None,
+    name: str = "regmix-opt",
+    study: str | None = None,
+    coverage: float = DEFAULT_COVERAGE,
 ) -> OptimizeOutcome:
+    """Search, then write the mixture with provenance. ``study``: a study YAML whose base mixture gives
+    token counts (after --constraints and ``base``) and, when ``base`` is None, the prior and prefixes."""
     t0 = time.perf_counter()
-    prior, prior_source = _prior(model, base)
+    interval = model_interval(model, coverage)  # validates coverage before any work
+    study_mix = study_base_mixture(study) if study is not None else None
+    tokens, token_source = TokenSources(base, study_mix, study).resolve(constraints, model.domains)
+    label = "--base-mixture"
+    if base is None and study_mix is not None:
+        base, label = study_mix, f"--study {study} base_mixture"
+    prior, prior_source = _prior(model, base, label)
     if constraints.prior_pull:
         cfg.pull_kind = constraints.prior_pull.get("kind", "kl")
         cfg.pull_strength = float(constraints.prior_pull.get("strength", 0.0))
-    lo, hi, source = constraints.bounds(model.domains, domain_tokens(base))
+    lo, hi, source = constraints.bounds(model.domains, tokens)
     res = search(model.predictor, model.domains, prior, lo, hi, cfg, source)
     seconds = time.perf_counter() - t0
 
@@ -79,6 +134,10 @@ def optimize(
     oof = model.oof.get(model.chosen)
     rmse = float(np.sqrt(np.mean((oof - model.y) ** 2))) if oof is not None else None
     uncertainty: dict[str, Any] = {"cv_rmse": rmse, "meaning": "RMSE of out-of-fold predictions on the proxy runs"}
+    if interval is not None:
+        uncertainty["interval"] = interval.describe(res.predicted)
+        for b in baselines.values():
+            b["interval"] = [interval.describe(b["predicted"])[k] for k in ("lower", "upper")]
     with_std = getattr(model.predictor, "predict_with_std", None)
     if callable(with_std):  # a GP also knows how far the chosen mixture is from the runs it saw
         uncertainty["predictive_std"] = float(with_std(res.weights[None, :])[1][0])
@@ -96,6 +155,7 @@ def optimize(
         "search": {"mode": res.mode, "evaluations": res.evaluations, "seconds": round(seconds, 3),
                    "n_samples": cfg.n_samples, "top_k": cfg.top_k, "seed": cfg.seed},
         "constraints": constraints.to_dict(),
+        **({"token_sources": token_source} if constraints.target_tokens is not None else {}),
         "active_constraints": res.active,
         "prior": {d: float(p) for d, p in zip(model.domains, prior)},
         "prior_source": prior_source,
@@ -110,4 +170,4 @@ def optimize(
             "prefixes (or rerun with --base-mixture natural.json) before training"
         )
     mix.with_provenance(**provenance)
-    return OptimizeOutcome(mix, res, prior, lo, hi, baselines, seconds)
+    return OptimizeOutcome(mix, res, prior, lo, hi, baselines, seconds, interval)

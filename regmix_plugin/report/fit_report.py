@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from regmix_plugin.optimize.uncertainty import interval_text
 from regmix_plugin.report.builder import Report, new_figure
 
 
@@ -69,11 +70,20 @@ def write_fit_report(model, outcome, out_dir: str | os.PathLike) -> tuple[Path, 
     if outcome is not None:
         prov = outcome.mixture.provenance
         rep.add_heading("Chosen mixture")
+        unc = prov["predicted_target_uncertainty"]
         rep.add_paragraph(
-            f"Predicted target {outcome.result.predicted:.4f} (CV RMSE {prov['predicted_target_uncertainty']['cv_rmse']:.4f}); "
+            f"Predicted target {outcome.result.predicted:.4f} {interval_text(unc)}; "
             f"{outcome.result.mode} search in {outcome.seconds:.2f}s."
         )
-        rep.add_table([{"mixture": k, **v} for k, v in outcome.baselines.items()], ["mixture", "predicted", "actual"])
+        if unc.get("interval"):
+            rep.add_paragraph(
+                f"Interval: {unc['interval']['method']} of {unc['interval']['calibration_runs']} proxy runs. It covers a "
+                "new mixture drawn like the proxy runs at the stated rate; at the optimum (the predictor's own "
+                "minimum) treat it as the error scale, not a guarantee (docs/uncertainty.md).")
+        rows = [{"mixture": k, **{c: v[c] for c in ("predicted", "actual") if c in v},
+                 "interval": "-" if not v.get("interval") or v["interval"][0] is None
+                 else f"{v['interval'][0]:.4f} to {v['interval'][1]:.4f}"} for k, v in outcome.baselines.items()]
+        rep.add_table(rows, ["mixture", "predicted", "interval", "actual"])
         rep.add_figure(weights_vs_prior(model.domains, outcome.result.weights, outcome.prior), "weights_vs_prior",
                        "Chosen weights vs the prior")
         rep.add_table([{"domain": d, "weight": float(w), "prior": float(p), "min": float(l), "max": float(h)}
