@@ -16,6 +16,7 @@ FAST_PARAMS = {
     "log-law": {"n_starts": 2},
     "gp": {"n_restarts": 0},
     "stack": {"members": ["linear", "mixing-law"], "n_splits": 3},
+    "per-column": {"base_params": {"n_starts": 2}},
     "auto": {"candidates": ["linear", "mixing-law"], "n_splits": 3},
 }
 

@@ -2,6 +2,11 @@
 
 The choice and every candidate's scores are kept (``cv_`` and ``reason_``) so the CV table, the report and
 regmix.json's provenance can say why this predictor was chosen.
+
+When the target is a weighted sum of several columns (``fit_target`` with ``columns``), each of
+``column_candidates`` is also scored in its per-column form (one law per column, summed:
+:mod:`regmix_plugin.fit.percolumn`), on the same folds and against the same
+target, and competes with the rest.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from regmix_plugin.fit.base import FitError, Predictor, State, is_smooth
-from regmix_plugin.fit.cv import cross_validate
+from regmix_plugin.fit.cv import CVResult, cross_validate, kfold_indices, out_of_fold, scores
 
 DEFAULT_CANDIDATES = ("linear", "lightgbm", "mixing-law", "log-law", "stack")
 # Scored for comparison but never chosen while another candidate is eligible: a model linear in the weights
@@ -17,6 +22,8 @@ DEFAULT_CANDIDATES = ("linear", "lightgbm", "mixing-law", "log-law", "stack")
 # one-domain mixture; it cannot represent diminishing returns (measured: worst predictor on RegMix's data
 # at every size, docs/predictors.md). With few noisy runs its CV rank can still come out on top by chance.
 DEFAULT_BASELINES = ("linear",)
+# Smooth laws, cheap enough to fit once per column inside K-fold CV.
+DEFAULT_COLUMN_CANDIDATES = ("mixing-law", "log-law")
 
 
 class AutoPredictor(Predictor):
@@ -27,6 +34,7 @@ class AutoPredictor(Predictor):
         candidates: tuple[str, ...] | list[str] = DEFAULT_CANDIDATES,
         candidate_params: dict | None = None,
         baselines: tuple[str, ...] | list[str] = DEFAULT_BASELINES,
+        column_candidates: tuple[str, ...] | list[str] = DEFAULT_COLUMN_CANDIDATES,
         n_splits: int = 5,
         metric: str = "spearman",
         random_state: int = 0,
@@ -34,6 +42,7 @@ class AutoPredictor(Predictor):
         self.candidates = candidates
         self.candidate_params = candidate_params
         self.baselines = baselines
+        self.column_candidates = column_candidates
         self.n_splits = n_splits
         self.metric = metric
         self.random_state = random_state
@@ -47,6 +56,21 @@ class AutoPredictor(Predictor):
         params.setdefault("random_state", self.random_state)
         return get_predictor(name, **params)
 
+    def _make_per_column(self, name: str, weights: np.ndarray) -> Predictor:
+        from regmix_plugin.fit.percolumn import PerColumnPredictor
+
+        return PerColumnPredictor(name, weights.tolist(), (self.candidate_params or {}).get(name), self.random_state)
+
+    def fit_target(self, X, y, columns: np.ndarray | None = None, weights=None) -> "AutoPredictor":
+        """``fit(X, y)`` where ``y = columns @ weights``; with two or more columns the per-column forms compete too."""
+        self._columns = None
+        if columns is not None and np.asarray(columns).ndim == 2 and np.asarray(columns).shape[1] >= 2:
+            self._columns = (np.asarray(columns, dtype=float), np.asarray(weights, dtype=float).reshape(-1))
+        try:
+            return self.fit(X, y)
+        finally:
+            del self._columns
+
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         from regmix_plugin.errors import check_choice
         from regmix_plugin.fit.cv import METRICS
@@ -57,6 +81,17 @@ class AutoPredictor(Predictor):
             raise FitError("auto.candidates: empty; give at least one predictor name")
         n_splits = min(int(self.n_splits), len(y))
         results = cross_validate({n: (lambda n=n: self._make(n)) for n in names}, X, y, n_splits, self.random_state)
+        columns = getattr(self, "_columns", None)
+        makers = {r.name: (lambda n=r.name: self._make(n)) for r in results}
+        if columns is not None:
+            Y, w = columns
+            folds = kfold_indices(len(y), n_splits, self.random_state)  # the folds cross_validate used
+            for n in self.column_candidates:
+                make = (lambda n=n: self._make_per_column(n, w))
+                label = make().label
+                oof = out_of_fold(make, X, Y, folds)
+                results.append(CVResult(label, scores(y, oof), oof))
+                makers[label] = make
         sign = 1.0 if self.metric == "mse" else -1.0  # lower is better for MSE, higher for the rest
         eligible = [r for r in results if r.name not in set(self.baselines)] or results
         best = min(eligible, key=lambda r: sign * r.scores[self.metric])
@@ -71,13 +106,22 @@ class AutoPredictor(Predictor):
             + ")"
         )
         self.oof_ = best.oof
-        self.model_ = self._make(best.name).fit(X, y)
+        if columns is not None and best.name not in names:
+            self.model_ = makers[best.name]().fit(X, columns[0])
+        else:
+            self.model_ = makers[best.name]().fit(X, y)
 
     def is_smooth(self) -> bool:
         return getattr(self, "model_", None) is not None and is_smooth(self.model_)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         return self.model_.predict(X)
+
+    def gradient(self, x: np.ndarray) -> np.ndarray:
+        grad = getattr(self.model_, "gradient", None)
+        if grad is None:
+            raise NotImplementedError("gradient: the chosen predictor has no analytic gradient")
+        return grad(x)
 
     def _get_state(self) -> State:
         return State(

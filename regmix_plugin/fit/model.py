@@ -22,7 +22,7 @@ import pandas as pd
 
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.fit.base import FitError, Predictor, load_predictor
-from regmix_plugin.fit.cv import cross_validate, scores
+from regmix_plugin.fit.cv import cross_validate, kfold_indices, out_of_fold, scores
 from regmix_plugin.fit.registry import get_predictor
 from regmix_plugin.fit.targets import Target, parse_target
 from regmix_plugin.io import atomic_write_bytes, atomic_write_json
@@ -168,20 +168,31 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         raise RegmixError(f"--runs: only {len(y)} usable run(s) with a finite {target.expr!r}; need at least {max(cfg.folds, 3)}")
     params = dict(cfg.params)
     params.setdefault("random_state", cfg.seed)
+    # The target's columns, for predictors that fit one law per column (see fit/percolumn.py).
+    Y = np.column_stack([df[c].to_numpy(dtype=float) for c in target.columns])
+    col_w = [w for w, _ in target.terms]
     if cfg.predictor == "auto":
         params.setdefault("n_splits", cfg.folds)
-        model = get_predictor("auto", **params).fit(X, y)
+        model = get_predictor("auto", **params).fit_target(X, y, Y, col_w)
         cv_rows, oof, reason = list(model.cv_), {model.chosen_: model.oof_}, model.reason_
         extra = [c for c in cfg.compare if c not in {r["predictor"] for r in cv_rows}]
     else:
         extra = [cfg.predictor, *[c for c in cfg.compare if c != cfg.predictor]]
         cv_rows, oof, reason = [], {}, f"{cfg.predictor} was requested (--predictor)"
+    if cfg.predictor == "per-column":
+        params.setdefault("column_weights", col_w)
+        extra.remove("per-column")
+        folds = kfold_indices(len(y), min(cfg.folds, len(y)), cfg.seed)
+        oof["per-column"] = out_of_fold(lambda: get_predictor("per-column", **params), X, Y, folds)
+        cv_rows.append({"predictor": "per-column", **{k: round(v, 4) for k, v in scores(y, oof["per-column"]).items()}})
     if extra:
         makers = {n: (lambda n=n: get_predictor(n, **(params if n == cfg.predictor else {"random_state": cfg.seed}))) for n in extra}
         for r in cross_validate(makers, X, y, min(cfg.folds, len(y)), cfg.seed):
             cv_rows.append(r.row())
             oof[r.name] = r.oof
-    if cfg.predictor != "auto":
+    if cfg.predictor == "per-column":
+        model = get_predictor("per-column", **params).fit(X, Y)
+    elif cfg.predictor != "auto":
         model = get_predictor(cfg.predictor, **params).fit(X, y)
     if prior is None:
         prior_source = "mean of the proxy runs' weights (no --prior/--base-mixture given)"

@@ -15,9 +15,10 @@ def _classes() -> dict[str, type[Predictor]]:
     from regmix_plugin.fit.gbdt import LightGBMPredictor
     from regmix_plugin.fit.gp import GPPredictor
     from regmix_plugin.fit.linear import LinearPredictor
+    from regmix_plugin.fit.percolumn import PerColumnPredictor
     from regmix_plugin.fit.mixing_law import LogLawPredictor, MixingLawPredictor
 
-    classes = (LinearPredictor, LightGBMPredictor, MixingLawPredictor, LogLawPredictor, GPPredictor, StackPredictor, AutoPredictor)
+    classes = (LinearPredictor, LightGBMPredictor, MixingLawPredictor, LogLawPredictor, GPPredictor, StackPredictor, PerColumnPredictor, AutoPredictor)
     return {c.name: c for c in classes}
 
 

@@ -1,0 +1,87 @@
+"""One predictor per column of a composite target, combined with the target's weights.
+
+A target such as ``mean(valid/*/loss)`` is a weighted sum of per-domain losses. Data Mixing Laws fits one
+law per domain and sums them, rather than one law to the sum: each domain's loss depends on the mixture
+in its own way (mostly through its own share and a few related domains), and a single law on the sum has
+to average those shapes into one. On the demo's 48 proxies the 5-fold CV Spearman of the mean loss went
+from 54.6 (one mixing law on the mean) to 72.3 (one per domain, summed); docs/predictors.md.
+
+``fit(X, Y)`` takes one column of ``Y`` per target term; a 1-D ``y`` is one column of weight 1, so the
+class also behaves as a plain predictor. ``auto`` cross-validates this form beside the others whenever
+the target has two or more terms, and chooses it only when its out-of-fold score is better.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from regmix_plugin.fit.base import FitError, Predictor, State, check_X, is_smooth
+
+
+class PerColumnPredictor(Predictor):
+    name = "per-column"
+
+    def __init__(
+        self,
+        base: str = "mixing-law",
+        column_weights: tuple[float, ...] | list[float] | None = None,
+        base_params: dict | None = None,
+        random_state: int = 0,
+    ) -> None:
+        self.base = base
+        self.column_weights = column_weights
+        self.base_params = base_params
+        self.random_state = random_state
+
+    @property
+    def label(self) -> str:
+        """How CV tables and reasons name this form: ``mixing-law (per column)``."""
+        return f"{self.base} (per column)"
+
+    def _make(self) -> Predictor:
+        from regmix_plugin.fit.registry import get_predictor
+
+        if self.base in ("per-column", "auto"):
+            raise FitError(f"per-column.base: {self.base!r} cannot be the base; use a single predictor such as mixing-law")
+        params = dict(self.base_params or {})
+        params.setdefault("random_state", self.random_state)
+        return get_predictor(self.base, **params)
+
+    def fit(self, X: Any, Y: Any) -> "PerColumnPredictor":
+        X = check_X(X, self.name)
+        Y = np.asarray(Y, dtype=float)
+        Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
+        w = np.ones(1) if self.column_weights is None else np.asarray(self.column_weights, dtype=float).reshape(-1)
+        if Y.ndim != 2 or Y.shape[1] != len(w):
+            raise FitError(f"per-column.fit: Y has {Y.shape[1] if Y.ndim == 2 else Y.shape} column(s) but "
+                           f"column_weights has {len(w)}; give one column per target term")
+        if Y.shape[0] != X.shape[0]:
+            raise FitError(f"per-column.fit: X has {X.shape[0]} rows but Y has {Y.shape[0]}; give one row per run")
+        self.members_ = [self._make().fit(X, Y[:, j]) for j in range(Y.shape[1])]  # each checks its column
+        self.weights_ = w
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return sum(w * m.predict(X) for w, m in zip(self.weights_, self.members_))
+
+    def is_smooth(self) -> bool:
+        return all(is_smooth(m) for m in self.members_)
+
+    def gradient(self, x: np.ndarray) -> np.ndarray:
+        """Sum of the members' analytic gradients (the optimiser falls back to differences without them)."""
+        self._check_fitted()
+        grads = [getattr(m, "gradient", None) for m in self.members_]
+        if any(g is None for g in grads):
+            raise NotImplementedError("gradient: a member has no analytic gradient")
+        return sum(w * g(x) for w, g in zip(self.weights_, grads))
+
+    def _get_state(self) -> State:
+        return State(arrays={"weights": self.weights_},
+                     children={f"column_{j}": m for j, m in enumerate(self.members_)})
+
+    def _set_state(self, state: State) -> None:
+        self.weights_ = np.asarray(state.arrays["weights"], dtype=float)
+        self.members_ = [state.children[f"column_{j}"] for j in range(len(self.weights_))]
