@@ -75,7 +75,7 @@ def test_demo_end_to_end_at_toy_size(tmp_path):
     (tmp_path / "toy.yaml").write_text(yaml.safe_dump(proxy))
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "regmix_plugin", "demo", "--out", str(out), "--domains", "quotes,code",
-           "--proxies", "8", "--heldout", "2", "--target-seeds", "1", "--predictor", "linear",
+           "--proxies", "8", "--heldout", "3", "--target-seeds", "1", "--predictor", "linear",
            "--proxy-config", str(tmp_path / "toy.yaml"), "--target-config", str(tmp_path / "toy.yaml")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -90,7 +90,14 @@ def test_demo_end_to_end_at_toy_size(tmp_path):
     assert "RegMix mixture" in md and "--data-mixture-from" in md
     assert (out / "report" / "target_loss.png").stat().st_size > 1000
     timings = json.loads((out / "timings.json").read_text())
-    assert set(timings) == {"text", "corpus", "synthesize", "sweep", "collect", "fit", "optimize", "target", "report"}
+    assert set(timings) == {"text", "corpus", "synthesize", "sweep", "collect", "fit", "optimize", "target",
+                            "rank_check", "report"}
+    # The held-out mixtures ran at both scales and were compared.
+    check = json.loads((out / "rank_check.json").read_text())
+    assert {r["metric"] for r in check["rows"]} >= {TARGET, "valid/quotes/loss", "valid/code/loss"}
+    assert all(r["n"] == 3 for r in check["rows"])
+    assert facts["rank_check_mixtures"] == 3 and "## Do the proxies rank mixtures as the target model does?" in md
+    assert "| sweep |" in md  # the stage-time table is filled
 
     # A rerun reuses the corpus and the finished runs.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
