@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["data", "proxy", "fit", "optimize", "uncertainty", "synthesize", "scaling"]
+ORDER = ["data", "proxy", "sweep", "fit", "optimize", "uncertainty", "synthesize", "scaling"]
 
 
 def main() -> int:
