@@ -14,6 +14,7 @@ FAST_PARAMS = {
     "lightgbm": {"n_estimators": 30, "learning_rate": 0.1},
     "mixing-law": {"n_starts": 2},
     "log-law": {"n_starts": 2},
+    "law-blend": {"eps_grid": [0.01, 0.1], "n_starts": 2, "n_splits": 3},
     "gp": {"n_restarts": 0},
     "stack": {"members": ["linear", "mixing-law"], "n_splits": 3},
     "per-column": {"base_params": {"n_starts": 2}},

@@ -11,14 +11,15 @@ from regmix_plugin.fit.base import FitError, Predictor
 def _classes() -> dict[str, type[Predictor]]:
     # Imported here, not at module import, so `import regmix_plugin.fit.registry` stays cheap.
     from regmix_plugin.fit.auto import AutoPredictor
-    from regmix_plugin.fit.ensemble import StackPredictor
+    from regmix_plugin.fit.ensemble import LawBlendPredictor, StackPredictor
     from regmix_plugin.fit.gbdt import LightGBMPredictor
     from regmix_plugin.fit.gp import GPPredictor
     from regmix_plugin.fit.linear import LinearPredictor
-    from regmix_plugin.fit.percolumn import PerColumnPredictor
     from regmix_plugin.fit.mixing_law import LogLawPredictor, MixingLawPredictor
+    from regmix_plugin.fit.percolumn import PerColumnPredictor
 
-    classes = (LinearPredictor, LightGBMPredictor, MixingLawPredictor, LogLawPredictor, GPPredictor, StackPredictor, PerColumnPredictor, AutoPredictor)
+    classes = (LinearPredictor, LightGBMPredictor, MixingLawPredictor, LogLawPredictor, LawBlendPredictor,
+               GPPredictor, StackPredictor, PerColumnPredictor, AutoPredictor)
     return {c.name: c for c in classes}
 
 
