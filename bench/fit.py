@@ -4,6 +4,9 @@ Spearman rho (x100) between predicted and real validation loss of the test mixtu
 and the mean over the 13 evaluated domains, with 64/128/256/512 training runs subsampled with a fixed seed.
 
     .venv/bin/python bench/fit.py --data ../shared/data/regmix-pile-1m --out bench_out/fit
+
+``--train-cv R`` never touches the test runs: it fits on N random train runs and scores on the other train
+runs, averaged over R subsets. That is how predictors and their settings are chosen (docs/predictors.md).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
     ap.add_argument("--all-domains", action="store_true", help="also the mean over all 13 domains (slower)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the training-run subsample")
+    ap.add_argument("--train-cv", type=int, default=0, metavar="R",
+                    help="score on the train runs left out of each of R random N-run subsets instead of the test runs")
     args = ap.parse_args(argv)
     data = Path(args.data)
     if not (data / "train_mixture_1m.csv").is_file():
@@ -47,15 +52,19 @@ def main(argv=None) -> int:
     tr, te = load(data)
     Xtr, Xte = weight_matrix(tr), weight_matrix(te)
     targets = [c for c in tr.columns if c.startswith("valid/")] if args.all_domains else [MAIN]
-    perm = np.random.default_rng(args.seed).permutation(len(tr))
     results = []
     for n in map(int, args.sizes.split(",")):
-        idx = perm[:n]
+        if args.train_cv:  # (fit rows, scored X, scored table) per subset; seeds 1000+ differ from the test split's
+            perms = [np.random.default_rng(1000 + r).permutation(len(tr)) for r in range(args.train_cv)]
+            splits = [(p[:n], Xtr[p[n:]], tr.iloc[p[n:]]) for p in perms]
+        else:
+            splits = [(np.random.default_rng(args.seed).permutation(len(tr))[:n], Xte, te)]
         for name in args.predictors.split(","):
             rhos, t0 = {}, time.perf_counter()
             for col in targets:
-                m = get_predictor(name, random_state=0).fit(Xtr[idx], tr[col].to_numpy()[idx])
-                rhos[col] = float(100 * spearmanr(m.predict(Xte), te[col].to_numpy())[0])
+                y = tr[col].to_numpy()
+                rhos[col] = float(np.mean([100 * spearmanr(get_predictor(name, random_state=0).fit(Xtr[idx], y[idx]).predict(Xs),
+                                                           ts[col].to_numpy())[0] for idx, Xs, ts in splits]))
             row = {"n_runs": n, "predictor": name, "pile_cc": round(rhos[MAIN], 2),
                    "mean_13": round(float(np.mean(list(rhos.values()))), 2) if args.all_domains else None,
                    "seconds": round(time.perf_counter() - t0, 1), "per_domain": rhos}
@@ -67,7 +76,8 @@ def main(argv=None) -> int:
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "fit.json").write_text(json.dumps({"data": str(data), "seed": args.seed, "results": results}, indent=2))
+    (out / "fit.json").write_text(json.dumps({"data": str(data), "seed": args.seed, "train_cv": args.train_cv,
+                                              "results": results}, indent=2))
     (out / "fit.md").write_text(table + "\n")
     return 0
 

@@ -33,8 +33,8 @@ class StackPredictor(Predictor):
         self.n_splits = n_splits
         self.random_state = random_state
 
-    def _specs(self) -> list[tuple[str, dict]]:
-        """(registry name, hyperparameters) of each member."""
+    def _specs(self, oof: bool = False) -> list[tuple[str, dict]]:
+        """(registry name, hyperparameters) of each member; ``oof``: for the out-of-fold fits (same here)."""
         names = list(self.members)
         if not names:
             raise FitError("stack.members: empty; give at least one predictor name")
@@ -51,7 +51,7 @@ class StackPredictor(Predictor):
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         specs = self._specs()
         folds = kfold_indices(len(y), min(int(self.n_splits), len(y)), self.random_state)
-        P = np.column_stack([out_of_fold(lambda s=s: self._make(*s), X, y, folds) for s in specs])
+        P = np.column_stack([out_of_fold(lambda s=s: self._make(*s), X, y, folds) for s in self._specs(oof=True)])
         pm, ym = P.mean(axis=0), y.mean()
         w, _ = nnls(P - pm, y - ym)
         if not np.any(w > 0):
@@ -110,11 +110,13 @@ class LawBlendPredictor(StackPredictor):
         self.huber_scale = huber_scale
         self.random_state = random_state
 
-    def _specs(self) -> list[tuple[str, dict]]:
+    def _specs(self, oof: bool = False) -> list[tuple[str, dict]]:
         grid = [float(e) for e in self.eps_grid]
         if not grid or min(grid) <= 0:
             raise FitError(f"law-blend.eps_grid: {self.eps_grid!r} must list positive numbers")
-        law = {"features": "log", "n_starts": int(self.n_starts), "huber_scale": self.huber_scale}
+        # Out-of-fold fits only weigh the members, so half the starts do (as the log-law's eps search does).
+        starts = max(1, int(self.n_starts) // 2) if oof else int(self.n_starts)
+        law = {"features": "log", "n_starts": starts, "huber_scale": self.huber_scale}
         return [("mixing-law", {**law, "eps": e}) for e in grid]
 
     def is_smooth(self) -> bool:
