@@ -54,8 +54,12 @@ def test_verdict_says_plainly_who_won_and_whether_it_beats_noise():
     text, _ = _verdict(_summary({"regmix": [3.0, 3.2], "natural": [3.11, 3.11]}), TARGET)
     assert "won" in text and "within seed noise" in text
 
-    text, facts = _verdict(_summary({"regmix": [3.3, 3.3], "natural": [3.2, 3.2]}), TARGET)
+    text, facts = _verdict(_summary({"regmix": [3.3, 3.31], "natural": [3.2, 3.21]}), TARGET)
     assert text.startswith("**The RegMix mixture did not win.**") and facts["gap"] < 0
+    assert "more than the largest seed std" in text
+
+    text, _ = _verdict(_summary({"regmix": [3.20, 3.22], "natural": [3.19, 3.21]}), TARGET)
+    assert text.startswith("**The RegMix mixture did not win.**") and "within seed noise" in text and "a tie" in text
 
 
 def test_config_rejects_bad_values_with_the_flag_name(tmp_path):

@@ -53,8 +53,10 @@ def _verdict(summary: pd.DataFrame, target: str) -> tuple[str, dict]:
         text = (f"**The RegMix mixture won.** Its mean target loss is {regmix:.4f}, {gap:.4f} below the best "
                 f"baseline ({best_name}, {best:.4f}), {sure}.")
     else:
+        noise = (f", within seed noise (largest seed std {spread:.4f}): a tie" if np.isfinite(spread) and -gap <= spread
+                 else f", more than the largest seed std ({spread:.4f})" if np.isfinite(spread) else "")
         text = (f"**The RegMix mixture did not win.** Its mean target loss is {regmix:.4f}; the best baseline "
-                f"({best_name}) reached {best:.4f}, {-gap:.4f} lower. See 'Why it may lose' below.")
+                f"({best_name}) reached {best:.4f}, {-gap:.4f} lower{noise}. See 'Why it may lose' below.")
     return text, facts
 
 
