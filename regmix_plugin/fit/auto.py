@@ -16,7 +16,7 @@ import numpy as np
 from regmix_plugin.fit.base import FitError, Predictor, State, is_smooth
 from regmix_plugin.fit.cv import CVResult, cross_validate, kfold_indices, out_of_fold, scores
 
-DEFAULT_CANDIDATES = ("linear", "lightgbm", "mixing-law", "log-law", "stack")
+DEFAULT_CANDIDATES = ("linear", "lightgbm", "mixing-law", "log-law", "law-blend", "stack")
 # Scored for comparison but never chosen while another candidate is eligible: a model linear in the weights
 # has its minimum over the simplex at a vertex whatever the data say, so the mixture optimised with it is a
 # one-domain mixture; it cannot represent diminishing returns (measured: worst predictor on RegMix's data
