@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -102,6 +101,10 @@ def test_demo_end_to_end_at_toy_size(tmp_path):
     assert all(r["n"] == 3 for r in check["rows"])
     assert facts["rank_check_mixtures"] == 3 and "## Do the proxies rank mixtures as the target model does?" in md
     assert "| sweep |" in md  # the stage-time table is filled
+    # The four evaluated mixtures were also trained at proxy scale, one run each, and compared.
+    assert len(pd.read_csv(out / "proxy_eval_runs.csv")) == 4
+    assert "The four evaluated mixtures at both scales" in md and facts["best_at_proxy_scale"] in {
+        "regmix", "natural", "uniform", "best-proxy"}
 
     # A rerun reuses the corpus and the finished runs.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -56,8 +56,9 @@ def _demo(args: argparse.Namespace) -> int:
     print("\n" + (report.read_text().split("\n\n")[1]))  # the verdict paragraph
     facts = json.loads((report.parent / "demo.json").read_text())
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"held-out proxy mixtures: Spearman rho {fmt(facts.get('heldout_spearman'))}; "
-          f"proxy-vs-target rank rho over the 4 mixtures: {fmt(facts.get('proxy_vs_target_spearman'))}")
+    print(f"held-out proxy mixtures: predictor Spearman rho {fmt(facts.get('heldout_spearman'))}; proxy vs target "
+          f"model on them: rho {fmt(facts.get('rank_check_spearman'))}; on the 4 evaluated mixtures: "
+          f"rho {fmt(facts.get('proxy_vs_target_spearman'))}")
     print(f"\nThe chosen mixture on a GPU cluster (Megatron-LM, TP=2 x PP=2):\n{megatron_launch_line(demo)}")
     print(f"\nreport: {report} (and .html beside it)")
     return 0

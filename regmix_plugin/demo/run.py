@@ -11,7 +11,8 @@ Stages (each prints the command it runs, so the demo doubles as a tutorial):
 7. optimize    ``regmix optimize``: the mixture with the best predicted target -> regmix.json
 8. target      ``regmix sweep``: a larger model on the chosen, natural, uniform and best-proxy mixtures
 9. rank check  ``regmix sweep`` + ``regmix scale rank-check``: the held-out mixtures at the target scale too,
-               to measure whether the proxies rank mixtures as the larger model does
+               to measure whether the proxies rank mixtures as the larger model does; and the four
+               evaluated mixtures at proxy scale, to see whether the chosen one wins there
 10. report     markdown + HTML + PNGs with the verdict
 
 A rerun reuses finished work: the corpus is cached by a digest of its settings, sweeps skip finished runs,
@@ -272,7 +273,14 @@ class Demo:
         metrics = [loss_column(d) for d in table_domains(read_runs(self.path("runs_heldout.csv")))] + [TARGET]
         self.regmix("scale", "rank-check", self.path("runs_heldout.csv"), self.path("target_heldout_runs.csv"),
                     *[a for m in metrics for a in ("--metric", m)], "--out", self.path("rank_check.json"))
-        return f"{self.cfg.heldout} runs"
+        # The four evaluated mixtures at proxy scale too: whether the chosen mixture already wins there (is
+        # the regression right?) or only loses at the target scale (does the ranking transfer?).
+        out = self.path("proxy_eval", _digest(self.cfg.proxy_config.read_text()))
+        self.regmix("sweep", self._study("proxy-eval", self.path("target_mixtures"), self.cfg.proxy_config, out))
+        self.regmix("collect", *[out / "runs" / p.stem for p in sorted(self.path("target_mixtures").glob("*.json"))],
+                    "--out", self.path("proxy_eval_runs.csv"))
+        write_runs(with_target(read_runs(self.path("proxy_eval_runs.csv"))), self.path("proxy_eval_runs.csv"))
+        return f"{self.cfg.heldout} target-scale runs, {len(list(self.path('target_mixtures').glob('*.json')))} proxy runs"
 
 
 def _digest(*parts) -> str:
