@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 from fit_helpers import synthetic_runs
@@ -33,9 +34,11 @@ def test_fit_mixture_tool_end_to_end(tmp_path):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     rc = tool.main(["--runs", str(tmp_path / "runs.csv"), "--target", "valid/web/loss", "--predictor", "log-law",
-                    "--out", str(tmp_path / "fit")])
+                    "--coverage", "0.8", "--out", str(tmp_path / "fit")])
     assert rc == 0
     assert (tmp_path / "fit" / "regmix.json").is_file()
+    prov = json.loads((tmp_path / "fit" / "regmix.json").read_text())["provenance"]
+    assert prov["predicted_target_uncertainty"]["interval"]["coverage"] == 0.8  # --coverage reached optimize
     md = (tmp_path / "fit" / "report" / "report.md").read_text()
     for png in ("predicted_vs_actual.png", "weights_vs_prior.png", "interactions.png"):
         assert png in md and (tmp_path / "fit" / "report" / png).is_file()

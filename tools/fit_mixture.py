@@ -3,7 +3,8 @@
 
     .venv/bin/python tools/fit_mixture.py --runs runs.csv --target valid/web/loss --out study/fit
     .venv/bin/python tools/fit_mixture.py --mixtures M.csv --losses L.csv --target valid/pile_cc/loss \\
-        [--predictor auto] [--constraints C.yaml] [--base-mixture natural.json] --out DIR
+        [--predictor auto] [--constraints C.yaml] [--base-mixture natural.json] [--study STUDY.yaml] \\
+        [--coverage 0.9] --out DIR
 
 Writes DIR/model/ (the fitted model), DIR/regmix.json and DIR/report/report.{md,html} with figures.
 """
@@ -25,13 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--predictor", default="auto")
     ap.add_argument("--constraints")
     ap.add_argument("--base-mixture")
+    ap.add_argument("--study", help="study YAML whose base mixture gives token counts (and prior, prefixes)")
+    ap.add_argument("--coverage", help="coverage of the predicted target's conformal interval (default 0.9)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     src = ["--runs", a.runs] if a.runs else ["--mixtures", str(a.mixtures), "--losses", str(a.losses)]
     rc = regmix(["fit", *src, "--target", a.target, "--predictor", a.predictor, "--out", f"{a.out}/model"])
     if rc:
         return rc
-    extra = (["--constraints", a.constraints] if a.constraints else []) + (["--base-mixture", a.base_mixture] if a.base_mixture else [])
+    extra = [x for flag in ("constraints", "base_mixture", "study", "coverage") if getattr(a, flag)
+             for x in ("--" + flag.replace("_", "-"), str(getattr(a, flag)))]
     return regmix(["optimize", "--model", f"{a.out}/model", *extra, "--out", f"{a.out}/regmix.json", "--report", f"{a.out}/report"])
 
 
