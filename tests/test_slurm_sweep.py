@@ -60,9 +60,17 @@ def test_scancelled_task_is_recorded_and_resubmitted_by_the_next_sweep(tmp_path,
     job = json.loads((out / "slurm" / "jobs.json").read_text())["jobs"][0]["job_id"]
 
     status = out / "runs" / "n0001" / "status.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (status.is_file() and json.loads(status.read_text())["state"] == "running"):
+    other = out / "runs" / "n0002" / "status.json"
+
+    def state(path):
+        return json.loads(path.read_text())["state"] if path.is_file() else None
+
+    # Cancel only once n0002 has finished and n0001 hangs: otherwise the scancel may also catch n0002 still
+    # starting up (slow on a cold machine), and the next sweep rightly resubmits both.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (state(status) == "running" and state(other) == "completed"):
         time.sleep(0.2)
+    assert state(other) == "completed", f"n0002 did not complete in time: {state(other)}"
     # While the array is queued or running, a rerun submits nothing new.
     assert main(["sweep", str(study), "--no-progress"]) == 1
     assert len(json.loads((out / "slurm" / "jobs.json").read_text())["jobs"]) == 1
