@@ -256,6 +256,10 @@ class Demo:
             n += len(stems)
         return f"{n} runs"
 
+    def collect_with_target(self, *sources: Path, out: Path) -> None:
+        """`regmix collect` into ``out``, then add the demo's target column to it."""
+        self.regmix("collect", *sources, "--out", out)
+        write_runs(with_target(read_runs(out)), out)
 
     def rank_check(self) -> str:
         """The held-out proxy mixtures again, at the target scale (first target seed), and the rank check
@@ -268,19 +272,17 @@ class Demo:
         study = self._study(f"target-heldout-seed{seed}", held, self.cfg.target_config, out,
                             extra=f" --set train.seed={seed}")
         self.regmix("sweep", study)
-        self.regmix("collect", out, "--out", self.path("target_heldout_runs.csv"))
-        write_runs(with_target(read_runs(self.path("target_heldout_runs.csv"))), self.path("target_heldout_runs.csv"))
+        self.collect_with_target(out, out=self.path("target_heldout_runs.csv"))
         metrics = [loss_column(d) for d in table_domains(read_runs(self.path("runs_heldout.csv")))] + [TARGET]
         self.regmix("scale", "rank-check", self.path("runs_heldout.csv"), self.path("target_heldout_runs.csv"),
                     *[a for m in metrics for a in ("--metric", m)], "--out", self.path("rank_check.json"))
         # The four evaluated mixtures at proxy scale too: whether the chosen mixture already wins there (is
         # the regression right?) or only loses at the target scale (does the ranking transfer?).
         out = self.path("proxy_eval", _digest(self.cfg.proxy_config.read_text()))
+        evaluated = sorted(self.path("target_mixtures").glob("*.json"))
         self.regmix("sweep", self._study("proxy-eval", self.path("target_mixtures"), self.cfg.proxy_config, out))
-        self.regmix("collect", *[out / "runs" / p.stem for p in sorted(self.path("target_mixtures").glob("*.json"))],
-                    "--out", self.path("proxy_eval_runs.csv"))
-        write_runs(with_target(read_runs(self.path("proxy_eval_runs.csv"))), self.path("proxy_eval_runs.csv"))
-        return f"{self.cfg.heldout} target-scale runs, {len(list(self.path('target_mixtures').glob('*.json')))} proxy runs"
+        self.collect_with_target(*[out / "runs" / p.stem for p in evaluated], out=self.path("proxy_eval_runs.csv"))
+        return f"{self.cfg.heldout} target-scale runs, {len(evaluated)} proxy runs"
 
 
 def _digest(*parts) -> str:

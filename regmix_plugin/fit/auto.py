@@ -83,7 +83,8 @@ class AutoPredictor(Predictor):
         n_splits = min(int(self.n_splits), len(y))
         results = cross_validate({n: (lambda n=n: self._make(n)) for n in names}, X, y, n_splits, self.random_state)
         columns = getattr(self, "_columns", None)
-        makers = {r.name: (lambda n=r.name: self._make(n)) for r in results}
+        # Each candidate's maker and what it is fitted on: y, or the target's columns for per-column forms.
+        makers = {r.name: ((lambda n=r.name: self._make(n)), y) for r in results}
         if columns is not None:
             Y, w = columns
             folds = kfold_indices(len(y), n_splits, self.random_state)  # the folds cross_validate used
@@ -92,7 +93,7 @@ class AutoPredictor(Predictor):
                 label = make().label
                 oof = out_of_fold(make, X, Y, folds)
                 results.append(CVResult(label, scores(y, oof), oof))
-                makers[label] = make
+                makers[label] = (make, Y)
         sign = 1.0 if self.metric == "mse" else -1.0  # lower is better for MSE, higher for the rest
         eligible = [r for r in results if r.name not in set(self.baselines)] or results
         best = min(eligible, key=lambda r: sign * r.scores[self.metric])
@@ -107,10 +108,8 @@ class AutoPredictor(Predictor):
             + ")"
         )
         self.oof_ = best.oof
-        if columns is not None and best.name not in names:
-            self.model_ = makers[best.name]().fit(X, columns[0])
-        else:
-            self.model_ = makers[best.name]().fit(X, y)
+        make, fit_on = makers[best.name]
+        self.model_ = make().fit(X, fit_on)
 
     def is_smooth(self) -> bool:
         return getattr(self, "model_", None) is not None and is_smooth(self.model_)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.fit.base import FitError, Predictor, load_predictor
-from regmix_plugin.fit.cv import cross_validate, kfold_indices, out_of_fold, scores
+from regmix_plugin.fit.cv import CVResult, cross_validate, kfold_indices, out_of_fold, scores
 from regmix_plugin.fit.registry import get_predictor
 from regmix_plugin.fit.targets import Target, parse_target
 from regmix_plugin.io import atomic_write_bytes, atomic_write_json
@@ -184,7 +184,7 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         extra.remove("per-column")
         folds = kfold_indices(len(y), min(cfg.folds, len(y)), cfg.seed)
         oof["per-column"] = out_of_fold(lambda: get_predictor("per-column", **params), X, Y, folds)
-        cv_rows.append({"predictor": "per-column", **{k: round(v, 4) for k, v in scores(y, oof["per-column"]).items()}})
+        cv_rows.append(CVResult("per-column", scores(y, oof["per-column"]), oof["per-column"]).row())
     if extra:
         makers = {n: (lambda n=n: get_predictor(n, **(params if n == cfg.predictor else {"random_state": cfg.seed}))) for n in extra}
         for r in cross_validate(makers, X, y, min(cfg.folds, len(y)), cfg.seed):

@@ -51,11 +51,7 @@ def _start(prep, run_id: str, spec: dict | None):
             stdin=subprocess.DEVNULL,
         )
 
-    def child() -> int:
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        return runner.run(spec, run_id, wait=True, inprocess=True)
-
-    return runner.fork_call(child)
+    return runner.fork_call(lambda: runner.run(spec, run_id, wait=True, inprocess=True))
 
 
 def run_local(prep, progress: bool = True) -> None:

@@ -29,8 +29,8 @@ import subprocess
 import sys
 import time
 import traceback
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from regmix_plugin.sweep.state import (
@@ -139,7 +139,8 @@ class _Forked:
 
 
 def fork_call(fn: Callable[[], int]) -> _Forked:
-    """Run ``fn()`` in a forked child whose exit code is its return value (1 if it raises).
+    """Run ``fn()`` in a forked child whose exit code is its return value (1 if it raises); its stdin is
+    /dev/null, as for the subprocesses it stands in for.
 
     The child is a copy of this process, so whatever it already imported (torch, megatron-core) costs
     nothing again. It leaves by ``os._exit``: no interpreter teardown, which on a tiny proxy costs as much
@@ -152,6 +153,7 @@ def fork_call(fn: Callable[[], int]) -> _Forked:
         return _Forked(pid)
     code = 1
     try:
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         code = fn()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
@@ -175,7 +177,6 @@ def _fork_cli(argv: list[str], env: dict[str, str], cwd: str, log) -> _Forked:
         _die_with_parent()
         for s in (signal.SIGTERM, signal.SIGINT):
             signal.signal(s, signal.SIG_DFL)
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         os.environ.clear()
