@@ -3,6 +3,8 @@
 1. Per-domain validation pass vs a plain validation pass over the same tokens (goal <= 1.05x).
 2. Proxy training throughput (tokens/s) as a fraction of the measured fp32 matmul peak (goal >= 60%).
 3. DALI (CPU pipeline) vs the torch DataLoader, reading the same micro batches.
+4. The demo proxy's step with 4 vs 2 attention heads, and AdamW's update fused vs per tensor (ratios of
+   interleaved pairs).
 
     .venv/bin/python bench/proxy.py --out bench_out [--repeats 5]
 
@@ -102,6 +104,38 @@ def bench_training(natural: Path, tmp: Path, config: str, overrides: list[str], 
         distributed.teardown()
 
 
+def bench_demo_proxy(natural: Path, tmp: Path, repeats: int) -> dict:
+    """The demo proxy's step time at 4 and 2 attention heads, alternating step by step, and the AdamW update
+    alone, fused (what the trainer uses) vs torch's per-tensor default on CPU."""
+    env = distributed.setup("cpu")
+    trainers = {h: Trainer(ProxyConfig.load(REPO / "megatron_configs" / "demo-proxy-cpu.yaml",
+                                            [f"model.num_attention_heads={h}"]),
+                           Schedule.single(natural), tmp / f"demo-h{h}", env)
+                for h in (4, 2)}
+    try:
+        batches = {h: list(make_loader(t.datasets[0].train, StepBatchSampler(t.layout, 0, 1), 0))
+                   for h, t in trainers.items()}
+        times: dict[int, list[float]] = {4: [], 2: []}
+        for _ in range(3):
+            for h, t in trainers.items():
+                t._train_step(batches[h])
+        for _ in range(repeats):
+            for h, t in trainers.items():
+                times[h].append(median_time(lambda: [t._train_step(batches[h]) for _ in range(10)], 1) / 10)
+        params = trainers[2].params
+        optimizers = {kind: torch.optim.AdamW(params, lr=1e-4, fused=kind == "fused") for kind in ("fused", "per_tensor")}
+        opt_times: dict[str, list[float]] = {k: [] for k in optimizers}
+        for _ in range(repeats):
+            for kind, opt in optimizers.items():
+                opt_times[kind].append(median_time(lambda: [opt.step() for _ in range(50)], 1) / 50)
+    finally:
+        distributed.teardown()
+    return {"step_s": {h: statistics.median(v) for h, v in times.items()},
+            "heads_ratio": statistics.median(a / b for a, b in zip(times[4], times[2])),
+            "adamw_s": {k: statistics.median(v) for k, v in opt_times.items()},
+            "adamw_ratio": statistics.median(a / b for a, b in zip(opt_times["per_tensor"], opt_times["fused"]))}
+
+
 def plain_validation(trainer: Trainer) -> float:
     """What a trainer without per-domain metrics does: one token-weighted mean over the validation set."""
     trainer.model.eval()
@@ -176,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
                                                            "train.micro_batch_size=8"], args.repeats),
         ]
         validation = bench_validation(natural, tmp, args.repeats)
+        demo = bench_demo_proxy(natural, tmp, args.repeats)
         loaders = bench_loaders(natural, args.repeats)
     result = {"threads": args.threads, "load_average": os.getloadavg(), "training": training,
-              "validation": validation, "loaders": loaders}
+              "validation": validation, "demo_proxy": demo, "loaders": loaders}
     (out / "proxy.json").write_text(json.dumps(result, indent=2) + "\n")
 
     load = os.getloadavg()[1]
@@ -191,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     v = validation
     print(f"| per-domain vs plain validation ({v['tokens']} tokens) | {v['per_domain_s'] * 1e3:.0f} ms vs "
           f"{v['plain_s'] * 1e3:.0f} ms = {v['ratio']:.3f}x | <= 1.05x |")
+    d = demo
+    print(f"| demo proxy step, 4 vs 2 attention heads | {d['step_s'][4] * 1e3:.1f} vs {d['step_s'][2] * 1e3:.1f} ms = "
+          f"{d['heads_ratio']:.2f}x | - |")
+    print(f"| AdamW update of the demo proxy, per tensor vs fused | {d['adamw_s']['per_tensor'] * 1e3:.2f} vs "
+          f"{d['adamw_s']['fused'] * 1e3:.2f} ms = {d['adamw_ratio']:.2f}x | - |")
     if loaders:
         print(f"| DALI (CPU) vs torch DataLoader, {loaders['samples']} x 512 tokens | "
               f"{loaders['dali_samples_per_s']:.0f} vs {loaders['torch_samples_per_s']:.0f} samples/s | - |")
