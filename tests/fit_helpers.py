@@ -18,6 +18,7 @@ FAST_PARAMS = {
     "gp": {"n_restarts": 0},
     "stack": {"members": ["linear", "mixing-law"], "n_splits": 3},
     "per-column": {"base_params": {"n_starts": 2}},
+    "joint-law": {"eps_inits": [0.03], "n_starts": 2},
     "auto": {"candidates": ["linear", "mixing-law"], "n_splits": 3},
 }
 

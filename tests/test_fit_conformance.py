@@ -92,3 +92,33 @@ def test_analytic_gradients_match_differences(name):
     for x in X_NEW[:3] * 0.9 + 0.025:
         fd = [(model.predict((x + h * e)[None])[0] - model.predict((x - h * e)[None])[0]) / (2 * h) for e in np.eye(len(x))]
         np.testing.assert_allclose(model.gradient(x), fd, rtol=1e-4, atol=1e-6)
+
+
+def test_joint_law_shares_floors_across_columns():
+    """joint-law: auxiliary metric columns pin down each domain's floor eps_d; prediction uses the target's law."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(7)
+    eps = np.array([0.003, 0.05, 0.01, 0.2])
+    A = -rng.uniform(0.05, 0.4, (6, 4))  # six metrics, each its own exponents, one floor per domain
+
+    def metrics(Xm):
+        return 2.0 + np.exp(np.log(Xm + eps) @ A.T)
+
+    Xs = rng.dirichlet(np.full(4, 0.4), 60)
+    Xt = rng.dirichlet(np.full(4, 0.4), 40)
+    Ys = metrics(Xs) * (1 + 0.002 * rng.normal(size=(60, 6)))
+    joint = get_predictor("joint-law", eps_inits=[0.03], n_starts=2).fit(Xs, Ys)
+    alone = get_predictor("joint-law", eps_inits=[0.03], n_starts=2).fit(Xs, Ys[:, 0])
+
+    def err(m):
+        return float(np.max(np.abs(np.log(m.eps_ / eps))))
+
+    assert err(joint) < err(alone) and err(joint) < np.log(2.0), (joint.eps_, alone.eps_)
+    assert spearmanr(joint.predict(Xt), metrics(Xt)[:, 0])[0] > 0.99
+    # Every column's law is kept; column 0 is what predict returns.
+    cols = joint.predict_columns(Xt)
+    np.testing.assert_allclose(cols[:, 0], joint.predict(Xt), rtol=1e-12)
+    assert min(spearmanr(cols[:, j], metrics(Xt)[:, j])[0] for j in range(6)) > 0.99
+    with pytest.raises(RegmixError, match=r"joint-law.fit: Y column\(s\) \[2\]"):
+        get_predictor("joint-law").fit(Xs, np.c_[Ys[:, :2], -Ys[:, 2]])

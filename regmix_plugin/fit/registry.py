@@ -14,12 +14,13 @@ def _classes() -> dict[str, type[Predictor]]:
     from regmix_plugin.fit.ensemble import LawBlendPredictor, StackPredictor
     from regmix_plugin.fit.gbdt import LightGBMPredictor
     from regmix_plugin.fit.gp import GPPredictor
+    from regmix_plugin.fit.jointlaw import JointLawPredictor
     from regmix_plugin.fit.linear import LinearPredictor
     from regmix_plugin.fit.mixing_law import LogLawPredictor, MixingLawPredictor
     from regmix_plugin.fit.percolumn import PerColumnPredictor
 
     classes = (LinearPredictor, LightGBMPredictor, MixingLawPredictor, LogLawPredictor, LawBlendPredictor,
-               GPPredictor, StackPredictor, PerColumnPredictor, AutoPredictor)
+               GPPredictor, StackPredictor, PerColumnPredictor, JointLawPredictor, AutoPredictor)
     return {c.name: c for c in classes}
 
 
