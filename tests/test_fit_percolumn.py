@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import spearmanr
 
 from regmix_plugin.cli import main
 from regmix_plugin.fit.base import FitError, load_predictor
@@ -57,7 +58,7 @@ def test_wrong_number_of_columns_is_one_line():
 
 def test_auto_scores_per_column_forms_and_chooses_one_when_cv_says_so(tmp_path):
     df = runs_with_own_domain_laws()
-    params = {"candidates": ["linear", "mixing-law"], "column_candidates": ["mixing-law"],
+    params = {"candidates": ["linear", "mixing-law"], "column_candidates": ["mixing-law"], "auxiliary_candidates": [],
               "candidate_params": {"mixing-law": {"n_starts": 2}}}
     fitted = fit_model(df, "mean(valid/*/loss)", FitConfig(predictor="auto", params=params, folds=4))
     rows = {r["predictor"]: r for r in fitted.cv}
@@ -75,11 +76,19 @@ def test_auto_scores_per_column_forms_and_chooses_one_when_cv_says_so(tmp_path):
     assert isinstance(load_predictor(tmp_path / "model" / "predictor" / "chosen_model"), PerColumnPredictor)
 
 
-def test_a_single_column_target_has_no_per_column_candidates():
+def test_a_single_column_target_has_no_per_column_candidates_but_the_auxiliary_ones():
     df = runs_with_own_domain_laws()
     fitted = fit_model(df, "valid/a/loss", FitConfig(predictor="auto", folds=3, params={
-        "candidates": ["linear", "mixing-law"], "candidate_params": {"mixing-law": {"n_starts": 2}}}))
-    assert [r["predictor"] for r in fitted.cv] == ["linear", "mixing-law"]
+        "candidates": ["linear", "mixing-law", "joint-law"],
+        "candidate_params": {"mixing-law": {"n_starts": 2}, "joint-law": {"eps_inits": [0.03], "n_starts": 2}}}))
+    # joint-law is scored once, fitted with the other domains' losses (not also on the target alone).
+    assert [r["predictor"] for r in fitted.cv] == ["linear", "mixing-law", "joint-law"]
+    assert fitted.chosen == "joint-law"  # on these data its CV rho is highest (99.8 vs mixing-law's 99.6)
+    assert fitted.predictor.model_.column_params_.shape[0] == 4  # refit on the target + 3 auxiliary losses
+    no_aux = fit_model(df[[c for c in df.columns if c not in ("valid/b/loss", "valid/c/loss", "valid/d/loss")]],
+                       "valid/a/loss", FitConfig(predictor="auto", folds=3, params={
+                           "candidates": ["linear", "mixing-law"], "candidate_params": {"mixing-law": {"n_starts": 2}}}))
+    assert [r["predictor"] for r in no_aux.cv] == ["linear", "mixing-law"]  # nothing to give joint-law
 
 
 def test_cli_per_column_fit_then_optimize(tmp_path, capsys):
@@ -96,3 +105,21 @@ def test_cli_per_column_fit_then_optimize(tmp_path, capsys):
     weights = {d["name"]: d["weight"] for d in w["domains"]}
     # Every domain's own loss is steep near zero share, so the optimum keeps every domain in the mixture.
     assert min(weights.values()) > 0.02 and abs(sum(weights.values()) - 1) < 1e-9
+
+
+def test_cli_joint_law_gets_the_other_losses_as_auxiliaries(tmp_path, capsys):
+    """`regmix fit --predictor joint-law` fits the target with every other per-domain loss of the same runs."""
+    df = runs_with_own_domain_laws()
+    df.loc[df.index[0], "valid/c/loss"] = float("nan")  # a loss missing on one run cannot inform the fit
+    runs = tmp_path / "runs.csv"
+    write_runs(df, runs)
+    model = tmp_path / "model"
+    assert main(["fit", "--runs", str(runs), "--target", "valid/a/loss", "--predictor", "joint-law",
+                 "--params", '{"eps_inits": [0.03], "n_starts": 2}', "--folds", "3", "--out", str(model)]) == 0
+    assert "| joint-law |" in capsys.readouterr().out
+    fitted = load_predictor(model / "predictor")
+    others = [c for c in df.columns if c.startswith("valid/") and c not in ("valid/a/loss", "valid/c/loss")]
+    assert fitted.column_params_.shape[0] == 1 + len(others)
+    X = df[[c for c in df.columns if c.startswith("weight/")]].to_numpy()[1:]
+    np.testing.assert_allclose(fitted.predict_columns(X)[:, 0], fitted.predict(X), rtol=1e-12)
+    assert spearmanr(fitted.predict(X), df["valid/a/loss"].to_numpy()[1:])[0] > 0.9
