@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -100,6 +101,7 @@ def test_demo_end_to_end_at_toy_size(tmp_path):
     assert {r["metric"] for r in check["rows"]} >= {TARGET, "valid/quotes/loss", "valid/code/loss"}
     assert all(r["n"] == 3 for r in check["rows"])
     assert facts["rank_check_mixtures"] == 3 and "## Do the proxies rank mixtures as the target model does?" in md
+    assert re.search(r"^\| code \| -?\d\.\d\d \| 3 \|$", md, re.M)  # the count of mixtures prints as an integer
     assert "| sweep |" in md  # the stage-time table is filled
     # The four evaluated mixtures were also trained at proxy scale, one run each, and compared.
     assert len(pd.read_csv(out / "proxy_eval_runs.csv")) == 4

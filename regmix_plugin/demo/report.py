@@ -30,7 +30,7 @@ ORDER = ["regmix", "natural", "uniform", "best-proxy"]
 def _md_table(df: pd.DataFrame, fmt: str = "{:.4f}") -> str:
     cols = [str(c) for c in df.columns]
     lines = ["| " + " | ".join([df.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    for idx, row in df.iterrows():
+    for idx, *row in df.itertuples(name=None):  # column by column: an int column stays int (iterrows casts rows)
         cells = [fmt.format(v) if isinstance(v, (float, np.floating)) and np.isfinite(v) else str(v) for v in row]
         lines.append("| " + " | ".join([str(idx)] + cells) + " |")
     return "\n".join(lines)
