@@ -85,10 +85,12 @@ def test_a_single_column_target_has_no_per_column_candidates_but_the_auxiliary_o
     assert [r["predictor"] for r in fitted.cv] == ["linear", "mixing-law", "joint-law"]
     assert fitted.chosen == "joint-law"  # on these data its CV rho is highest (99.8 vs mixing-law's 99.6)
     assert fitted.predictor.model_.column_params_.shape[0] == 4  # refit on the target + 3 auxiliary losses
+    assert fitted.auxiliary == ["valid/b/loss", "valid/c/loss", "valid/d/loss"]
     no_aux = fit_model(df[[c for c in df.columns if c not in ("valid/b/loss", "valid/c/loss", "valid/d/loss")]],
                        "valid/a/loss", FitConfig(predictor="auto", folds=3, params={
                            "candidates": ["linear", "mixing-law"], "candidate_params": {"mixing-law": {"n_starts": 2}}}))
     assert [r["predictor"] for r in no_aux.cv] == ["linear", "mixing-law"]  # nothing to give joint-law
+    assert no_aux.auxiliary == []
 
 
 def test_cli_per_column_fit_then_optimize(tmp_path, capsys):
@@ -120,6 +122,9 @@ def test_cli_joint_law_gets_the_other_losses_as_auxiliaries(tmp_path, capsys):
     fitted = load_predictor(model / "predictor")
     others = [c for c in df.columns if c.startswith("valid/") and c not in ("valid/a/loss", "valid/c/loss")]
     assert fitted.column_params_.shape[0] == 1 + len(others)
+    assert json.loads((model / "model.json").read_text())["auxiliary_columns"] == others  # recorded, in order
+    assert main(["optimize", "--model", str(model), "--out", str(tmp_path / "regmix.json")]) == 0
+    assert json.loads((tmp_path / "regmix.json").read_text())["provenance"]["auxiliary_columns"] == others
     X = df[[c for c in df.columns if c.startswith("weight/")]].to_numpy()[1:]
     np.testing.assert_allclose(fitted.predict_columns(X)[:, 0], fitted.predict(X), rtol=1e-12)
     assert spearmanr(fitted.predict(X), df["valid/a/loss"].to_numpy()[1:])[0] > 0.9

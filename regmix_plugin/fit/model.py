@@ -69,6 +69,7 @@ class FittedModel:
     oof: dict[str, np.ndarray]
     X: np.ndarray
     interactions: dict[str, Any] = field(default_factory=dict)
+    auxiliary: list[str] = field(default_factory=list)  # metric columns fitted beside the target (joint-law)
 
     @property
     def chosen(self) -> str:
@@ -97,6 +98,7 @@ class FittedModel:
                 "prior_source": self.prior_source,
                 "best_run": self.best_run,
                 "interactions": self.interactions,
+                "auxiliary_columns": self.auxiliary,
             },
         )
         return directory
@@ -129,6 +131,7 @@ class FittedModel:
             oof=oof,
             X=X,
             interactions=doc.get("interactions", {}),
+            auxiliary=list(doc.get("auxiliary_columns", [])),
         )
 
     def cv_score(self, metric: str = "spearman") -> float | None:
@@ -173,7 +176,7 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
     col_w = [w for w, _ in target.terms]
     # Predictors whose fit takes a matrix: per-column gets the target's columns; joint-law gets the target and,
     # as auxiliaries, the runs' other per-domain validation losses (fit/jointlaw.py).
-    aux = auxiliary_losses(df, target)
+    aux_names, aux = auxiliary_losses(df, target)
     multi = {"per-column": Y, "joint-law": np.column_stack([y, aux])}
     if cfg.predictor == "auto":
         params.setdefault("n_splits", cfg.folds)
@@ -222,16 +225,18 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         y=y,
         oof=oof,
         X=X,
+        auxiliary=aux_names if getattr(model, "chosen_", model.name) == "joint-law" else [],
     )
 
 
-def auxiliary_losses(df: pd.DataFrame, target: Target) -> np.ndarray:
-    """The runs' per-domain validation losses other than a one-column target, shape (runs, columns); columns
-    that are not finite and positive on every run are left out (a loss that is missing cannot inform a fit)."""
+def auxiliary_losses(df: pd.DataFrame, target: Target) -> tuple[list[str], np.ndarray]:
+    """The runs' per-domain validation losses other than a one-column target: names, and values of shape
+    (runs, columns). Columns that are not finite and positive on every run are left out (a loss that is
+    missing cannot inform a fit)."""
     own = set(target.columns) if len(target.columns) == 1 else set()
     cols = [c for c in df.columns if c.startswith("valid/") and c.endswith("/loss") and c not in own]
-    values = [df[c].to_numpy(dtype=float) for c in cols]
-    return np.array([v for v in values if np.all(np.isfinite(v)) and np.all(v > 0)]).reshape(-1, len(df)).T
+    keep = [c for c in cols if np.all(np.isfinite(v := df[c].to_numpy(dtype=float))) and np.all(v > 0)]
+    return keep, df[keep].to_numpy(dtype=float).reshape(len(df), len(keep))
 
 
 _WEIGHT_PREFIXES = ("weight/", "train_the_pile_", "train_")

@@ -147,6 +147,7 @@ def optimize(
         "predictor": model.chosen,
         "predictor_reason": model.reason,
         "target": model.target.expr,
+        **({"auxiliary_columns": model.auxiliary} if model.auxiliary else {}),
         "cv": model.cv,
         "cv_spearman": model.cv_score("spearman"),
         "predicted_target": res.predicted,
