@@ -78,10 +78,11 @@ def main(argv=None) -> int:
             rhos, t0 = {}, time.perf_counter()
             if name == "joint-law":
                 rhos = joint_law_rhos(tr, Xtr, splits, targets)
-            for col in [] if name == "joint-law" else targets:
-                y = tr[col].to_numpy()
-                rhos[col] = float(np.mean([100 * spearmanr(get_predictor(name, random_state=0).fit(Xtr[idx], y[idx]).predict(Xs),
-                                                           ts[col].to_numpy())[0] for idx, Xs, ts in splits]))
+            else:
+                for col in targets:
+                    y = tr[col].to_numpy()
+                    rhos[col] = float(np.mean([100 * spearmanr(get_predictor(name, random_state=0).fit(Xtr[idx], y[idx]).predict(Xs),
+                                                               ts[col].to_numpy())[0] for idx, Xs, ts in splits]))
             row = {"n_runs": n, "predictor": name, "pile_cc": round(rhos[MAIN], 2),
                    "mean_13": round(float(np.mean(list(rhos.values()))), 2) if args.all_domains else None,
                    "seconds": round(time.perf_counter() - t0, 1), "per_domain": rhos}

@@ -97,24 +97,23 @@ class AutoPredictor(Predictor):
         n_splits = min(int(self.n_splits), len(y))
         results = cross_validate({n: (lambda n=n: self._make(n)) for n in names}, X, y, n_splits, self.random_state)
         columns = getattr(self, "_columns", None)
-        # Each candidate's maker and what it is fitted on: y, or the target's columns for per-column forms.
+        # Each candidate's maker and what it is fitted on: y, or more than y for the candidates below.
         makers = {r.name: ((lambda n=r.name: self._make(n)), y) for r in results}
+        # (label, maker, fitted on): per-column forms on the target's columns, auxiliary candidates on the
+        # target plus the auxiliary metrics; scored against y on the folds cross_validate used.
+        extra = []
         if columns is not None:
             Y, w = columns
-            folds = kfold_indices(len(y), n_splits, self.random_state)  # the folds cross_validate used
-            for n in self.column_candidates:
-                make = (lambda n=n: self._make_per_column(n, w))
-                label = make().label
-                oof = out_of_fold(make, X, Y, folds)
-                results.append(CVResult(label, scores(y, oof), oof))
-                makers[label] = (make, Y)
+            extra += [(self._make_per_column(n, w).label, (lambda n=n: self._make_per_column(n, w)), Y)
+                      for n in self.column_candidates]
         if auxiliary is not None:
             Ya = np.column_stack([y, auxiliary])
-            folds = kfold_indices(len(y), n_splits, self.random_state)
-            for n in self.auxiliary_candidates:
-                oof = out_of_fold(lambda n=n: self._make(n), X, Ya, folds)
-                results.append(CVResult(n, scores(y, oof), oof))
-                makers[n] = ((lambda n=n: self._make(n)), Ya)
+            extra += [(n, (lambda n=n: self._make(n)), Ya) for n in self.auxiliary_candidates]
+        folds = kfold_indices(len(y), n_splits, self.random_state)
+        for label, make, fit_on in extra:
+            oof = out_of_fold(make, X, fit_on, folds)
+            results.append(CVResult(label, scores(y, oof), oof))
+            makers[label] = (make, fit_on)
         sign = 1.0 if self.metric == "mse" else -1.0  # lower is better for MSE, higher for the rest
         eligible = [r for r in results if r.name not in set(self.baselines)] or results
         best = min(eligible, key=lambda r: sign * r.scores[self.metric])

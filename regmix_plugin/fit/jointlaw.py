@@ -23,7 +23,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from regmix_plugin.fit.base import FitError, Predictor, State, check_X
-from regmix_plugin.fit.mixing_law import MixingLawPredictor
+from regmix_plugin.fit.mixing_law import MixingLawPredictor, exp_law
 
 EPS_BOUNDS = (1e-3, 0.5)
 
@@ -31,8 +31,8 @@ EPS_BOUNDS = (1e-3, 0.5)
 def _laws(le: np.ndarray, P: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each column's law at each row of X, with log(r + eps) and the exp term; P rows = [log c, log k, a_1..a_D]."""
     L = np.log(X + np.exp(le))
-    E = np.exp(np.clip(L @ P[:, 2:].T, -50.0, 50.0))
-    return np.exp(P[:, 0]) + np.exp(P[:, 1]) * E, L, E
+    value, E = exp_law(P, L)
+    return value, L, E
 
 
 class JointLawPredictor(Predictor):

@@ -17,10 +17,11 @@ from regmix_plugin.fit.base import FitError, Predictor, State
 from regmix_plugin.fit.features import FEATURE_MAPS, transform
 
 
-def _law(p: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Value and exp term of the law at each row of X; p = [log c, log k, t_1..t_D]."""
-    e = np.exp(np.clip(X @ p[2:], -50.0, 50.0))
-    return np.exp(p[0]) + np.exp(p[1]) * e, e
+def exp_law(p: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Value and exp term of the law at each row of X; p = [log c, log k, t_1..t_D]. A 2-D ``p`` (one such
+    row per law) gives every law at once, one column each."""
+    e = np.exp(np.clip(X @ p[..., 2:].T, -50.0, 50.0))
+    return np.exp(p[..., 0]) + np.exp(p[..., 1]) * e, e
 
 
 class MixingLawPredictor(Predictor):
@@ -58,7 +59,7 @@ class MixingLawPredictor(Predictor):
         scale = float(self.huber_scale) * max(float(np.std(y)), 1e-8)
 
         def resid(p):
-            return _law(p, X)[0] - y
+            return exp_law(p, X)[0] - y
 
         def jac(p):
             e = np.exp(np.clip(X @ p[2:], -50.0, 50.0))
@@ -94,7 +95,7 @@ class MixingLawPredictor(Predictor):
         return np.r_[self.log_c_, self.log_k_, self.t_]
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        return _law(self.params_, self._phi(X))[0]
+        return exp_law(self.params_, self._phi(X))[0]
 
     def gradient(self, x: np.ndarray) -> np.ndarray:
         """d L / d r at one mixture ``x`` (chain rule through the feature map; analytic for identity and log)."""

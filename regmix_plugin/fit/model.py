@@ -182,7 +182,8 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         params.setdefault("n_splits", cfg.folds)
         # joint-law competes for one-column targets, where the evidence for it is (a composite target is
         # already modelled per column; on the demo's mean loss joint-law scored CV rho 91.3 vs 94.8).
-        model = get_predictor("auto", **params).fit_target(X, y, Y, col_w, aux if len(target.columns) == 1 else None)
+        auto_aux = aux if len(target.columns) == 1 else None
+        model = get_predictor("auto", **params).fit_target(X, y, Y, col_w, auto_aux)
         cv_rows, oof, reason = list(model.cv_), {model.chosen_: model.oof_}, model.reason_
         extra = [c for c in cfg.compare if c not in {r["predictor"] for r in cv_rows}]
     else:
@@ -210,6 +211,10 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
     else:
         prior_source = "given"
     best = int(np.argmin(y))
+    # The auxiliary losses are part of the model when it is joint-law itself or auto's pick among the
+    # candidates it fitted on them.
+    on_aux = cfg.predictor == "joint-law" or (
+        cfg.predictor == "auto" and auto_aux is not None and model.chosen_ in model.auxiliary_candidates)
     return FittedModel(
         interactions=linear_interactions(df, names),
         predictor=model,
@@ -225,7 +230,7 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         y=y,
         oof=oof,
         X=X,
-        auxiliary=aux_names if getattr(model, "chosen_", model.name) == "joint-law" else [],
+        auxiliary=aux_names if on_aux else [],
     )
 
 
