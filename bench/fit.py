@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 from regmix_plugin.fit.registry import get_predictor
 from regmix_plugin.table import from_regmix_csv, weight_matrix
 
-PREDICTORS = ("linear", "lightgbm", "mixing-law", "log-law", "law-blend", "stack", "joint-law")  # add gp with --predictors (minutes at 512)
+PREDICTORS = ("linear", "lightgbm", "mixing-law", "log-law", "law-blend", "stack", "joint-law", "eff-law")  # add gp with --predictors (minutes at 512)
 SIZES = (64, 128, 256, 512)
 MAIN = "valid/pile_cc/loss"
 

@@ -25,11 +25,11 @@ from regmix_plugin.optimize.search import SearchConfig, search
 from regmix_plugin.table import from_regmix_csv, weight_matrix
 
 
-def side_by_side(data: Path, repeats: int) -> dict:
+def side_by_side(data: Path, repeats: int, predictor: str = "log-law") -> dict:
     tr = from_regmix_csv(data / "train_mixture_1m.csv", data / "train_pile_loss_1m.csv")
     X, y = weight_matrix(tr), tr["valid/pile_cc/loss"].to_numpy()
     names = [f"d{i}" for i in range(X.shape[1])]
-    model = get_predictor("log-law").fit(X, y)
+    model = get_predictor(predictor).fit(X, y)
     prior = X.mean(axis=0) / X.mean(axis=0).sum()
     lo, hi = np.zeros(len(names)), np.ones(len(names))
     times: dict[str, list[float]] = {"sample": [], "exact": []}
@@ -81,6 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/regmix-pile-1m"))
     ap.add_argument("--out", required=True)
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--predictor", default="log-law", help="smooth predictor fit for the side-by-side search")
     ap.add_argument("--skip-1000", action="store_true", help="leave out the 1000-domain case (about a minute)")
     ap.add_argument("--cases", default="17x512,100x1024,1000x4096", help="scaling cases, DOMAINSxRUNS, comma-separated")
     ap.add_argument("--only-scaling", action="store_true", help="leave out the side-by-side comparison")
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
     if args.only_scaling:
         pass
     elif (data / "train_mixture_1m.csv").is_file():
-        sbs = side_by_side(data, args.repeats)
+        sbs = side_by_side(data, args.repeats, args.predictor)
         report["side_by_side"] = sbs
         print("| search | predicted Pile-CC loss | median seconds | predictions |\n|---|---|---|---|")
         for mode, label in (("sample", "RegMix 100k top-128"), ("exact", "exact (SLSQP, 1 start)")):

@@ -19,6 +19,7 @@ FAST_PARAMS = {
     "stack": {"members": ["linear", "mixing-law"], "n_splits": 3},
     "per-column": {"base_params": {"n_starts": 2}},
     "joint-law": {"eps_inits": [0.03], "n_starts": 2},
+    "eff-law": {"n_starts": 2},
     "auto": {"candidates": ["linear", "mixing-law"], "n_splits": 3},
 }
 

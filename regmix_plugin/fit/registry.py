@@ -11,6 +11,7 @@ from regmix_plugin.fit.base import FitError, Predictor
 def _classes() -> dict[str, type[Predictor]]:
     # Imported here, not at module import, so `import regmix_plugin.fit.registry` stays cheap.
     from regmix_plugin.fit.auto import AutoPredictor
+    from regmix_plugin.fit.efflaw import EffectiveDataLawPredictor
     from regmix_plugin.fit.ensemble import LawBlendPredictor, StackPredictor
     from regmix_plugin.fit.gbdt import LightGBMPredictor
     from regmix_plugin.fit.gp import GPPredictor
@@ -20,7 +21,7 @@ def _classes() -> dict[str, type[Predictor]]:
     from regmix_plugin.fit.percolumn import PerColumnPredictor
 
     classes = (LinearPredictor, LightGBMPredictor, MixingLawPredictor, LogLawPredictor, LawBlendPredictor,
-               GPPredictor, StackPredictor, PerColumnPredictor, JointLawPredictor, AutoPredictor)
+               EffectiveDataLawPredictor, GPPredictor, StackPredictor, PerColumnPredictor, JointLawPredictor, AutoPredictor)
     return {c.name: c for c in classes}
 
 
