@@ -44,10 +44,15 @@ def _effective(s: np.ndarray, g: float, X: np.ndarray) -> tuple[np.ndarray, np.n
     return U, 1.0 + U @ s
 
 
+def _unpack(p: np.ndarray) -> tuple[float, float, float, np.ndarray, float]:
+    """``c, k, alpha, s, g`` from the fitted vector ``[log c, log k, log alpha, log s_1..log s_D, log g]``."""
+    return float(np.exp(p[0])), float(np.exp(p[1])), float(np.exp(p[2])), np.exp(p[3:-1]), float(np.exp(p[-1]))
+
+
 def _law(p: np.ndarray, X: np.ndarray) -> np.ndarray:
-    D = X.shape[1]
-    _, S = _effective(np.exp(p[3:3 + D]), float(np.exp(p[3 + D])), X)
-    return np.exp(p[0]) + np.exp(p[1]) * S ** (-np.exp(p[2]))
+    c, k, a, s, g = _unpack(p)
+    _, S = _effective(s, g, X)
+    return c + k * S ** (-a)
 
 
 class EffectiveDataLawPredictor(Predictor):
@@ -77,7 +82,7 @@ class EffectiveDataLawPredictor(Predictor):
             return _law(p, X) - y
 
         def jac(p):
-            c, k, a, s, g = np.exp(p[0]), np.exp(p[1]), np.exp(p[2]), np.exp(p[3:3 + D]), float(np.exp(p[3 + D]))
+            c, k, a, s, g = _unpack(p)
             U, S = _effective(s, g, X)
             Sa = S ** (-a)
             dS = -a * k * Sa / S  # d L / d S
@@ -108,7 +113,7 @@ class EffectiveDataLawPredictor(Predictor):
     def effective_weights_(self) -> np.ndarray:
         """``s_d``: how much one unit of each domain (to the power g) counts for the target."""
         self._check_fitted()
-        return np.exp(self.params_[3:-1])
+        return _unpack(self.params_)[3]
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         return _law(self.params_, X)
@@ -117,8 +122,7 @@ class EffectiveDataLawPredictor(Predictor):
         """d L / d r at one mixture: -alpha * k * S^(-alpha-1) * s_d * g * (r_d + DELTA)^(g-1)."""
         self._check_fitted()
         x = np.asarray(x, float)
-        p = self.params_
-        k, a, s, g = np.exp(p[1]), np.exp(p[2]), np.exp(p[3:-1]), float(np.exp(p[-1]))
+        _, k, a, s, g = _unpack(self.params_)
         _, S = _effective(s, g, x[None, :])
         return -a * k * S[0] ** (-a - 1.0) * s * g * (x + DELTA) ** (g - 1.0)
 
