@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from regmix_plugin.errors import RegmixError
+from regmix_plugin.fit.base import load_predictor
 from regmix_plugin.fit.registry import get_predictor
 from regmix_plugin.optimize.search import SearchConfig, search
 
@@ -54,6 +55,50 @@ def test_exact_search_from_mixtures_with_absent_domains_beats_the_sample_search(
     assert exact.predicted <= sample.predicted + 1e-9
     # The law's optimum keeps most of the target's own domain and some of the related one.
     assert exact.weights[0] == exact.weights.max() and exact.weights[1] > 0
+
+
+@pytest.mark.parametrize("bounds", ["simplex", "caps and mins", "fixed"])
+def test_closed_form_optimum_equals_slsqp_within_bounds(bounds):
+    X, y = eff_data(64, 0)
+    model = get_predictor("eff-law").fit(X, y)
+    names, prior = ["a", "b", "c", "d"], np.full(4, 0.25)
+    lo, hi = np.zeros(4), np.ones(4)
+    if bounds != "simplex":
+        lo, hi = np.array([0.0, 0.05, 0.1, 0.0]), np.array([0.5, 0.2, 1.0, 1.0])  # the own domain capped
+    if bounds == "fixed":
+        lo[1] = hi[1] = 0.15
+    closed = search(model, names, prior, lo, hi, SearchConfig(mode="exact"))
+    assert (closed.mode, closed.method, closed.evaluations) == ("exact", "closed form", 1)
+    assert abs(closed.weights.sum() - 1) < 1e-12 and np.all(closed.weights >= lo - 1e-12) and np.all(closed.weights <= hi + 1e-12)
+    model.minimize_on_simplex = lambda lo, hi: None  # this instance has no closed form: SLSQP searches
+    slsqp = search(model, names, prior, lo, hi, SearchConfig(mode="exact", n_starts=3))
+    assert slsqp.method == "SLSQP"
+    assert closed.predicted <= slsqp.predicted + 1e-9
+    np.testing.assert_allclose(closed.weights, slsqp.weights, atol=1e-5)
+    if bounds != "simplex":
+        assert closed.active["a"].startswith("at upper bound") and closed.weights[0] == pytest.approx(0.5)
+
+
+def test_auto_passes_the_closed_form_through_after_loading(tmp_path):
+    X, y = eff_data(64, 0)
+    auto = get_predictor("auto", candidates=("eff-law",), baselines=(), column_candidates=(), n_splits=3).fit(X, y)
+    auto.save(tmp_path / "auto")
+    loaded = load_predictor(tmp_path / "auto")
+    lo, hi = np.zeros(4), np.ones(4)
+    res = search(loaded, ["a", "b", "c", "d"], np.full(4, 0.25), lo, hi, SearchConfig(mode="exact"))
+    assert res.method == "closed form"
+    np.testing.assert_allclose(res.weights, auto.model_.minimize_on_simplex(lo, hi), atol=1e-12)
+
+
+def test_no_closed_form_for_a_convex_law_or_a_prior_pull():
+    X, y = eff_data(64, 0)
+    model = get_predictor("eff-law").fit(X, y)
+    names, prior, lo, hi = ["a", "b", "c", "d"], np.full(4, 0.25), np.zeros(4), np.ones(4)
+    pulled = search(model, names, prior, lo, hi, SearchConfig(mode="exact", pull_strength=0.05))
+    assert pulled.method == "SLSQP"  # the KL pull makes the problem non-separable in the effective data
+    model.params_[-1] = np.log(1.5)  # g > 1: convex in each share, the optimum is a vertex
+    assert model.minimize_on_simplex(lo, hi) is None
+    assert search(model, names, prior, lo, hi, SearchConfig(mode="exact")).method == "SLSQP"
 
 
 def test_bad_input_is_a_one_line_error_naming_the_field():

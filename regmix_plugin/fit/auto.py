@@ -144,6 +144,10 @@ class AutoPredictor(Predictor):
             raise NotImplementedError("gradient: the chosen predictor has no analytic gradient")
         return grad(x)
 
+    def minimize_on_simplex(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
+        solve = getattr(self.model_, "minimize_on_simplex", None)
+        return solve(lo, hi) if solve is not None else None
+
     def _get_state(self) -> State:
         return State(
             meta={"cv": self.cv_, "chosen": self.chosen_, "reason": self.reason_},

@@ -153,7 +153,7 @@ def optimize(
         "predicted_target": res.predicted,
         "predicted_target_uncertainty": uncertainty,
         "baselines": baselines,
-        "search": {"mode": res.mode, "evaluations": res.evaluations, "seconds": round(seconds, 3),
+        "search": {"mode": res.mode, "method": res.method, "evaluations": res.evaluations, "seconds": round(seconds, 3),
                    "n_samples": cfg.n_samples, "top_k": cfg.top_k, "seed": cfg.seed},
         "constraints": constraints.to_dict(),
         **({"token_sources": token_source} if constraints.target_tokens is not None else {}),

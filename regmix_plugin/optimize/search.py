@@ -4,7 +4,9 @@ Two modes:
 
 - ``sample`` (RegMix's): draw a large Dirichlet pool around the prior, predict every mixture, and average
   the top-k. Works for any predictor, including trees.
-- ``exact``: for smooth predictors, from several starts (the prior and the best of a small pool): SLSQP
+- ``exact``: for smooth predictors. Where the predictor solves its own bounded-simplex problem in closed
+  form (``minimize_on_simplex``: eff-law, whose optimum is a water-filling) and no prior pull is asked
+  for, that answer is the global optimum and no search runs. Otherwise, from several starts (the prior and the best of a small pool): SLSQP
   on the bounded simplex up to ``slsqp_max_domains`` domains, projected gradient descent above that
   (SLSQP's dense quadratic subproblem grows as D^3). Gradients are analytic where the predictor has ``gradient`` and
   otherwise finite differences evaluated as ONE batched ``predict`` call of D+1 mixtures, which is what
@@ -56,6 +58,11 @@ class SearchResult:
     mode: str
     active: dict[str, str] = field(default_factory=dict)  # domain -> "at min" / "at max (token cap)" ...
     evaluations: int = 0
+    method: str = ""  # how: "closed form", "SLSQP", "projected gradient" or "top-k average"
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode} ({self.method})" if self.method else self.mode
 
 
 def project_bounded_simplex(V: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -187,6 +194,10 @@ def search(
     mode = cfg.mode if cfg.mode != "auto" else ("exact" if smooth else "sample")
     if mode == "exact" and not smooth:
         raise ConfigError(f"--mode exact: predictor {model.name!r} is not smooth (trees); use --mode sample or a smooth predictor")
+    if mode == "exact" and cfg.pull_strength == 0:
+        w = _closed_form(model, lo, hi)
+        if w is not None:
+            return _result(model, w, lo, hi, names, source, mode, 1, "closed form")
     n_pool = cfg.n_samples if mode == "sample" else min(cfg.n_samples, cfg.start_pool)
     pool = dirichlet_pool(prior, n_pool, cfg.strengths, cfg.seed, lo, hi)
     vals = objective(model, pool, prior, cfg)
@@ -194,13 +205,14 @@ def search(
     if mode == "sample":
         w = pool[order[: cfg.top_k]].mean(axis=0)
         w = project_bounded_simplex(w, lo, hi)[0]
-        evals = len(pool)
+        evals, method = len(pool), "top-k average"
     else:
         # The best pool sample first, then the prior, then the next best samples.
         starts = [pool[order[0]], project_bounded_simplex(prior, lo, hi)[0]] + [pool[i] for i in order[1:]]
         starts = starts[: max(cfg.n_starts, 1)]
         best, evals = None, len(pool)
         local = _slsqp if len(names) <= cfg.slsqp_max_domains else _descend
+        method = "SLSQP" if local is _slsqp else "projected gradient"
         # Each step is tiny linear algebra: BLAS threads cost more to wake than they save (4x here).
         with _blas_controller().limit(limits=1, user_api="blas"):
             for x0 in starts:
@@ -209,13 +221,25 @@ def search(
                 if best is None or f < best[1]:
                     best = (x, f)
         w = best[0]
+    return _result(model, w, lo, hi, names, source, mode, evals, method)
+
+
+def _closed_form(model: Predictor, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
+    solve = getattr(model, "minimize_on_simplex", None)
+    w = solve(lo, hi) if callable(solve) else None
+    if w is None or not np.all(np.isfinite(w)) or abs(float(np.sum(w)) - 1.0) > 1e-6:
+        return None  # no closed form for this fit (or a numerically failed one): search instead
+    return np.asarray(w, float)
+
+
+def _result(model, w, lo, hi, names, source, mode, evals, method) -> SearchResult:
     # Round away float dust (1e-17 weights) so the file and report say 0 where the search meant 0.
     w = np.where(w < 1e-9, 0.0, w)
     w = w / w.sum()
     if np.any(w < lo - 1e-12) or np.any(w > hi + 1e-12):
         w = project_bounded_simplex(w, lo, hi)[0]
     pred = float(model.predict(w[None, :])[0])
-    return SearchResult(w, pred, mode, _active(w, lo, hi, names, source or {}), evals)
+    return SearchResult(w, pred, mode, _active(w, lo, hi, names, source or {}), evals, method)
 
 
 @functools.cache

@@ -73,7 +73,7 @@ def write_fit_report(model, outcome, out_dir: str | os.PathLike) -> tuple[Path, 
         unc = prov["predicted_target_uncertainty"]
         rep.add_paragraph(
             f"Predicted target {outcome.result.predicted:.4f} {interval_text(unc)}; "
-            f"{outcome.result.mode} search in {outcome.seconds:.2f}s."
+            f"{outcome.result.label} search in {outcome.seconds:.2f}s."
         )
         if unc.get("interval"):
             rep.add_paragraph(
