@@ -46,6 +46,37 @@ def side_by_side(data: Path, repeats: int, predictor: str = "log-law") -> dict:
     return out
 
 
+def closed_form_check(data: Path, columns=("pile_cc", "github", "arxiv", "freelaw")) -> list[dict]:
+    """eff-law's closed-form optimum against 3-start SLSQP on the same fit, for several targets and bound sets."""
+    tr = from_regmix_csv(data / "train_mixture_1m.csv", data / "train_pile_loss_1m.csv")
+    X = weight_matrix(tr)
+    D, names = X.shape[1], [f"d{i}" for i in range(X.shape[1])]
+    prior = X.mean(axis=0) / X.mean(axis=0).sum()
+    rows = []
+    for col in columns:
+        model = get_predictor("eff-law").fit(X, tr[f"valid/{col}/loss"].to_numpy())
+        rng = np.random.default_rng(0)
+        for case in ("simplex", "random caps", "caps and minimums", "plus one fixed weight"):
+            lo, hi = np.zeros(D), np.ones(D)
+            if case != "simplex":
+                hi = rng.uniform(0.02, 0.5, D)
+                hi[0] = max(hi[0], 0.3)  # the caps must leave room for a mixture (sum >= 1)
+            if case in ("caps and minimums", "plus one fixed weight"):
+                lo = rng.uniform(0.0, 0.02, D)
+            if case == "plus one fixed weight":
+                lo[3] = hi[3] = 0.05
+            closed = search(model, names, prior, lo, hi, SearchConfig(mode="exact"))
+            solve = model.minimize_on_simplex
+            model.minimize_on_simplex = lambda lo, hi: None  # hide the closed form: SLSQP searches
+            slsqp = search(model, names, prior, lo, hi, SearchConfig(mode="exact", n_starts=3))
+            model.minimize_on_simplex = solve
+            rows.append({"target": col, "bounds": case, "method": closed.method, "closed_form": closed.predicted,
+                         "slsqp": slsqp.predicted, "max_weight_difference": float(np.abs(closed.weights - slsqp.weights).max())})
+            r = rows[-1]
+            print(f"| {col} | {case} | {r['closed_form']:.6f} | {r['slsqp']:.6f} | {r['max_weight_difference']:.1e} |", flush=True)
+    return rows
+
+
 def synthetic(D: int, n: int, seed: int = 0):
     """Runs from the law 2 + exp(t . r) plus noise; also returns t, so the chosen mixture's true loss is known."""
     rng = np.random.default_rng(seed)
@@ -86,6 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", default="17x512,100x1024,1000x4096", help="scaling cases, DOMAINSxRUNS, comma-separated")
     ap.add_argument("--only-scaling", action="store_true", help="leave out the side-by-side comparison")
     ap.add_argument("--scaling-repeats", type=int, default=1, help="time each scaling case this many times")
+    ap.add_argument("--closed-form-check", action="store_true",
+                    help="also compare eff-law's closed-form optimum with 3-start SLSQP (4 targets x 4 bound sets)")
     args = ap.parse_args(argv)
     report: dict = {"cpu_count": os.cpu_count()}
     data = Path(args.data)
@@ -101,6 +134,9 @@ def main(argv=None) -> int:
         print(f"speedup {sbs['speedup']:.1f}x; exact at least as good: {sbs['exact_at_least_as_good']}\n")
     else:
         print(f"no RegMix data at {data}; skipping the side-by-side comparison", file=sys.stderr)
+    if args.closed_form_check:
+        print("| target | bounds | closed form | SLSQP, 3 starts | max weight difference |\n|---|---|---|---|---|")
+        report["closed_form_check"] = closed_form_check(data)
     cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
     cases = [c for c in cases if not (args.skip_1000 and c[0] >= 1000)]
     rows = scaling(cases, args.scaling_repeats)
