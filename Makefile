@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 venv: $(STAMP)
 
 $(STAMP): setup.py pyproject.toml
+	@scripts/check_disk.sh $(VENV)
 	@test -x $(PY) || "$$(scripts/find_python312.sh)" -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,dali]'
