@@ -5,6 +5,11 @@ full fit) on 64 and 512 of RegMix's train runs (subsampled with a fixed seed, as
 the interval from the out-of-fold residuals (regmix_plugin.optimize.uncertainty), and count how many of the
 256 test runs fall inside it. Targets: Pile-CC and the mean loss over the 13 evaluated domains.
 
+The interval is calibrated over mixtures drawn like the proxy runs; the chosen mixture is the predictor's
+own minimum, where errors lean optimistic. So coverage is also counted on the tenth of the test runs that
+the model predicts lowest (26 runs), with the mean signed error there (actual - predicted; > 0 means the
+model is optimistic where it matters).
+
     .venv/bin/python bench/uncertainty.py --data ../shared/data/regmix-pile-1m --out bench_out/uncertainty
 """
 
@@ -53,20 +58,27 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 model = fit_model(sub, expr, FitConfig(predictor=name, seed=0))
                 pred = model.predictor.predict(Xte)
+                best = np.argsort(pred, kind="stable")[: max(1, len(pred) // 10)]  # the predicted-best tenth
                 for c in COVERAGES:
                     iv = model_interval(model, c)
                     lo, hi = iv.bounds(pred)
+                    inside = (yte >= lo) & (yte <= hi)
                     rows.append({"target": expr, "n_runs": n, "predictor": name, "chosen": model.chosen,
-                                 "coverage": c, "empirical": float(np.mean((yte >= lo) & (yte <= hi))),
+                                 "coverage": c, "empirical": float(np.mean(inside)),
+                                 "empirical_best_tenth": float(np.mean(inside[best])),
+                                 "bias_best_tenth": float(np.mean(yte[best] - pred[best])),
                                  "half_width": iv.half_width, "test_rmse": float(np.sqrt(np.mean((pred - yte) ** 2))),
                                  "seconds": round(time.perf_counter() - t0, 1)})
                     r = rows[-1]
                     print(f"{expr:20s} n={n:4d} {name:9s} ({model.chosen:10s}) nominal {c:.2f} empirical "
-                          f"{r['empirical']:.3f} half-width {r['half_width']:.4f}", flush=True)
-    lines = ["| target | train runs | predictor (chosen) | nominal | empirical on 256 test runs | half-width | test RMSE |",
-             "|---|---|---|---|---|---|---|"]
+                          f"{r['empirical']:.3f} (best tenth {r['empirical_best_tenth']:.3f}, bias {r['bias_best_tenth']:+.4f}) "
+                          f"half-width {r['half_width']:.4f}", flush=True)
+    lines = ["| target | train runs | predictor (chosen) | nominal | empirical on 256 test runs | on the predicted-best tenth "
+             "| its bias (actual - predicted) | half-width | test RMSE |",
+             "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['target']} | {r['n_runs']} | {r['predictor']} ({r['chosen']}) | {r['coverage']:.0%} | "
-              f"{r['empirical']:.1%} | {r['half_width']:.4f} | {r['test_rmse']:.4f} |" for r in rows]
+              f"{r['empirical']:.1%} | {r['empirical_best_tenth']:.1%} | {r['bias_best_tenth']:+.4f} | "
+              f"{r['half_width']:.4f} | {r['test_rmse']:.4f} |" for r in rows]
     table = "\n".join(lines)
     print(table)
     out = Path(args.out)
