@@ -6,11 +6,11 @@ Two modes:
   the top-k. Works for any predictor, including trees.
 - ``exact``: for smooth predictors. Where the predictor solves its own bounded-simplex problem in closed
   form (``minimize_on_simplex``: eff-law, whose optimum is a water-filling) and no prior pull is asked
-  for, that answer is the global optimum and no search runs. Otherwise, from several starts (the prior and the best of a small pool): SLSQP
-  on the bounded simplex up to ``slsqp_max_domains`` domains, projected gradient descent above that
-  (SLSQP's dense quadratic subproblem grows as D^3). Gradients are analytic where the predictor has ``gradient`` and
-  otherwise finite differences evaluated as ONE batched ``predict`` call of D+1 mixtures, which is what
-  makes 1000 domains cheap.
+  for, that answer is the global optimum and no search runs. Otherwise, from several starts (the prior and
+  the best of a small pool): SLSQP on the bounded simplex up to ``slsqp_max_domains`` domains, projected
+  gradient descent above that (SLSQP's dense quadratic subproblem grows as D^3). Gradients are analytic
+  where the predictor has ``gradient`` and otherwise finite differences evaluated as ONE batched
+  ``predict`` call of D+1 mixtures, which is what makes 1000 domains cheap.
 
 An optional pull toward the prior (KL(w || prior) or negative entropy) is added to the objective.
 """
