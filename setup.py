@@ -23,6 +23,9 @@ setup(
         "matplotlib",
         "tensorboard",
         "tokenizers",
+        # megatron-core's torch_dist checkpoints (Megatron-LM's default format) start writer workers with
+        # psutil, which megatron-core does not declare: without it every --save fails.
+        "psutil",
     ],
     extras_require={
         # apex is deliberately absent: it is not on PyPI. megatron-core uses it when it is

@@ -3,10 +3,13 @@
 #
 #   MIXTURE=study/regmix.json OUT=runs/tp2pp2 bash examples/megatron_tp2_pp2.sh
 #
+# The flags are README.md's launch line; tests/test_megatron_e2e.py runs the same flags (tiny sizes, gloo)
+# through Megatron's real pretrain() on CPU, and checks that this file and README.md keep to them.
 # The corpus must come with a corpus.json (regmix corpus build) or use the tokenizer given below; here the
 # byte tokenizer's ids are reproduced with NullTokenizer --vocab-size 257 (eod = 256). For a HuggingFace
 # tokenizer use --tokenizer-type HuggingFaceTokenizer --tokenizer-model <name or path>.
-# Per-domain validation losses land in $OUT/metrics.jsonl and $OUT/tb (valid/<domain>/loss).
+# Per-domain validation losses land in $OUT/metrics.jsonl, $OUT/tb and $OUT/megatron_tb
+# (lm loss validation-<domain>). Without Transformer Engine/apex the entry point adds the flags it needs.
 set -euo pipefail
 
 MIXTURE=${MIXTURE:?set MIXTURE to a regmix.json}
@@ -15,7 +18,7 @@ NPROC=${NPROC:-4}
 TRAIN_SAMPLES=${TRAIN_SAMPLES:-102400}
 PYTHON=${PYTHON:-python}
 
-export CUDA_DEVICE_MAX_CONNECTIONS=1  # required by Megatron for TP communication overlap
+export CUDA_DEVICE_MAX_CONNECTIONS=1  # Megatron requires it for tensor parallelism before Blackwell
 
 exec "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" \
   -m regmix_plugin.megatron.pretrain_gpt \

@@ -24,6 +24,7 @@ asserts every blend weight is > 0) and is still evaluated for per-domain validat
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -294,6 +295,16 @@ class Mixture:
             if d.name == name:
                 return d.weight
         raise MixtureError(f"domains: no domain named {name!r}; known: {', '.join(self.names)}")
+
+    def reordered(self, names: list[str]) -> "Mixture":
+        """A copy listing the same domains in the order of ``names`` (the content hash follows the order)."""
+        by_name = {d.name: d for d in self.domains}
+        if sorted(names) != sorted(by_name):
+            raise MixtureError(f"domains: expected exactly {', '.join(names)}; this mixture lists {', '.join(self.names)}")
+        mix = Mixture(domains=[copy.deepcopy(by_name[n]) for n in names], name=self.name,
+                      provenance=dict(self.provenance), normalization=dict(self.normalization), version=self.version)
+        mix.base_dir = self.base_dir
+        return mix
 
     def train_domains(self) -> list[Domain]:
         """The domains that enter the training blend (weight > 0)."""

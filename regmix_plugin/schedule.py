@@ -94,6 +94,32 @@ class Schedule:
         """The phase that trains iteration ``iteration``."""
         return max(i for i, p in enumerate(self.phases) if p.start <= iteration)
 
+    def domain_order(self) -> list[str]:
+        """The domains every phase is evaluated on, in the first phase's order.
+
+        Per-domain losses must mean the same thing in every phase, so every phase lists the same domains (one a
+        phase does not train on has weight 0 there) with the same validation data; the order may differ.
+        """
+        first = self.phases[0].load()
+        for i, phase in enumerate(self.phases[1:], start=1):
+            mix = phase.load()
+            if set(mix.names) != set(first.names):
+                extra = sorted(set(mix.names) - set(first.names))
+                missing = sorted(set(first.names) - set(mix.names))
+                raise ConfigError(
+                    f"phases[{i}].mixture: {phase.mixture_path} lists domains {'+' + ','.join(extra) if extra else ''}"
+                    f"{' ' if extra and missing else ''}{'-' + ','.join(missing) if missing else ''} against "
+                    "phases[0]; every phase must list the same domains (give a domain a phase does not train on weight 0)"
+                )
+            for name in first.names:
+                a, b = _valid_data(first, name), _valid_data(mix, name)
+                if a != b:
+                    raise ConfigError(
+                        f"phases[{i}].mixture: domain {name!r} is validated on {', '.join(b)} but in phases[0] on "
+                        f"{', '.join(a)}; every phase must validate a domain on the same data"
+                    )
+        return first.names
+
     def transition_iterations(self) -> list[int]:
         return [p.start for p in self.phases[1:]]
 
@@ -111,3 +137,9 @@ class Schedule:
         """The Megatron-LM flag that makes training stop (and checkpoint) at each transition."""
         its = self.transition_iterations()
         return ["--phase-transition-iterations", ",".join(map(str, its))] if its else []
+
+
+def _valid_data(mix: Mixture, name: str) -> list[str]:
+    """The prefixes a domain's validation loss is computed on (its training prefixes when it has no held-out set)."""
+    d = next(x for x in mix.domains if x.name == name)
+    return [mix.resolve(p) for p in (d.valid_prefixes or d.prefixes)]

@@ -1,4 +1,7 @@
-"""Megatron-LM integration against the real megatron.training parser and dataset code (CPU), plus GPU tests."""
+"""The Megatron-LM integration's parts against the real megatron.training parser, samplers and datasets (CPU).
+
+tests/test_megatron_e2e.py runs the whole of Megatron's pretrain(); these tests pin each decision on its own.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +15,12 @@ from proxy_helpers import REPO, make_corpus, write_mixture
 
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.megatron.args import add_regmix_args, check_regmix_args
-from regmix_plugin.megatron.loss import per_domain_loss
-from regmix_plugin.megatron.pretrain_gpt import prepare_argv
+from regmix_plugin.megatron.launch import prepare_launch, resume_schedule
+from regmix_plugin.megatron.loss import DomainTally, per_domain_loss
 from regmix_plugin.schedule import Schedule
 
 MODEL_FLAGS = [
-    "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "32",
+    "--eval-interval", "4", "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "32",
     "--max-position-embeddings", "32", "--micro-batch-size", "2", "--global-batch-size", "4", "--lr", "1e-3",
     # NullTokenizer --vocab-size 257 has eod 256: the ids of the plugin's byte tokenizer.
     "--tokenizer-type", "NullTokenizer", "--vocab-size", "257",
@@ -39,6 +42,16 @@ def parse(monkeypatch):
     unset_global_variables()
 
 
+@pytest.fixture
+def process_group():
+    """A one-rank gloo process group with megatron-core's model-parallel state (TP = PP = 1)."""
+    from regmix_plugin.proxy import distributed
+
+    distributed.setup("cpu")
+    yield
+    distributed.teardown()
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("mcorpus")
@@ -57,30 +70,194 @@ def test_real_parser_accepts_the_plugin_flags(parse, corpus):
     assert args.regmix_per_domain_eval is True and args.data_schedule_from is None
 
 
-def test_conflicting_data_flags_are_one_line_errors(parse, corpus):
-    mix = str(corpus / "natural.json")
-    args = parse([*MODEL_FLAGS, "--train-iters", "10", "--data-mixture-from", mix, "--mock-data"])
-    with pytest.raises(ConfigError, match="--mock-data: not allowed with --data-mixture-from"):
-        check_regmix_args(args)
-    args = parse([*MODEL_FLAGS, "--train-iters", "10", "--data-mixture-from", mix, "--data-path", "1.0", "/x/y"])
-    with pytest.raises(ConfigError, match="--data-path: not allowed"):
+@pytest.mark.parametrize("flags, message", [
+    (["--mock-data"], "--mock-data: not allowed with --data-mixture-from"),
+    (["--data-path", "1.0", "/x/y"], "--data-path: not allowed"),
+    (["--full-validation"], "--full-validation: not allowed with --data-mixture-from; every evaluation already"),
+    (["--multiple-validation-sets"], "--multiple-validation-sets: not allowed"),
+    (["--sft"], "--sft: not allowed"),
+    (["--dataloader-inter-document-masking"], "--dataloader-inter-document-masking: not allowed"),
+    (["--dataloader-type", "cyclic"], "--dataloader-type cyclic: the mixture's blend is already shuffled"),
+])
+def test_conflicting_data_flags_are_one_line_errors(parse, corpus, flags, message):
+    args = parse([*MODEL_FLAGS, "--train-iters", "10", "--data-mixture-from", str(corpus / "natural.json"), *flags])
+    with pytest.raises(ConfigError, match=message):
         check_regmix_args(args)
 
 
-def test_dataset_provider_builds_blend_and_per_domain_validation(parse, corpus):
+# ---- what the entry point settles before Megatron parses -------------------------------------------------
+
+def test_without_te_or_apex_the_local_implementation_flags_are_added():
+    launch = prepare_launch(["--num-layers", "2"], environ={}, installed=lambda m: False)
+    assert launch.argv == ["--num-layers", "2", "--transformer-impl", "local", "--no-rope-fusion",
+                           "--no-gradient-accumulation-fusion", "--no-masked-softmax-fusion", "--no-persist-layer-norm"]
+    assert launch.notes == ["Transformer Engine and apex are not installed; added --transformer-impl local "
+                            "--no-rope-fusion --no-gradient-accumulation-fusion --no-masked-softmax-fusion "
+                            "--no-persist-layer-norm"]
+    # Flags the user gave are kept and not repeated.
+    launch = prepare_launch(["--transformer-impl", "local", "--no-persist-layer-norm"], environ={},
+                            installed=lambda m: False)
+    assert launch.argv.count("--no-persist-layer-norm") == 1 and launch.argv.count("--transformer-impl") == 1
+    # With Transformer Engine and apex nothing is added; with TE only, the local implementation still needs apex.
+    assert prepare_launch(["--num-layers", "2"], environ={}, installed=lambda m: True).argv == ["--num-layers", "2"]
+    te_only = prepare_launch(["--transformer-impl", "local"], environ={}, installed=lambda m: m == "transformer_engine")
+    assert "--no-gradient-accumulation-fusion" in te_only.argv and "--no-rope-fusion" not in te_only.argv
+    with pytest.raises(ConfigError, match="--transformer-impl transformer_engine: Transformer Engine is not installed"):
+        prepare_launch(["--transformer-impl", "transformer_engine"], environ={}, installed=lambda m: False)
+
+
+def test_the_added_flags_are_what_megatron_needs_without_te_or_apex(parse, corpus):
+    """The stock defaults fail to build a GPT model here (no TE, no apex); the added flags make it build."""
+    from megatron.training.argument_utils import gpt_config_from_args
+
+    args = parse([*MODEL_FLAGS, "--train-iters", "4", "--position-embedding-type", "rope"])
+    with pytest.raises(Exception, match="apply_rope_fusion is not available|transformer_engine|Transformer Engine"):
+        gpt_config_from_args(args)
+    installed = __import__("regmix_plugin.megatron.launch", fromlist=["_installed"])._installed
+    argv = prepare_launch([*MODEL_FLAGS, "--train-iters", "4", "--position-embedding-type", "rope"], environ={},
+                          installed=installed).argv
+    args = parse(argv)
+    assert args.transformer_impl == "local" and not args.gradient_accumulation_fusion and not args.apply_rope_fusion
+    assert args.no_persist_layer_norm and not args.masked_softmax_fusion
+    gpt_config_from_args(args)  # builds
+
+
+def test_tensor_parallel_sets_cuda_device_max_connections_once():
+    env: dict = {}
+    notes = prepare_launch(["--tensor-model-parallel-size", "2"], environ=env, installed=lambda m: True).notes
+    assert env == {"CUDA_DEVICE_MAX_CONNECTIONS": "1"} and any("CUDA_DEVICE_MAX_CONNECTIONS=1" in n for n in notes)
+    env = {"CUDA_DEVICE_MAX_CONNECTIONS": "8"}  # the user's choice is kept
+    assert prepare_launch(["--context-parallel-size", "2"], environ=env, installed=lambda m: True).notes == []
+    assert env == {"CUDA_DEVICE_MAX_CONNECTIONS": "8"}
+    for argv in (["--tensor-model-parallel-size", "1"], ["--tensor-model-parallel-size", "2", "--use-megatron-fsdp"]):
+        env = {}
+        prepare_launch(argv, environ=env, installed=lambda m: True)
+        assert env == {}
+
+
+def test_dataset_helpers_are_not_rebuilt_when_the_wheel_ships_them(parse, process_group):
+    """initialize_megatron's _compile_dependencies runs `make` where the wheel has no Makefile, then sys.exit(1)."""
+    import megatron.core.datasets.utils as dataset_utils
+    from megatron.training.initialize import _compile_dependencies
+
+    from regmix_plugin.megatron.launch import use_prebuilt_dataset_helpers
+
+    parse([*MODEL_FLAGS, "--train-iters", "4"])
+    stock = dataset_utils.compile_helpers
+    try:
+        with pytest.raises(SystemExit):
+            _compile_dependencies()  # the defect, as it happens on rank 0 of a real launch
+        assert use_prebuilt_dataset_helpers()
+        _compile_dependencies()  # returns: the prebuilt helpers are used
+        from megatron.core.datasets import helpers_cpp
+
+        assert hasattr(helpers_cpp, "build_blending_indices")
+    finally:
+        dataset_utils.compile_helpers = stock
+
+
+# ---- schedules ------------------------------------------------------------------------------------------
+
+def test_schedule_maps_to_phase_transition_iterations(parse, corpus, tmp_path):
+    """Megatron's own phase arithmetic (get_train_valid_test_num_samples) matches Schedule.phase_bounds."""
+    from megatron.training.training import get_train_valid_test_num_samples, update_train_iters
+
+    from regmix_plugin.megatron.datasets import mixture_for_iteration
+
+    a = write_mixture(corpus, "phase_a", {"web": 1.0})
+    b = write_mixture(corpus, "phase_b", {"code": 1.0})
+    sched_path = tmp_path / "s.yaml"
+    sched_path.write_text(f"phases:\n  - {{start: 0, mixture: {a}}}\n  - {{start: 4, mixture: {b}}}\n"
+                          f"  - {{start: 9, mixture: {a}}}\n")
+    argv = prepare_launch([*MODEL_FLAGS, "--train-samples", "48", "--data-schedule-from", str(sched_path),
+                           "--save", str(tmp_path / "ckpt"), "--save-interval", "4"], environ={},
+                          installed=lambda m: True).argv
+    assert argv[-2:] == ["--phase-transition-iterations", "4,9"]
+    args = parse(argv)
+    check_regmix_args(args)
+    assert args.phase_transition_iterations == [4, 9]
+    update_train_iters(args)  # as pretrain() does
+    schedule = Schedule.load(sched_path)
+    bounds = schedule.phase_bounds(48 // 4)
+    for iteration in range(12):
+        args.iteration = iteration
+        start, end = bounds[schedule.phase_index(iteration)]
+        assert get_train_valid_test_num_samples()[0] == (end - start) * 4
+        assert mixture_for_iteration(args).name == ("phase_b" if 4 <= iteration < 9 else "phase_a")
+    # Megatron 0.19 computes phase sizes from --train-samples; with --train-iters its arithmetic fails.
+    args = parse([*MODEL_FLAGS, "--train-iters", "12", "--data-schedule-from", str(sched_path)])
+    with pytest.raises(ConfigError, match="--train-samples"):
+        check_regmix_args(args)
+    args = parse([*MODEL_FLAGS, "--train-samples", "48", "--data-schedule-from", str(sched_path)])
+    with pytest.raises(ConfigError, match="--save: a --data-schedule-from run needs --save"):
+        check_regmix_args(args)
+
+
+def test_a_schedule_relaunch_resumes_from_its_own_save(parse, corpus, tmp_path):
+    """Without this, a relaunch without --load (or with --load of a base model) restarts phase 0 forever."""
+    a = write_mixture(corpus, "phase_a", {"web": 1.0})
+    sched = tmp_path / "s.yaml"
+    sched.write_text(f"phases:\n  - {{start: 0, mixture: {a}}}\n  - {{start: 4, mixture: {a}}}\n")
+    save = tmp_path / "ckpt"
+    base = [*MODEL_FLAGS, "--train-samples", "48", "--data-schedule-from", str(sched), "--save", str(save),
+            "--save-interval", "4"]
+    args = parse([*base, "--load", "/models/base", "--finetune"])
+    assert resume_schedule(args) == (True, []) and args.load == "/models/base" and args.finetune  # first launch
+    save.mkdir()
+    (save / "latest_checkpointed_iteration.txt").write_text("4")
+    go, notes = resume_schedule(args)
+    assert go and args.load == str(save) and not args.finetune and "resuming the schedule" in notes[0]
+    (save / "latest_checkpointed_iteration.txt").write_text("12")
+    go, notes = resume_schedule(parse(base))
+    assert not go and notes == [f"the schedule is complete: {save} holds iteration 12 of 12; nothing to train"]
+    (save / "latest_checkpointed_iteration.txt").write_text("release")
+    with pytest.raises(ConfigError, match="--save: .* holds 'release', not an iteration"):
+        resume_schedule(parse(base))
+
+
+def test_schedule_phases_must_evaluate_the_same_domains(corpus, tmp_path):
+    """Phases that list other domains (or the same in another order) used to mislabel per-domain losses."""
+    from regmix_plugin.mixture import Mixture
+
+    a = write_mixture(corpus, "order_a", {"web": 0.5, "code": 0.5})
+    reordered = Mixture.load(a).reordered(["books", "code", "web"])
+    b = reordered.save(corpus / "order_b.json")
+    sched = tmp_path / "s.yaml"
+    sched.write_text(f"phases:\n  - {{start: 0, mixture: {a}}}\n  - {{start: 4, mixture: {b}}}\n")
+    assert Schedule.load(sched).domain_order() == ["web", "code", "books"]  # another order is fine
+    natural = Mixture.load(corpus / "natural.json")
+    two = Mixture.from_weights({"web": 1.0, "code": 1.0}, template=natural, name="two").save(corpus / "two.json")
+    sched.write_text(f"phases:\n  - {{start: 0, mixture: {a}}}\n  - {{start: 4, mixture: {two}}}\n")
+    with pytest.raises(ConfigError, match=r"phases\[1\].mixture: .* lists domains -books against phases\[0\]"):
+        Schedule.load(sched).domain_order()
+    moved = natural.to_dict()
+    moved["domains"][2]["valid_prefixes"] = ["code/valid"]
+    other = Mixture.from_dict(moved)
+    other.base_dir = str(corpus)
+    other = other.save(corpus / "moved.json")
+    sched.write_text(f"phases:\n  - {{start: 0, mixture: {a}}}\n  - {{start: 4, mixture: {other}}}\n")
+    with pytest.raises(ConfigError, match="domain 'books' is validated on .*code/valid but in phases"):
+        Schedule.load(sched).domain_order()
+
+
+# ---- datasets -------------------------------------------------------------------------------------------
+
+def test_dataset_provider_builds_blend_and_fixed_validation(parse, corpus, process_group):
     from regmix_plugin.megatron.datasets import train_valid_test_datasets_provider
 
     mix = write_mixture(corpus, "mega", {"web": 0.5, "code": 0.5})  # books: weight 0, still validated
-    parse([*MODEL_FLAGS, "--train-iters", "10", "--data-mixture-from", str(mix), "--regmix-valid-samples-per-domain", "5"])
+    args = parse([*MODEL_FLAGS, "--train-iters", "10", "--data-mixture-from", str(mix),
+                  "--regmix-valid-samples-per-domain", "5", "--data-cache-path", str(corpus / "cache")])
     train, valid, test = train_valid_test_datasets_provider([40, None, None])
     assert len(train) == 40 and test is None
     assert {train[i]["dataset_id"] for i in range(40)} == {0, 1}
-    assert [valid[i]["dataset_id"] for i in range(len(valid))] == [0] * 5 + [1] * 5 + [2] * 5
-    item = valid[0]
-    assert item["tokens"].shape == (32,) and item["labels"].shape == (32,)
+    assert valid.samples == 15 and valid.period == 16 and args.eval_iters == 4  # 15 samples + 1 padding, batch 4
+    assert [valid[i]["dataset_id"] for i in range(15)] == [0] * 5 + [1] * 5 + [2] * 5
+    assert valid[15]["loss_mask"].sum() == 0 and valid[16]["tokens"].equal(valid[0]["tokens"])  # padding, then again
+    assert valid[0]["tokens"].shape == (32,) and valid[0]["labels"].shape == (32,)
 
 
-def test_tokenizer_mismatch_with_the_corpus_is_refused(parse, corpus):
+def test_tokenizer_mismatch_with_the_corpus_is_refused(parse, corpus, process_group):
     from regmix_plugin.data.tokenizer import TokenizerMismatchError
     from regmix_plugin.megatron.datasets import train_valid_test_datasets_provider
 
@@ -90,80 +267,129 @@ def test_tokenizer_mismatch_with_the_corpus_is_refused(parse, corpus):
         train_valid_test_datasets_provider([8, None, None])
 
 
-def test_per_domain_loss_reduces_to_exact_domain_means():
-    """[sum, count] entries summed over micro batches and DP ranks (as Megatron does) give exact means."""
+@pytest.mark.parametrize("samples, mbs, dp, microbatches", [(33, 4, 1, 8), (33, 2, 2, 1), (7, 1, 4, 2), (40, 4, 2, 1)])
+def test_each_evaluation_reads_every_validation_sample_once(parse, samples, mbs, dp, microbatches):
+    """Megatron's stock sampler over the fixed set: every sample once per evaluation, on every layout.
+
+    The old path handed Megatron a ConcatDataset: eval_iters became the sample count (33 samples, mbs 4, gbs 32:
+    264 micro-batches where 9 suffice) and the tail past the last whole micro-batch x DP was never read.
+    """
+    from megatron.training.datasets.data_samplers import MegatronPretrainingSampler
+
+    from regmix_plugin.megatron.validation import FixedValidationSet
+
+    parts = [torch.utils.data.TensorDataset(torch.arange(n)) for n in (samples // 3, samples // 3, samples - 2 * (samples // 3))]
+    batch = mbs * dp * microbatches
+    fixed = FixedValidationSet(parts, batch=batch)
+    assert fixed.batches == -(-samples // batch) and fixed.period - samples < batch
+    read = []
+    for evaluation in range(3):
+        consumed = evaluation * fixed.period + (batch if evaluation == 2 else 0)  # the third starts off a period
+        seen = []
+        for rank in range(dp):
+            sampler = MegatronPretrainingSampler(len(fixed), consumed, mbs, rank, dp)
+            it = iter(sampler)
+            for _ in range(fixed.batches * microbatches):
+                seen += next(it)
+        read.append(sorted(j % fixed.period for j in seen))
+    assert read[0] == list(range(fixed.period))  # every sample once, padding included
+    assert read[1] == read[0] and read[2] == read[0]
+
+
+def test_a_padded_first_sample_does_not_corrupt_later_loss_masks(corpus):
+    """megatron-core 0.19's GPTDataset zeroes its cached loss mask in place when the first sample it serves in
+    a process is the padded last one; every later sample then lost those positions (per data-loader worker)."""
+    from regmix_plugin.data.blend import BlendConfig, build_datasets
+    from regmix_plugin.mixture import Mixture
+
+    ds = build_datasets(Mixture.load(corpus / "natural.json"), BlendConfig(seq_length=32, train_samples=8)).valid["books"]
+    masks = [int(ds[i]["loss_mask"].sum()) for i in range(len(ds))]
+    padded = masks.index(min(masks))
+    assert min(masks) < 32 and masks.count(32) == len(masks) - 1  # exactly one partial sequence
+    fresh = build_datasets(Mixture.load(corpus / "natural.json"), BlendConfig(seq_length=32, train_samples=8)).valid["books"]
+    order = [padded] + [i for i in range(len(fresh)) if i != padded]
+    assert [int(fresh[i]["loss_mask"].sum()) for i in order] == [masks[i] for i in order]
+
+
+# ---- the loss -------------------------------------------------------------------------------------------
+
+def test_domain_tally_gives_exact_domain_means():
+    """Tallies summed over micro batches and DP ranks (as the hook does) give the exact token-weighted means."""
     g = torch.Generator().manual_seed(0)
     names = ["web", "code", "books"]
     losses = torch.rand(8, 16, generator=g) * 5  # per-token losses of 8 sequences
     mask = (torch.rand(8, 16, generator=g) > 0.2).float()
-    ids = torch.tensor([0, 1, 0, 0, 1, 1, 0, 1])  # books absent: it must still be reported (as [0, 0])
-    reports = []
-    for rank in range(2):  # 2 DP ranks x 2 micro batches of 2 sequences
+    ids = torch.tensor([0, 1, 0, 0, 1, 1, 0, 1])  # books absent
+    tallies = [DomainTally(names) for _ in range(2)]  # 2 DP ranks x 2 micro batches of 2 sequences
+    for rank, tally in enumerate(tallies):
+        tally.begin_evaluation()
         for mb in range(2):
             sl = slice(rank * 4 + mb * 2, rank * 4 + mb * 2 + 2)
-            loss, num_tokens, report = per_domain_loss(mask[sl], ids[sl], losses[sl], names)
+            loss, num_tokens, report = per_domain_loss(mask[sl], ids[sl], losses[sl], tally, evaluating=True)
             assert loss.item() == pytest.approx((losses[sl] * mask[sl]).sum().item(), rel=1e-6)
             assert num_tokens.item() == int(mask[sl].sum().item())
-            assert list(report) == ["lm loss"] + [f"valid/{n}/loss" for n in names]
-            reports.append(report)
-    for k, name in enumerate(names):
-        total = torch.stack([r[f"valid/{name}/loss"] for r in reports]).sum(0)
+            assert list(report) == ["lm loss"]  # Megatron's report stays its own: one key, one collective
+    total_loss = sum(t.loss for t in tallies)
+    total_tokens = sum(t.tokens for t in tallies)
+    for k in range(3):
         sel = ids == k
         if sel.any():
             direct = (losses[sel] * mask[sel]).sum() / mask[sel].sum()
-            assert (total[0] / total[1]).item() == pytest.approx(direct.item(), rel=1e-6)
+            assert (total_loss[k] / total_tokens[k]).item() == pytest.approx(direct.item(), rel=1e-6)
         else:
-            assert total.tolist() == [0.0, 0.0]
-    lm = torch.stack([r["lm loss"] for r in reports]).sum(0)
-    assert (lm[0] / lm[1]).item() == pytest.approx(((losses * mask).sum() / mask.sum()).item(), rel=1e-6)
-    # Training micro batches report the plain loss only.
-    assert list(per_domain_loss(mask, ids, losses, None)[2]) == ["lm loss"]
+            assert total_tokens[k].item() == 0
+    # Training micro batches count samples per domain and leave the evaluation sums alone.
+    tally = DomainTally(names)
+    per_domain_loss(mask, ids, losses, tally, evaluating=False)
+    assert tally.samples.tolist() == [4, 4, 0] and tally.tokens.sum().item() == 0
 
 
-def test_schedule_maps_to_phase_transition_iterations(parse, corpus, tmp_path):
-    """Megatron's own phase arithmetic (get_train_valid_test_num_samples) matches Schedule.phase_bounds."""
-    from megatron.training.training import get_train_valid_test_num_samples
+def test_forward_step_returns_the_schedule_plan_when_asked(monkeypatch):
+    """The combined 1F1B schedule (--overlap-moe-expert-parallel-comm) calls forward_step(..., True)."""
+    import megatron.training
 
-    from regmix_plugin.megatron.datasets import mixture_for_iteration
+    from regmix_plugin.megatron import loss as loss_mod
 
-    a = write_mixture(corpus, "phase_a", {"web": 1.0})
-    b = write_mixture(corpus, "phase_b", {"code": 1.0})
-    sched_path = tmp_path / "s.yaml"
-    sched_path.write_text(f"phases:\n  - {{start: 0, mixture: {a}}}\n  - {{start: 4, mixture: {b}}}\n"
-                          f"  - {{start: 9, mixture: {a}}}\n")
-    argv = prepare_argv([*MODEL_FLAGS, "--train-samples", "48", "--data-schedule-from", str(sched_path)])
-    assert argv[-3:] == ["--phase-transition-iterations", "4,9", "--full-validation"]
-    args = parse(argv)
-    check_regmix_args(args)
-    assert args.phase_transition_iterations == [4, 9] and args.full_validation
-    schedule = Schedule.load(sched_path)
-    bounds = schedule.phase_bounds(48 // 4)
-    for iteration in range(12):
-        args.iteration = iteration
-        start, end = bounds[schedule.phase_index(iteration)]
-        assert get_train_valid_test_num_samples()[0] == (end - start) * 4
-        assert mixture_for_iteration(args).name == ("phase_b" if 4 <= iteration < 9 else "phase_a")
-    # Megatron 0.19 computes phase sizes from --train-samples; with --train-iters its arithmetic fails.
-    args = parse(prepare_argv([*MODEL_FLAGS, "--train-iters", "12", "--data-schedule-from", str(sched_path)]))
-    with pytest.raises(ConfigError, match="--train-samples"):
-        check_regmix_args(args)
+    class Model:
+        vp_stage = None
 
+        def build_schedule_plan(self, tokens, position_ids, attention_mask, labels=None, loss_mask=None):
+            return ("plan", tokens, labels)
+
+        def __call__(self, *a, **kw):
+            raise AssertionError("the model must not run forward when a schedule plan is asked for")
+
+    class Timer:
+        def start(self):
+            pass
+
+        def stop(self):
+            pass
+
+    batch = {"tokens": torch.ones(1, 4), "labels": torch.zeros(1, 4), "loss_mask": torch.ones(1, 4)}
+    monkeypatch.setattr(loss_mod, "get_batch", lambda it, vp_stage=None: (batch, torch.zeros(1, dtype=torch.long)))
+    monkeypatch.setattr(megatron.training, "get_timers", lambda: (lambda *a, **k: Timer()))
+    plan, loss = loss_mod.make_forward_step(None)(iter([]), Model(), return_schedule_plan=True)
+    assert plan[0] == "plan" and plan[1] is batch["tokens"] and plan[2] is batch["labels"] and callable(loss)
+
+
+# ---- the documented launch lines ------------------------------------------------------------------------
 
 _PARSE_ONLY = """
 import sys
 import megatron.training.arguments as margs
 margs.get_device_arch_version = lambda: 9  # the one GPU fact validation reads (Hopper); no GPU here
 from regmix_plugin.megatron.args import add_regmix_args, check_regmix_args
-from regmix_plugin.megatron.pretrain_gpt import prepare_argv
-sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
+from regmix_plugin.megatron.launch import prepare_launch
+sys.argv = [sys.argv[0], *prepare_launch(sys.argv[1:]).argv]
 a = margs.parse_and_validate_args(extra_args_provider=add_regmix_args)
 check_regmix_args(a)
-print("PARSED", a.tensor_model_parallel_size, a.pipeline_model_parallel_size, a.full_validation, a.data_mixture_from)
+print("PARSED", a.tensor_model_parallel_size, a.pipeline_model_parallel_size, a.transformer_impl, a.data_mixture_from)
 """
 
 
 def test_example_tp2_pp2_arguments_pass_megatron_validation(corpus, tmp_path):
-    """The example's exact command line, through the real parser and validation (the launch needs 4 GPUs)."""
+    """The example's exact command line, through the real parser and validation as 4 ranks would see it."""
     fake = tmp_path / "python"
     (tmp_path / "parse_only.py").write_text(_PARSE_ONLY)
     # Stands in for python: drops "-m torch.distributed.run --standalone --nproc-per-node N -m <module>".
@@ -174,23 +400,33 @@ def test_example_tp2_pp2_arguments_pass_megatron_validation(corpus, tmp_path):
     proc = subprocess.run(["bash", str(REPO / "examples" / "megatron_tp2_pp2.sh")], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"PARSED 2 2 True {corpus / 'natural.json'}" in proc.stdout
+    assert f"PARSED 2 2 local {corpus / 'natural.json'}" in proc.stdout
+
+
+def test_bad_flags_are_one_line_errors_from_the_entry_point(corpus):
+    proc = subprocess.run([sys.executable, "-m", "regmix_plugin.megatron.pretrain_gpt", *MODEL_FLAGS,
+                           "--train-iters", "4", "--data-mixture-from", str(corpus / "natural.json"), "--mock-data"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("regmix: error:")]
+    assert errors == ["regmix: error: --mock-data: not allowed with --data-mixture-from; drop one of them"]
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.gpu
 def test_pretrain_gpt_runs_on_gpu(corpus, tmp_path):
-    """The entry point end to end on one GPU (skipped without CUDA)."""
-    env = dict(os.environ, CUDA_DEVICE_MAX_CONNECTIONS="1")
+    """The entry point end to end on one GPU (skipped without CUDA); scripts/gpu_check.sh checks more."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
            "-m", "regmix_plugin.megatron.pretrain_gpt", *MODEL_FLAGS, "--train-iters", "4", "--eval-interval", "2",
            "--data-mixture-from", str(corpus / "natural.json"), "--regmix-valid-samples-per-domain", "4",
-           "--save", str(tmp_path / "ckpt"), "--transformer-impl", "local", "--bf16"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+           "--save", str(tmp_path / "ckpt"), "--save-interval", "2", "--bf16"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from regmix_plugin.metrics import read_metrics
 
     recs = read_metrics(tmp_path / "ckpt" / "metrics.jsonl")
-    assert recs and all(f"valid/{d}/loss" in recs[-1] for d in ("web", "code", "books"))
+    assert [r["step"] for r in recs] == [2, 4] and all(f"valid/{d}/loss" in recs[-1] for d in ("web", "code", "books"))
 
 
 @pytest.mark.gpu
@@ -203,32 +439,8 @@ def test_example_tp2_pp2_launch(corpus, tmp_path):
     assert (tmp_path / "metrics.jsonl").is_file()
 
 
-def test_metrics_hook_writes_megatron_evaluation_results(parse, corpus, tmp_path, monkeypatch):
-    """The wrapper around megatron.training.training.evaluate logs the reduced valid/<domain>/loss values.
 
-    Megatron's real evaluate needs CUDA, so a stand-in returns what it returns: (total_loss_dict, data, timelimit).
-    """
-    import megatron.training.training as mtraining
-
-    from regmix_plugin.megatron.hooks import install_metrics_hook
-    from regmix_plugin.metrics import read_metrics
-    from regmix_plugin.mixture import Mixture
-    from regmix_plugin.proxy import distributed
-
-    def fake_evaluate(*args, **kwargs):
-        return {"lm loss": torch.tensor(3.0), "valid/web/loss": torch.tensor(2.5), "valid/code/loss": torch.tensor(3.5)}, None, False
-
-    monkeypatch.setattr(mtraining, "evaluate", fake_evaluate)
-    args = parse([*MODEL_FLAGS, "--train-iters", "10", "--data-mixture-from", str(corpus / "natural.json"),
-                  "--save", str(tmp_path), "--save-interval", "5"])
-    args.iteration, args.curr_iteration, args.consumed_train_samples = 0, 7, 28
-    distributed.setup("cpu")
-    try:
-        install_metrics_hook()
-        mtraining.evaluate("forward_step", None, None, None, None)
-    finally:
-        distributed.teardown()
-    (rec,) = read_metrics(tmp_path / "metrics.jsonl")
-    assert rec["step"] == 7 and rec["tokens"] == 28 * 32
-    assert rec["valid/web/loss"] == 2.5 and rec["valid/code/loss"] == 3.5 and "lm loss" not in rec
-    assert rec["mixture_hash"] == Mixture.load(corpus / "natural.json").content_hash()
+def test_a_missing_eval_interval_is_a_one_line_error(parse, corpus):
+    args = parse([*MODEL_FLAGS[2:], "--train-iters", "10", "--data-mixture-from", str(corpus / "natural.json")])
+    with pytest.raises(ConfigError, match="--eval-interval: missing"):
+        check_regmix_args(args)

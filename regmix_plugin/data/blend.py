@@ -24,6 +24,10 @@ The Megatron integration, the proxy trainer and the tests all call :func:`build_
   file another is still writing; under torch.distributed, megatron-core's own rank-0-first protocol does
   that job and we take no lock (a lock there would deadlock against its barrier). megatron-core 0.19 needs
   no process group for the cache (checked on CPU), so none is created.
+* **Which ranks build:** under torch.distributed every rank calls :func:`build_datasets` (megatron-core's
+  builder synchronises them with barriers), and only ranks with ``build_on_this_rank`` get datasets; the
+  others get ``None`` in their place. Megatron-LM builds on tensor-parallel rank 0 of the first and last
+  pipeline stages and broadcasts batches to the rest.
 """
 
 from __future__ import annotations
@@ -72,6 +76,10 @@ class BlendConfig:
     eod_mask_loss: bool = False  # as Megatron's --eod-mask-loss
     create_attention_mask: bool = False  # megatron-core's per-sample [1, s, s] mask; trainers usually build one causal mask
     mid_level_dataset_surplus: float = 0.005  # megatron-core's margin of extra samples per domain
+    reset_position_ids: bool = False  # as Megatron's --reset-position-ids
+    reset_attention_mask: bool = False  # as Megatron's --reset-attention-mask
+    mmap_bin_files: bool = True  # as Megatron's --mmap-bin-files / --no-mmap-bin-files
+    build_on_this_rank: bool = True  # False: take part in megatron-core's barriers but build nothing
 
     def __post_init__(self) -> None:
         _positive_int("seq_length", self.seq_length)
@@ -102,20 +110,43 @@ class DomainTaggedDataset(torch.utils.data.Dataset):
         if not -len(self) <= idx < len(self):
             raise IndexError(f"index {idx} out of range for {len(self)} samples")
         item = dict(self.base[int(idx) % len(self)])
+        _repair_mask_cache(self.base)
         item["dataset_id"] = int(self.domain_ids[idx])
         return item
+
+
+def _repair_mask_cache(ds: Any) -> None:
+    """Undo megatron-core 0.19's corruption of a GPTDataset's cached loss mask.
+
+    GPTDataset caches the loss mask of the first sample it serves in a process and, for a padded sample (the
+    last, partial sequence of a validation set), then zeroes the padded positions *in the cached tensor*: every
+    later sample in that process loses those positions from its loss. Which sample comes first differs per
+    data-loader worker, so evaluations silently disagree. The cache is only used when the mask does not depend
+    on the data (no --eod-mask-loss / --reset-*), where the right cached mask is all ones.
+    """
+    for inner in getattr(ds, "datasets", None) or (ds,):
+        if inner is not ds:
+            _repair_mask_cache(inner)
+        elif getattr(ds, "masks_and_position_ids_are_cached", False) and getattr(ds, "masks_and_position_ids_are_cacheable", False):
+            cached = ds.cached_loss_mask
+            if not bool(cached.all()):
+                ds.cached_loss_mask = torch.ones_like(cached)
 
 
 @dataclass
 class MixtureDatasets:
     """What :func:`build_datasets` returns."""
 
-    train: DomainTaggedDataset
-    valid: dict[str, DomainTaggedDataset]  # every domain, weight 0 included, in mixture order
-    valid_concat: torch.utils.data.ConcatDataset
+    train: DomainTaggedDataset | None  # None on a rank that does not build
+    valid: dict[str, DomainTaggedDataset | None]  # every domain, weight 0 included, in mixture order
     domain_names: list[str]
     tokenizer: TokenizerInfo
     valid_source: dict[str, str] = field(default_factory=dict)  # domain -> valid_prefixes | train_prefixes
+
+    @property
+    def valid_concat(self) -> torch.utils.data.ConcatDataset:
+        """Every domain's validation samples, domain after domain."""
+        return torch.utils.data.ConcatDataset(list(self.valid.values()))
 
     def train_counts(self) -> dict[str, int]:
         """Samples per domain in the train blend (0 for weight-0 domains)."""
@@ -145,7 +176,6 @@ def build_datasets(mixture: Mixture, cfg: BlendConfig) -> MixtureDatasets:
     return MixtureDatasets(
         train=train,
         valid=valid,
-        valid_concat=torch.utils.data.ConcatDataset(list(valid.values())),
         domain_names=mixture.names,
         tokenizer=tokenizer,
         valid_source=source,
@@ -193,8 +223,9 @@ def _gpt_config(cfg: BlendConfig, tokenizer: TokenizerInfo, cache: str, **blend:
         random_seed=cfg.seed,
         sequence_length=cfg.seq_length,
         tokenizer=tokenizer,
-        reset_position_ids=False,
-        reset_attention_mask=False,
+        reset_position_ids=cfg.reset_position_ids,
+        reset_attention_mask=cfg.reset_attention_mask,
+        mmap_bin_files=cfg.mmap_bin_files,
         eod_mask_loss=cfg.eod_mask_loss,
         create_attention_mask=cfg.create_attention_mask,
         drop_last_partial_validation_sequence=False,
@@ -204,11 +235,11 @@ def _gpt_config(cfg: BlendConfig, tokenizer: TokenizerInfo, cache: str, **blend:
     )
 
 
-def _build(config, sizes: list[int | None]) -> list[Any]:
+def _build(config, sizes: list[int | None], build_on_this_rank: bool) -> list[Any]:
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset
 
-    return BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+    return BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: build_on_this_rank, config).build()
 
 
 def _train_blend(mixture: Mixture) -> tuple[list[str], list[float], list[int]]:
@@ -251,13 +282,15 @@ def _surplus_needed(weights: list[float], n: int, floor: float) -> float:
     return max(floor, ratio - 1 + 1e-9)
 
 
-def _build_train(mixture: Mixture, cfg: BlendConfig, tokenizer: TokenizerInfo, cache: str) -> DomainTaggedDataset:
+def _build_train(mixture: Mixture, cfg: BlendConfig, tokenizer: TokenizerInfo, cache: str) -> DomainTaggedDataset | None:
     prefixes, weights, owner = _train_blend(mixture)
     surplus = _surplus_needed(weights, cfg.train_samples, cfg.mid_level_dataset_surplus)
     config = _gpt_config(cfg, tokenizer, cache, blend=(prefixes, weights), split="1,0,0")
     config.mid_level_dataset_surplus = surplus
     # Size 0 (not None) for the unused splits: megatron-core requires sizes when weights are given.
-    blended = _build(config, [cfg.train_samples, 0, 0])[0]
+    blended = _build(config, [cfg.train_samples, 0, 0], cfg.build_on_this_rank)[0]
+    if blended is None:
+        return None
     n = min(cfg.train_samples, len(blended))
     domain_ids = np.asarray(owner, dtype=np.int64)[np.asarray(blended.dataset_index[:n], dtype=np.int64)]
     return DomainTaggedDataset(blended, domain_ids)
@@ -265,7 +298,7 @@ def _build_train(mixture: Mixture, cfg: BlendConfig, tokenizer: TokenizerInfo, c
 
 def _build_valid(
     mixture: Mixture, k: int, cfg: BlendConfig, tokenizer: TokenizerInfo, cache: str
-) -> tuple[DomainTaggedDataset, str]:
+) -> tuple[DomainTaggedDataset | None, str]:
     d = mixture.domains[k]
     field_name = "valid_prefixes" if d.valid_prefixes else "prefixes"
     source = VALID_SOURCE_HELD_OUT if d.valid_prefixes else VALID_SOURCE_IN_SAMPLE
@@ -275,6 +308,8 @@ def _build_valid(
         raise RegmixError(f"domains[{k}].{field_name} ({d.name}): the validation data holds 0 tokens; rebuild it with data")
     # Weights None and size None: one epoch of every prefix, blended exhaustively when there are several.
     config = _gpt_config(cfg, tokenizer, cache, blend_per_split=[None, (nonempty, None), None])
-    ds = _build(config, [0, None, 0])[1]
+    ds = _build(config, [0, None, 0], cfg.build_on_this_rank)[1]
+    if ds is None:
+        return None, source
     n = len(ds) if cfg.valid_samples_per_domain is None else min(cfg.valid_samples_per_domain, len(ds))
     return DomainTaggedDataset(ds, np.full(n, k, dtype=np.int64)), source

@@ -48,16 +48,43 @@ def check_regmix_args(args: argparse.Namespace) -> None:
     if given:
         flag = "--" + given[0].replace("_", "-")
         raise ConfigError(f"{flag}: not allowed with --data-mixture-from; the mixture file replaces it")
-    if getattr(args, "mock_data", False):
-        raise ConfigError("--mock-data: not allowed with --data-mixture-from; drop one of them")
+    for flag, why in _UNSUPPORTED.items():
+        if getattr(args, flag.lstrip("-").replace("-", "_"), False):
+            raise ConfigError(f"{flag}: not allowed with --data-mixture-from; {why}")
+    if args.eval_interval is None:
+        # megatron 0.19 divides by it when sizing the validation split (get_train_valid_test_num_samples).
+        raise ConfigError("--eval-interval: missing; give how many iterations apart to evaluate the per-domain "
+                          "validation losses (Megatron 0.19 fails without it)")
+    if (args.dataloader_type or "single") != "single":
+        raise ConfigError(f"--dataloader-type {args.dataloader_type}: the mixture's blend is already shuffled and its "
+                          "validation set is read in order once per evaluation; drop the flag (single)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not (args.data_cache_path or args.save):
         raise ConfigError("--data-cache-path: needed with several ranks and no --save (all ranks read megatron-core's "
                           "index cache); give a folder every rank can see")
-    if args.data_schedule_from and args.train_samples is None:
-        # megatron 0.19's get_train_valid_test_num_samples computes phase sizes from args.train_samples and
-        # fails with a TypeError when training is given in iterations (checked against the installed wheel).
-        raise ConfigError("--train-iters: a --data-schedule-from run needs --train-samples N (Megatron's phase "
-                          "transitions count samples); give --train-samples = iterations x global batch size")
+    if args.data_schedule_from:
+        if args.train_samples is None:
+            # megatron 0.19's get_train_valid_test_num_samples computes phase sizes from args.train_samples and
+            # fails with a TypeError when training is given in iterations (checked against the installed wheel).
+            raise ConfigError("--train-iters: a --data-schedule-from run needs --train-samples N (Megatron's phase "
+                              "transitions count samples); give --train-samples = iterations x global batch size")
+        if not args.save:
+            raise ConfigError("--save: a --data-schedule-from run needs --save; Megatron saves and exits at each "
+                              "phase transition and the relaunch resumes from there")
+        if args.rampup_batch_size:
+            raise ConfigError("--rampup-batch-size: not allowed with --data-schedule-from; Megatron's phase "
+                              "transitions count iterations x a fixed global batch size")
     n = args.regmix_valid_samples_per_domain
     if n is not None and n < 1:
         raise ConfigError(f"--regmix-valid-samples-per-domain: {n} is not positive; give N >= 1")
+
+
+# Flags whose datasets or evaluation the mixture's provider does not build, with what to do instead.
+_UNSUPPORTED = {
+    "--mock-data": "drop one of them",
+    "--sft": "the mixture builds pretraining GPT datasets; use Megatron's own SFT data flags",
+    "--fim-data": "the mixture builds plain GPT datasets; use Megatron's own --data-path for FIM",
+    "--dataloader-inter-document-masking": "its packed-sequence batches are not built by the mixture's provider",
+    "--full-validation": "every evaluation already reads each domain's whole validation set once; drop the flag",
+    "--multiple-validation-sets": "the plugin reports one loss per domain (valid/<domain>/loss); drop the flag",
+    "--validation-set-names": "validation sets are the mixture's domains, named by it; drop the flag",
+}

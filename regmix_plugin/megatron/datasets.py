@@ -1,9 +1,13 @@
 """Megatron-LM's ``train_valid_test_datasets_provider`` for ``--data-mixture-from`` / ``--data-schedule-from``.
 
 The train split is the mixture's blend (weight-0 domains left out), built for the number of samples Megatron
-asks for (with ``--phase-transition-iterations``: the samples of the current phase). The validation split is
-one dataset concatenating every domain's validation set (items carry ``dataset_id`` = domain index), meant to
-be read whole at each evaluation with ``--full-validation``; the loss function splits it back by domain.
+asks for (with ``--phase-transition-iterations``: the samples of the current phase). The validation split is a
+:class:`~regmix_plugin.megatron.validation.FixedValidationSet` over every domain's validation set, read whole
+at each evaluation (items carry ``dataset_id`` = the domain's index; the loss function splits losses by it).
+The provider sets ``args.eval_iters`` to one pass over it, agreed by all ranks.
+
+As in Megatron-LM's own ``pretrain_gpt.py``, datasets are built only on tensor-parallel rank 0 of the first
+and last pipeline stages; the other ranks receive their batches by broadcast.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 
+import torch
+
 from regmix_plugin.data.blend import BlendConfig, MixtureDatasets, build_datasets
 from regmix_plugin.data.tokenizer import TokenizerInfo, infer_tokenizer
+from regmix_plugin.megatron.validation import FixedValidationSet
 from regmix_plugin.mixture import Mixture
 from regmix_plugin.schedule import Schedule
 
@@ -23,6 +30,13 @@ def mixture_for_iteration(args: argparse.Namespace) -> Mixture:
         schedule = Schedule.load(args.data_schedule_from)
         return schedule.phases[schedule.phase_index(getattr(args, "iteration", 0) or 0)].load()
     return Mixture.load(args.data_mixture_from)
+
+
+def domain_names(args: argparse.Namespace) -> list[str]:
+    """The domains evaluated, in ``dataset_id`` order: the mixture's, or under a schedule the first phase's."""
+    if args.data_schedule_from:
+        return Schedule.load(args.data_schedule_from).domain_order()
+    return Mixture.load(args.data_mixture_from).names
 
 
 def tokenizer_info(args: argparse.Namespace, mixture: Mixture) -> TokenizerInfo:
@@ -48,8 +62,9 @@ def cache_dir(args: argparse.Namespace) -> str | None:
     return os.path.join(args.save, "data_cache") if args.save else None
 
 
-def build_for_args(args: argparse.Namespace, train_samples: int) -> MixtureDatasets:
-    mixture = mixture_for_iteration(args)
+def build_for_args(args: argparse.Namespace, train_samples: int, build_on_this_rank: bool = True) -> MixtureDatasets:
+    # Datasets follow domain_names(args) so that dataset_id means the same domain in every phase.
+    mixture = mixture_for_iteration(args).reordered(domain_names(args))
     return build_datasets(mixture, BlendConfig(
         seq_length=args.seq_length,
         train_samples=max(int(train_samples), 1),
@@ -60,19 +75,52 @@ def build_for_args(args: argparse.Namespace, train_samples: int) -> MixtureDatas
         eod_mask_loss=args.eod_mask_loss,
         create_attention_mask=args.create_attention_mask_in_dataloader,
         mid_level_dataset_surplus=args.mid_level_dataset_surplus,
+        reset_position_ids=args.reset_position_ids,
+        reset_attention_mask=args.reset_attention_mask,
+        mmap_bin_files=args.mmap_bin_files,
+        build_on_this_rank=build_on_this_rank,
     ))
 
 
+def builds_on_this_rank(vp_stage=None) -> bool:
+    """Megatron-LM's rule: tensor-parallel rank 0 of the first and last pipeline stages reads the data."""
+    from megatron.core import parallel_state as mpu
+    from megatron.training.utils.common_utils import is_first_or_last_pipeline_stage
+
+    return is_first_or_last_pipeline_stage(vp_stage) and mpu.get_tensor_model_parallel_rank() == 0
+
+
+def agree_on_eval_iters(local: int) -> int:
+    """The evaluation length every rank uses: the largest any rank computed (ranks that hold no data say 0)."""
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    t = torch.tensor([local], dtype=torch.long, device=device)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return int(t.item())
+
+
 def train_valid_test_datasets_provider(train_val_test_num_samples, vp_stage=None):
-    """``(train, valid, test)`` for Megatron's ``pretrain``; test is None (per-domain test sets are not built)."""
+    """``(train, valid, None)`` for Megatron's ``pretrain``; sets ``args.eval_iters`` to one pass over valid."""
     from megatron.training import get_args, print_rank_0
 
     args = get_args()
     print_rank_0(f"> regmix: building datasets from {args.data_schedule_from or args.data_mixture_from} ...")
-    ds = build_for_args(args, train_val_test_num_samples[0])
-    print_rank_0(f"> regmix: train samples per domain {ds.train_counts()}")
-    return ds.train, ds.valid_concat, None
+    here = builds_on_this_rank(vp_stage)
+    ds = build_for_args(args, train_val_test_num_samples[0], build_on_this_rank=here)
+    valid = None
+    if here:
+        print_rank_0(f"> regmix: train samples per domain {ds.train_counts()}")
+        valid = FixedValidationSet(list(ds.valid.values()), batch=args.eval_global_batch_size)
+    if args.eval_iters:  # --eval-iters 0 turns evaluation off, as in stock Megatron
+        args.eval_iters = agree_on_eval_iters(valid.batches if valid is not None else 0)
+        if valid is not None:
+            print_rank_0(f"> regmix: each evaluation reads {valid.samples} validation sequences of "
+                         f"{len(ds.valid)} domains once (+{valid.period - valid.samples} padding): "
+                         f"--eval-iters {args.eval_iters}")
+    else:
+        valid = None
+    return ds.train, valid, None
 
 
-# Megatron builds on every rank when the provider says so; megatron-core's builder coordinates the cache.
+# Every rank calls the provider (megatron-core's builder synchronises them); builds_on_this_rank decides who reads.
 train_valid_test_datasets_provider.is_distributed = True

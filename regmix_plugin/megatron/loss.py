@@ -1,10 +1,12 @@
-"""forward_step and loss function for Megatron-LM that keep ``dataset_id`` and report per-domain losses.
+"""forward_step and loss function for Megatron-LM that keep ``dataset_id`` and count losses per domain.
 
-Megatron's evaluation loop sums every ``[sum, count]`` entry of the loss report over micro batches, all-reduces
-it over the data-parallel (and context-parallel) group, and divides at the end. Reporting each domain as
-``valid/<domain>/loss: [sum of token losses, number of loss tokens]`` therefore yields the exact token-weighted
-per-domain mean under any TP/PP/DP layout. Megatron takes the keys from the first micro batch and all-reduces
-them in that order, so every micro batch reports every domain, with ``[0, 0]`` for absent ones.
+The loss report Megatron reduces stays its stock ``{"lm loss": [sum, count]}``. Beside it, the loss function
+adds each micro batch's token losses and loss-token counts per domain into a :class:`DomainTally` on the
+device (evaluation), and counts the samples drawn per domain (training). After an evaluation the hook
+(``regmix_plugin.megatron.hooks``) sums the tally over the data-parallel (and context-parallel) group in one
+collective and divides: the exact token-weighted mean per domain under any TP/PP/DP layout. One collective
+per evaluation, whatever the number of domains: Megatron's loss report would all-reduce every key at every
+evaluation iteration.
 """
 
 from __future__ import annotations
@@ -18,13 +20,47 @@ BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids", "attention_mask",
               "cu_seqlens_padded", "max_seqlen", "local_cp_size", "hybrid_cp_group")
 
 
+class DomainTally:
+    """Per-domain sums kept on the device: evaluation loss sums and token counts, training samples drawn."""
+
+    def __init__(self, domain_names: list[str]) -> None:
+        self.names = list(domain_names)
+        self.loss = None  # [D] sum of token losses in the current evaluation
+        self.tokens = None  # [D] loss tokens in the current evaluation
+        self.samples = None  # [D] training samples drawn since this process started
+
+    def _ensure(self, device: torch.device) -> None:
+        if self.loss is None:
+            n = len(self.names)
+            self.loss = torch.zeros(n, dtype=torch.float64, device=device)
+            self.tokens = torch.zeros(n, dtype=torch.float64, device=device)
+            self.samples = torch.zeros(n, dtype=torch.float64, device=device)
+
+    def begin_evaluation(self) -> None:
+        if self.loss is not None:
+            self.loss.zero_()
+            self.tokens.zero_()
+
+    def add_evaluation(self, ids: torch.Tensor, seq_loss: torch.Tensor, seq_tokens: torch.Tensor) -> None:
+        self._ensure(seq_loss.device)
+        ids = ids.reshape(-1).to(device=seq_loss.device, dtype=torch.long)
+        self.loss.index_add_(0, ids, seq_loss.detach().to(torch.float64))
+        self.tokens.index_add_(0, ids, seq_tokens.detach().to(torch.float64))
+
+    def add_training(self, ids: torch.Tensor, device: torch.device) -> None:
+        self._ensure(device)
+        ids = ids.reshape(-1).to(device=device, dtype=torch.long)
+        self.samples.index_add_(0, ids, torch.ones(ids.numel(), dtype=torch.float64, device=device))
+
+
 def per_domain_loss(
     loss_mask: torch.Tensor,
     dataset_id: torch.Tensor,
     output_tensor: torch.Tensor,
-    domain_names: list[str] | None,
+    tally: DomainTally | None,
+    evaluating: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """Megatron's ``(loss, num_tokens, report)``; per-domain ``[sum, count]`` entries when ``domain_names``.
+    """Megatron's ``(loss, num_tokens, report)``; adds to ``tally`` per domain when one is given.
 
     Shapes: ``loss_mask`` and ``output_tensor`` (per-token losses) [b, s]; ``dataset_id`` [b].
     """
@@ -36,12 +72,11 @@ def per_domain_loss(
     loss = per_seq.sum()
     num_tokens = tokens.sum().detach().to(torch.int)
     report = {"lm loss": torch.stack([loss.detach(), tokens.sum().detach()])}
-    if domain_names:
-        ids = dataset_id.reshape(-1).to(device=losses.device, dtype=torch.long)
-        sums = torch.zeros(len(domain_names), device=losses.device).index_add_(0, ids, per_seq.detach())
-        counts = torch.zeros(len(domain_names), device=losses.device).index_add_(0, ids, tokens.detach())
-        for i, name in enumerate(domain_names):
-            report[f"valid/{name}/loss"] = torch.stack([sums[i], counts[i]])
+    if tally is not None and dataset_id is not None:
+        if evaluating:
+            tally.add_evaluation(dataset_id, per_seq, tokens)
+        else:
+            tally.add_training(dataset_id, losses.device)
     return loss, num_tokens, report
 
 
@@ -58,9 +93,9 @@ def _check_finite(loss: torch.Tensor) -> None:
                                 tolerance=0.0, fatal=True)
 
 
-def loss_func(loss_mask, dataset_id, domain_names, output_tensor, model=None):
-    per_domain = domain_names if model is not None and not _unwrap(model).training else None
-    loss, num_tokens, report = per_domain_loss(loss_mask, dataset_id, output_tensor, per_domain)
+def loss_func(loss_mask, dataset_id, tally, output_tensor, model=None):
+    evaluating = model is not None and not _unwrap(model).training
+    loss, num_tokens, report = per_domain_loss(loss_mask, dataset_id, output_tensor, tally, evaluating)
     _check_finite(loss)
     return loss, num_tokens, report
 
@@ -71,6 +106,16 @@ def _unwrap(model):
     return model
 
 
+def _mtp_on_this_rank(args, vp_stage) -> bool:
+    """Whether multi-token-prediction layers live on this pipeline stage (they need the input tokens)."""
+    from megatron.core.transformer.multi_token_prediction import mtp_on_this_rank
+
+    if not getattr(args, "mtp_num_layers", None):
+        return False
+    return mtp_on_this_rank(getattr(args, "pipeline_model_parallel_layout", None), args.mtp_num_layers,
+                            ignore_virtual=False, vp_stage=vp_stage)
+
+
 def get_batch(data_iterator, vp_stage=None):
     """Megatron's TP/CP batch distribution, plus ``dataset_id`` broadcast from TP rank 0 of the group."""
     from megatron.core import parallel_state as mpu
@@ -78,27 +123,30 @@ def get_batch(data_iterator, vp_stage=None):
     from megatron.training import get_args
     from megatron.training.utils.common_utils import is_first_or_last_pipeline_stage
 
-    if not is_first_or_last_pipeline_stage(vp_stage):
-        return None, None
     args = get_args()
+    mtp_here = _mtp_on_this_rank(args, vp_stage)
+    if not is_first_or_last_pipeline_stage(vp_stage) and not mtp_here:
+        return None, None
     tp_rank = mpu.get_tensor_model_parallel_rank()
     src, group = mpu.get_tensor_model_parallel_src_rank(), mpu.get_tensor_model_parallel_group()
+    device = torch.cuda.current_device()
     batch: dict = {}
-    size = torch.zeros(1, dtype=torch.long, device="cuda")
+    size = torch.zeros(1, dtype=torch.long, device=device)
     if tp_rank == 0:
         batch = dict(next(data_iterator))
-        dataset_id = batch.pop("dataset_id").cuda(non_blocking=True).long()
+        dataset_id = torch.as_tensor(batch.pop("dataset_id")).to(device=device, dtype=torch.long, non_blocking=True)
         size[0] = dataset_id.numel()
         for key in BATCH_KEYS:
-            batch[key] = batch[key].cuda(non_blocking=True) if batch.get(key) is not None else None
+            batch[key] = batch[key].to(device=device, non_blocking=True) if batch.get(key) is not None else None
     torch.distributed.broadcast(size, src, group=group)
     if tp_rank != 0:
-        dataset_id = torch.empty(int(size.item()), dtype=torch.long, device="cuda")
+        dataset_id = torch.empty(int(size.item()), dtype=torch.long, device=device)
     torch.distributed.broadcast(dataset_id, src, group=group)
-    has_cu_seqlens = getattr(args, "sft", False) or getattr(args, "dataloader_inter_document_masking", False)
     batch = get_batch_on_this_tp_rank(
         batch,
-        has_cu_seqlens=has_cu_seqlens,
+        # The plugin's GPT datasets never carry packed-sequence metadata (--sft and inter-document masking
+        # are refused at launch), so no cu_seqlens travel.
+        has_cu_seqlens=False,
         is_hybrid_cp=args.hybrid_context_parallel,
         create_attention_mask_in_dataloader=args.create_attention_mask_in_dataloader,
         broadcast_src_rank=src,
@@ -107,7 +155,7 @@ def get_batch(data_iterator, vp_stage=None):
         tp_rank=tp_rank,
         micro_batch_size=int(size.item()),
         seq_length=args.seq_length,
-        mtp_on_this_rank=False,
+        mtp_on_this_rank=mtp_here,
         pipeline_model_parallel_size=args.pipeline_model_parallel_size,
         is_pipeline_first_stage=mpu.is_pipeline_first_stage(ignore_virtual=vp_stage is None, vp_stage=vp_stage),
         is_pipeline_last_stage=mpu.is_pipeline_last_stage(ignore_virtual=vp_stage is None, vp_stage=vp_stage),
@@ -121,8 +169,8 @@ def get_batch(data_iterator, vp_stage=None):
     return batch, dataset_id
 
 
-def make_forward_step(domain_names: list[str] | None):
-    """A Megatron ``forward_step(data_iterator, model)`` reporting per-domain validation losses."""
+def make_forward_step(tally: DomainTally | None):
+    """A Megatron ``forward_step(data_iterator, model, return_schedule_plan=False)`` that fills ``tally``."""
 
     def forward_step(data_iterator, model, return_schedule_plan: bool = False):
         from megatron.core.utils import get_attr_wrapped_model
@@ -133,8 +181,13 @@ def make_forward_step(domain_names: list[str] | None):
         batch, dataset_id = get_batch(data_iterator, get_attr_wrapped_model(model, "vp_stage"))
         timers("batch-generator").stop()
         batch = batch or {}
-        output = model(batch.get("tokens"), batch.get("position_ids"), batch.get("attention_mask"),
-                       labels=batch.get("labels"), loss_mask=batch.get("loss_mask"))
-        return output, partial(loss_func, batch.get("loss_mask"), dataset_id, domain_names, model=model)
+        inputs = (batch.get("tokens"), batch.get("position_ids"), batch.get("attention_mask"))
+        loss = partial(loss_func, batch.get("loss_mask"), dataset_id, tally, model=model)
+        if return_schedule_plan:
+            # The combined 1F1B schedule (--overlap-moe-expert-parallel-comm) asks for the model's schedule plan
+            # instead of its output, as in Megatron-LM's pretrain_gpt.py.
+            plan = model.build_schedule_plan(*inputs, labels=batch.get("labels"), loss_mask=batch.get("loss_mask"))
+            return plan, loss
+        return model(*inputs, labels=batch.get("labels"), loss_mask=batch.get("loss_mask")), loss
 
     return forward_step

@@ -3,39 +3,47 @@
     torchrun ... -m regmix_plugin.megatron.pretrain_gpt <Megatron-LM GPT flags> --data-mixture-from regmix.json
 
 Everything else is stock ``megatron.training``: argument parsing and validation, GPTModelConfig, ``pretrain``.
-The plugin supplies the extra flags, the dataset provider (train blend + per-domain validation), and a
-forward step whose loss report carries ``valid/<domain>/loss``. With per-domain evaluation on, the whole
-validation set is read at every evaluation (``--full-validation``), so each domain's loss is over the same
-tokens every time. With ``--data-schedule-from`` the phase transitions become ``--phase-transition-iterations``
-and the same command is relaunched after each transition (Megatron exits there by design).
+The plugin supplies the extra flags, the dataset provider (train blend + a fixed per-domain validation set), a
+forward step that tallies losses per domain, and the hook that reports ``valid/<domain>/loss``. What it sets
+on the way (implementation flags without Transformer Engine/apex, ``CUDA_DEVICE_MAX_CONNECTIONS``, the
+prebuilt dataset helpers, a schedule's resume point) is in :mod:`regmix_plugin.megatron.launch` and is printed.
+
+With ``--data-schedule-from`` the phase transitions become ``--phase-transition-iterations``: Megatron saves
+and exits at each one, and the same command is relaunched; each launch trains one phase, and a launch after
+the last phase exits at once.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
+from regmix_plugin.errors import RegmixError
 from regmix_plugin.megatron.args import add_regmix_args, check_regmix_args
-from regmix_plugin.schedule import Schedule
+from regmix_plugin.megatron.launch import prepare_launch, resume_schedule, use_prebuilt_dataset_helpers
 
 
-def _flag_value(argv: list[str], flag: str) -> str | None:
-    for i, a in enumerate(argv):
-        if a == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith(flag + "="):
-            return a.split("=", 1)[1]
-    return None
+def _say(line: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"> regmix: {line}", flush=True)
 
 
-def prepare_argv(argv: list[str]) -> list[str]:
-    """Add the stock flags that the plugin's flags imply, unless the user set them."""
-    argv = list(argv)
-    schedule = _flag_value(argv, "--data-schedule-from")
-    if schedule and _flag_value(argv, "--phase-transition-iterations") is None:
-        argv += Schedule.load(schedule).megatron_args()
-    if "--no-regmix-per-domain-eval" not in argv and "--full-validation" not in argv:
-        argv.append("--full-validation")
-    return argv
+def components(args):
+    """``(datasets_provider, forward_step)`` for ``pretrain``, after checking the plugin's flags.
+
+    With per-domain evaluation on it also installs the evaluation hook. A team's own pretrain_gpt.py calls this
+    after ``parse_and_validate_args(extra_args_provider=add_regmix_args)``; see docs/megatron.md.
+    """
+    from regmix_plugin.megatron.datasets import domain_names, train_valid_test_datasets_provider
+    from regmix_plugin.megatron.hooks import install_evaluation_hook
+    from regmix_plugin.megatron.loss import DomainTally, make_forward_step
+
+    check_regmix_args(args)
+    tally = None
+    if (args.data_mixture_from or args.data_schedule_from) and args.regmix_per_domain_eval:
+        tally = DomainTally(domain_names(args))
+        install_evaluation_hook(tally)
+    return train_valid_test_datasets_provider, make_forward_step(tally)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,27 +52,28 @@ def main(argv: list[str] | None = None) -> None:
     from megatron.training.arguments import parse_and_validate_args
     from megatron.training.training import pretrain
 
-    from regmix_plugin.megatron.datasets import mixture_for_iteration, train_valid_test_datasets_provider
-    from regmix_plugin.megatron.hooks import install_metrics_hook
-    from regmix_plugin.megatron.loss import make_forward_step
-
-    sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:] if argv is None else argv)]
+    launch = prepare_launch(sys.argv[1:] if argv is None else argv)
+    for note in launch.notes:
+        _say(note)
+    use_prebuilt_dataset_helpers()
+    sys.argv = [sys.argv[0], *launch.argv]
     args = parse_and_validate_args(extra_args_provider=add_regmix_args,
                                    args_defaults={"tokenizer_type": "GPT2BPETokenizer"})
-    check_regmix_args(args)
-    domain_names = None
-    if args.data_mixture_from or args.data_schedule_from:
-        mixture = mixture_for_iteration(args)
-        if args.regmix_per_domain_eval:
-            domain_names = mixture.names
-            install_metrics_hook()
-    pretrain(
-        pretrain_cfg_container_from_args(args, gpt_config_from_args(args)),
-        train_valid_test_datasets_provider,
-        ModelType.encoder_or_decoder,
-        make_forward_step(domain_names),
-    )
+    provider, forward_step = components(args)
+    if args.data_schedule_from:
+        go, notes = resume_schedule(args)
+        for note in notes:
+            _say(note)
+        if not go:
+            return
+    pretrain(pretrain_cfg_container_from_args(args, gpt_config_from_args(args)), provider,
+             ModelType.encoder_or_decoder, forward_step)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RegmixError as e:
+        # One line on every rank that fails, exit 2: the same contract as the regmix CLI.
+        print(f"regmix: error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
+        raise SystemExit(2) from None
