@@ -40,7 +40,7 @@ from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_json, atomic_write_text
 
 FORMAT_VERSION = 1
-EXPORT_FORMATS = ("megatron-args", "data-args", "per-split-json")
+EXPORT_FORMATS = ("megatron-args", "data-args", "per-split-json", "bridge")
 
 _DOMAIN_KEYS = {"name", "weight", "prefixes", "tokens", "valid_prefixes", "test_prefixes"}
 _TOP_KEYS = {"version", "name", "domains", "provenance", "normalization"}
@@ -407,6 +407,8 @@ class Mixture:
                     "whitespace; move the data or use --format megatron-args / per-split-json"
                 )
             return " ".join(args) + "\n"
+        if fmt == "bridge":
+            return self._bridge_export(base_dir)
         if fmt == "per-split-json":
             train = self.data_path_args("train", base_dir)
             valid = self.data_path_args("valid", base_dir)
@@ -415,6 +417,40 @@ class Mixture:
             doc = {"train": train, "valid": valid or train, "test": test or valid or train}
             return json.dumps(doc, indent=2) + "\n"
         raise MixtureError(f"--format: unknown value {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+
+    def _bridge_export(self, base_dir: str | None) -> str:
+        """What a Megatron-Bridge (NeMo) recipe needs: the ``dataset.data_path=`` override and Python lines.
+
+        Bridge's ``GPTDatasetConfig`` is megatron-core's: ``data_path`` is split on whitespace and read by
+        megatron-core's ``get_blend_from_list`` into ``blend``; ``blend_per_split`` is ``[train, valid, test]``,
+        each ``(prefixes, weights or None)``.
+        """
+        train = self.data_path_args("train", base_dir)
+        spaced = next((p for p in train[1::2] if any(c.isspace() for c in p)), None)
+        if spaced is not None:
+            raise MixtureError(f"--format bridge: prefix {spaced!r} contains whitespace, and Bridge splits "
+                               "dataset.data_path on whitespace; move the data")
+
+        def blend(split: str) -> str:
+            args = self.data_path_args(split, base_dir)
+            if not args:
+                return "None"
+            weights = "None" if split != "train" else "[" + ", ".join(args[0::2]) + "]"
+            return "([" + ", ".join(json.dumps(p) for p in args[1::2]) + f"], {weights})"
+
+        valid = blend("valid")
+        lines = [
+            f"# Megatron-Bridge: mixture {self.name!r} ({len(self.domains)} domains; weight-0 domains are not trained on)",
+            "# 1. Override of a recipe run: the train blend (the recipe's split then carves validation from it).",
+            "dataset.data_path=" + shlex.quote(" ".join(train)),
+            "# 2. Python, on the recipe's ConfigContainer `cfg`: the train blend, and every domain's held-out",
+            "#    validation set (weights None: each read in full).",
+            "cfg.dataset.data_path = None",
+            "cfg.dataset.blend = None",
+            f"cfg.dataset.blend_per_split = [{blend('train')}, {valid}, {blend('test') if self.data_path_args('test', base_dir) else valid}]",
+            "cfg.dataset.split = None",
+        ]
+        return "\n".join(lines) + "\n"
 
     def write_export(self, fmt: str, path: str | os.PathLike, base_dir: str | None = None) -> Path:
         return atomic_write_text(path, self.export(fmt, base_dir))

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regmix_plugin.cli import main
-from regmix_plugin.mixture import Mixture, MixtureError
+from regmix_plugin.mixture import EXPORT_FORMATS, Mixture, MixtureError
 
 GOOD = {
     "version": 1,
@@ -101,7 +101,7 @@ def test_bad_file_is_one_line_exit_2_and_exports_nothing(case, tmp_path, capsys)
     f.write_text(text)
     assert main(["validate", str(f)]) == 2
     _assert_one_line_error(capsys.readouterr().err, fragment)
-    for fmt in ("megatron-args", "data-args", "per-split-json"):
+    for fmt in EXPORT_FORMATS:
         out = tmp_path / "sub" / "exported.txt"
         assert main(["export", str(f), "--format", fmt, "--out", str(out)]) == 2
         _assert_one_line_error(capsys.readouterr().err, fragment)
@@ -315,3 +315,44 @@ def test_exports_parse_back_with_megatron(tmp_path, capsys):
     # Validation sets of every domain that has one, weight-0 domains included, weighted equally.
     assert valid[0] == [str(folder / "web/valid"), str(folder / "books/valid")] and valid[1] == [1.0, 1.0]
     assert test == valid
+
+
+def test_bridge_export_is_read_the_way_bridge_reads_it(tmp_path, capsys):
+    """Megatron-Bridge cannot be imported on CPU (its package imports transformer_engine; DECISIONS 29), so the
+    export is checked against what Bridge runs: ``dataset.data_path`` goes through megatron-core's
+    ``get_blend_from_list``, and ``blend_per_split`` through megatron-core's GPTDatasetConfig and dataset builder."""
+    from types import SimpleNamespace
+
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+    from megatron.core.datasets.utils import get_blend_from_list
+    from proxy_helpers import make_corpus, write_mixture
+
+    from regmix_plugin.data.tokenizer import infer_tokenizer
+
+    make_corpus(tmp_path / "corpus", ("web", "code", "books"), docs=24)
+    path = write_mixture(tmp_path / "corpus", "mix", {"web": 0.6, "code": 0.4})  # books: weight 0
+    assert main(["export", str(path), "--format", "bridge"]) == 0
+    text = capsys.readouterr().out
+    mix = Mixture.load(path)
+    corpus = tmp_path / "corpus"
+
+    override = next(ln for ln in text.splitlines() if ln.startswith("dataset.data_path="))
+    value = shlex.split(override.split("=", 1)[1])[0]
+    prefixes, weights = get_blend_from_list(value.split())  # GPTDatasetConfig.finalize's reading of data_path
+    assert prefixes == [str(corpus / "web/train"), str(corpus / "code/train")]
+    assert weights == pytest.approx([0.6, 0.4])
+
+    cfg = SimpleNamespace(dataset=SimpleNamespace())
+    exec("\n".join(ln for ln in text.splitlines() if ln.startswith("cfg.")), {"cfg": cfg})
+    config = GPTDatasetConfig(
+        random_seed=1, sequence_length=16, blend=cfg.dataset.blend, blend_per_split=cfg.dataset.blend_per_split,
+        split=cfg.dataset.split, tokenizer=infer_tokenizer(mix), reset_position_ids=False,
+        reset_attention_mask=False, eod_mask_loss=False, path_to_cache=str(tmp_path / "cache"),
+        drop_last_partial_validation_sequence=False)
+    train, valid, test = BlendedMegatronDatasetBuilder(GPTDataset, [32, None, None], lambda: True, config).build()
+    assert len(train) >= 32 and set(train.dataset_index.tolist()) == {0, 1}  # web and code only
+    domains = json.loads((corpus / "corpus.json").read_text())["domains"]
+    # Every domain's held-out set (books included), each read in full: one epoch of 16-token sequences.
+    assert len(valid) == sum(math.ceil((domains[d]["valid_tokens"] - 1) / 16) for d in ("web", "code", "books"))
+    assert len(test) == sum((domains[d]["valid_tokens"] - 1) // 16 for d in ("web", "code", "books"))  # test drops partials

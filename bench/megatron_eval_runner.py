@@ -1,0 +1,110 @@
+"""One Megatron-LM launch for bench/megatron_eval.py (run under torchrun; not a user entry point).
+
+Applies the CPU patches of tests/megatron_cpu (this is a CPU benchmark of megatron.training), then times every
+call of Megatron's ``evaluate_and_print_results`` (the whole evaluation: forward passes, reductions, the
+plugin's per-domain collective and writes) and appends ``{"mode", "iteration", "seconds"}`` lines to
+$REGMIX_BENCH_TIMES on rank 0. $REGMIX_BENCH_MODE chooses the validation path:
+
+* ``plugin``: ``pretrain_gpt``'s per-domain evaluation (the fixed validation set, one tally collective);
+* ``plain``: the same validation set and Megatron's plain lm loss only (``--no-regmix-per-domain-eval``);
+* ``native``: megatron-core 0.19's own per-dataset validation: one validation dataset per domain with
+  ``--multiple-validation-sets --full-validation --validation-set-names``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "megatron_cpu"))
+import cpu_patches  # noqa: E402
+
+cpu_patches.apply()
+
+import megatron.training.training as mtraining  # noqa: E402
+import torch  # noqa: E402
+
+MODE = os.environ["REGMIX_BENCH_MODE"]
+TIMES = os.environ["REGMIX_BENCH_TIMES"]
+
+
+def time_evaluations() -> None:
+    original = mtraining.evaluate_and_print_results
+
+    @functools.wraps(original)
+    def evaluate_and_print_results(prefix, forward_step_func, data_iterator, model, iteration, *a, **kw):
+        t0 = time.perf_counter()
+        result = original(prefix, forward_step_func, data_iterator, model, iteration, *a, **kw)
+        seconds = time.perf_counter() - t0
+        if torch.distributed.get_rank() == 0:
+            with open(TIMES, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"mode": MODE, "iteration": int(iteration), "seconds": seconds}) + "\n")
+        return result
+
+    mtraining.evaluate_and_print_results = evaluate_and_print_results
+
+
+class ValidSplit(torch.utils.data.Dataset):
+    """A per-domain validation dataset marked as the validation split, as megatron-core's builder marks its own."""
+
+    def __init__(self, base) -> None:
+        from megatron.core.datasets.utils import Split
+
+        self.base, self.split = base, Split.valid
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        return self.base[i]
+
+
+def run_native() -> None:
+    from megatron.core.enums import ModelType
+    from megatron.training.argument_utils import gpt_config_from_args, pretrain_cfg_container_from_args
+    from megatron.training.arguments import parse_and_validate_args
+
+    from regmix_plugin.megatron.args import add_regmix_args
+    from regmix_plugin.megatron.datasets import build_for_args, builds_on_this_rank
+    from regmix_plugin.megatron.launch import prepare_launch, use_prebuilt_dataset_helpers
+    from regmix_plugin.megatron.loss import make_forward_step
+
+    sys.argv = [sys.argv[0], *prepare_launch(sys.argv[1:]).argv]
+    use_prebuilt_dataset_helpers()
+    args = parse_and_validate_args(extra_args_provider=add_regmix_args)
+
+    def provider(num_samples, vp_stage=None):
+        here = builds_on_this_rank(vp_stage)
+        ds = build_for_args(args, num_samples[0], build_on_this_rank=here)
+        return ds.train, [ValidSplit(v) if here else None for v in ds.valid.values()], None
+
+    provider.is_distributed = True
+    time_evaluations()
+    mtraining.pretrain(pretrain_cfg_container_from_args(args, gpt_config_from_args(args)), provider,
+                       ModelType.encoder_or_decoder, make_forward_step(None))
+
+
+def run_plugin() -> None:
+    import regmix_plugin.megatron.hooks as hooks
+    from regmix_plugin.megatron.pretrain_gpt import main
+
+    if MODE == "plain":
+        time_evaluations()
+    else:
+        install = hooks.install_evaluation_hook
+
+        def install_then_time(tally):  # time outside the plugin's hook, so its collective and writes count
+            install(tally)
+            time_evaluations()
+
+        hooks.install_evaluation_hook = install_then_time
+    main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    run_native() if MODE == "native" else run_plugin()
