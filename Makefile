@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -27,5 +27,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run_all.py --out bench_out
 
+# On a machine with NVIDIA GPUs: the GPU paths in at most 8 minutes, one line per check (scripts/gpu_check.py).
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py --out gpu_check_out
+
 clean:
-	rm -rf demo_out bench_out .pytest_cache
+	rm -rf demo_out bench_out gpu_check_out .pytest_cache

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["data", "proxy", "sweep", "fit", "optimize", "uncertainty", "synthesize", "scaling"]
+ORDER = ["data", "proxy", "sweep", "fit", "optimize", "uncertainty", "synthesize", "scaling", "megatron_eval"]
 
 
 def main() -> int:

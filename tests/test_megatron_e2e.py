@@ -26,30 +26,16 @@ from proxy_helpers import REPO, make_corpus, write_mixture
 
 from regmix_plugin.metrics import read_metrics
 
+sys.path.insert(0, str(REPO / "tests" / "megatron_cpu"))
+from tiny_launch import EXACT, LAUNCH, SIZED  # noqa: E402
+
 pytestmark = pytest.mark.megatron_e2e
 
 CPU_SUPPORT = REPO / "tests" / "megatron_cpu"
 WEIGHTS = {"web": 0.75, "code": 0.25, "books": 0.0}  # books: not trained on, still evaluated
 
-# README.md's launch line and examples/megatron_tp2_pp2.sh, with tiny sizes (test_docs_use_the_tested_flags).
-LAUNCH = [
-    "--num-layers", "2", "--hidden-size", "64", "--ffn-hidden-size", "128", "--num-attention-heads", "4",
-    "--seq-length", "32", "--max-position-embeddings", "32",
-    "--position-embedding-type", "rope", "--normalization", "RMSNorm", "--swiglu", "--disable-bias-linear",
-    "--micro-batch-size", "2", "--global-batch-size", "4", "--train-samples", "16",
-    "--lr", "1e-3", "--min-lr", "1e-4", "--lr-decay-style", "cosine", "--lr-warmup-samples", "4",
-    "--weight-decay", "0.1", "--clip-grad", "1.0", "--adam-beta2", "0.95", "--bf16",
-    "--tokenizer-type", "NullTokenizer", "--vocab-size", "257",
-    "--regmix-valid-samples-per-domain", "64", "--eval-interval", "2",
-    "--save-interval", "2", "--log-interval", "1",
-]
-# What the test adds: the CPU backend, dropout off and one vocabulary padding for TP = 1 and TP = 2, so that
-# different layouts can be compared exactly.
-CPU_ONLY = ["--distributed-backend", "gloo", "--attention-dropout", "0", "--hidden-dropout", "0",
-            "--make-vocab-size-divisible-by", "256"]
-# Flags whose values are sizes, paths or layout; the docs may differ from the test in their values only.
-SIZED = {"--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--data-mixture-from", "--save",
-         "--tensorboard-dir"}
+# The CPU backend, plus what exact comparisons across layouts need (tiny_launch.EXACT).
+CPU_ONLY = ["--distributed-backend", "gloo", *EXACT]
 
 
 def launch(nproc: int, *flags: str, direct_eval: Path | None = None) -> subprocess.CompletedProcess:
@@ -185,3 +171,16 @@ def test_docs_use_the_tested_flags():
     for name, text in (("README.md", block.group(1)), ("examples/megatron_tp2_pp2.sh", example)):
         flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", text)) - {"--standalone", "--nproc-per-node"}
         assert flags == tested, f"{name}: extra {sorted(flags - tested)}, missing {sorted(tested - flags)}"
+
+
+def test_gpu_check_rehearses_on_cpu(tmp_path):
+    """scripts/gpu_check.py has no GPU here; its CPU rehearsal runs every check it would run on one GPU."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--device", "cpu", "--gpus", "1",
+                           "--proxies", "2", "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO,
+                          timeout=900, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("gpu-check: ")]
+    assert proc.returncode == 0, "\n".join(lines) + proc.stderr[-2000:]
+    results = json.loads((tmp_path / "gpu_check.json").read_text())["checks"]
+    assert [r["check"] for r in results] == ["proxy trainer on cpu", "pretrain_gpt --data-mixture-from, TP=1",
+                                             "per-domain losses vs the CPU reference", "2 proxies packed on one cpu"]
+    assert all(r["ok"] for r in results) and sum(ln.count(" PASS ") for ln in lines) == 4
