@@ -444,3 +444,13 @@ def test_a_missing_eval_interval_is_a_one_line_error(parse, corpus):
     args = parse([*MODEL_FLAGS[2:], "--train-iters", "10", "--data-mixture-from", str(corpus / "natural.json")])
     with pytest.raises(ConfigError, match="--eval-interval: missing"):
         check_regmix_args(args)
+
+
+def test_ranks_that_do_not_read_data_build_nothing(corpus, process_group):
+    """As Megatron-LM's pretrain_gpt.py: only TP rank 0 of the first and last pipeline stages builds datasets."""
+    from regmix_plugin.data.blend import BlendConfig, build_datasets
+    from regmix_plugin.mixture import Mixture
+
+    ds = build_datasets(Mixture.load(corpus / "natural.json"),
+                        BlendConfig(seq_length=32, train_samples=8, build_on_this_rank=False))
+    assert ds.train is None and ds.valid == {"web": None, "code": None, "books": None}
