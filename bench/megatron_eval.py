@@ -4,19 +4,21 @@
 
 Runs Megatron's ``pretrain()`` (through bench/megatron_eval_runner.py, with the CPU patches of
 tests/megatron_cpu) on a tiny GPT and a 4-domain corpus, and times every whole evaluation
-(``evaluate_and_print_results``) in four set-ups, launched interleaved ``--repeats`` times:
+(``evaluate_and_print_results``: forward passes, reductions, the plugin's collective and writes):
 
-* ``plugin``: the plugin's per-domain evaluation (goal: at most 1.05x ``plain``);
-* ``plain``: the same fixed validation set, Megatron's plain ``lm loss`` only;
+* ``plugin`` vs ``plain``, in the same launch: evaluations alternate between the plugin's per-domain path and
+  Megatron's plain ``lm loss`` over the same fixed validation set (goal: at most 1.05x);
 * ``native``: megatron-core 0.19's per-dataset validation (``--multiple-validation-sets --full-validation
-  --validation-set-names``), with the evaluation batch sizes of the run;
+  --validation-set-names``) with the run's evaluation batch sizes, against a ``plain`` launch made next to it;
 * ``native-mb1``: the same with ``--eval-micro-batch-size 1 --eval-global-batch-size <dp>``, the only setting
   where it reads each sample once (its sampler always yields one sample per rank).
 
-Each launch evaluates after each of its 8 iterations and once more at the end; its first evaluation is
-warm-up and is dropped, and the launch's median is kept. Launches alternate their order from one repeat to
-the next. The table gives the median over launches, and the median over repeats of each path's ratio to the
-``plain`` launch of the same repeat (launches made back to back, so a drift in the machine's load cancels).
+The paired launch evaluates after each of its 40 iterations: the plugin's ratio is the median, over all
+repeats, of the ratios of neighbouring evaluations (plugin, then plain), the first pair dropped as warm-up.
+The other launches evaluate after each of 8 iterations; each path's first evaluation is warm-up, the launch's
+median is kept, and the native paths' ratios are to the ``plain`` launch of the same repeat. The launches of a
+repeat run back to back, in alternating order from one repeat to the next (the machine is shared, so only
+side-by-side ratios mean much).
 Writes megatron_eval.json to --out.
 """
 
@@ -43,10 +45,10 @@ def make_corpus(root: Path) -> Path:
     return tiny_corpus(root, DOMAINS, docs=160)
 
 
-def launch(mode: str, nproc: int, corpus: Path, work: Path, times: Path) -> None:
+def launch(mode: str, nproc: int, corpus: Path, work: Path, times: Path) -> list[dict]:
     names = ["--validation-set-names", *DOMAINS]
     extra = {
-        "plugin": [],
+        "paired": [],
         "plain": ["--no-regmix-per-domain-eval"],
         "native": ["--multiple-validation-sets", "--full-validation", *names],
         "native-mb1": ["--multiple-validation-sets", "--full-validation", *names,
@@ -55,7 +57,9 @@ def launch(mode: str, nproc: int, corpus: Path, work: Path, times: Path) -> None
     flags = [
         "--num-layers", "2", "--hidden-size", "128", "--ffn-hidden-size", "256", "--num-attention-heads", "4",
         "--seq-length", "64", "--max-position-embeddings", "64", "--micro-batch-size", "4",
-        "--global-batch-size", str(8 * nproc), "--train-samples", str(64 * nproc), "--lr", "1e-3",
+        # The paired launch makes many evaluations (its ratios are taken pair by pair); the others need a few.
+        "--global-batch-size", str(8 * nproc), "--train-samples", str((320 if mode == "paired" else 64) * nproc),
+        "--lr", "1e-3",
         "--tokenizer-type", "NullTokenizer", "--vocab-size", "257", "--distributed-backend", "gloo",
         "--data-mixture-from", str(corpus), "--eval-interval", "1", "--log-interval", "100",
         "--save", str(work / mode), "--save-interval", "1000", "--regmix-valid-samples-per-domain", "32",
@@ -67,6 +71,12 @@ def launch(mode: str, nproc: int, corpus: Path, work: Path, times: Path) -> None
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=1200)
     if proc.returncode:
         raise SystemExit(f"{mode} launch failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return [json.loads(x) for x in times.read_text().splitlines()]
+
+
+def _median_after_warmup(recs: list[dict], mode: str) -> float:
+    seconds = [r["seconds"] for r in recs if r["mode"] == mode]
+    return statistics.median(seconds[1:])  # each path's first evaluation is warm-up
 
 
 def main() -> int:
@@ -77,33 +87,41 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    modes = ("plugin", "plain", "native", "native-mb1")
+    launches = ("paired", "plain", "native", "native-mb1")
+    seconds: dict[str, list[float]] = {m: [] for m in ("plugin", "plain (same launch)", *launches[1:])}
+    ratios: dict[str, list[float]] = {m: [] for m in ("plugin", "native", "native-mb1")}
     with tempfile.TemporaryDirectory(prefix="regmix-bench-eval-") as tmp:
         tmp = Path(tmp)
         corpus = make_corpus(tmp / "corpus")
-        per_launch: dict[str, list[float]] = {m: [] for m in modes}
         for r in range(args.repeats):
-            # Alternate the order, so that a drift in the machine's load does not favour one path.
-            for m in (modes if r % 2 == 0 else modes[::-1]):
-                times = tmp / f"{m}-{r}.jsonl"
-                launch(m, args.nproc, corpus, tmp / f"run{r}", times)
-                recs = [json.loads(x)["seconds"] for x in times.read_text().splitlines()]
-                per_launch[m].append(statistics.median(recs[1:]))  # the first evaluation is warm-up
-                print(f"repeat {r + 1}/{args.repeats} {m}: {len(recs)} evaluations, median {per_launch[m][-1]:.3f} s",
-                      file=sys.stderr, flush=True)
-    result = {}
-    for m in modes:
-        # Ratios of launches made back to back (same repeat), then the median over repeats.
-        ratios = [a / b for a, b in zip(per_launch[m], per_launch["plain"])]
-        result[m] = {"median_s": statistics.median(per_launch[m]), "ratio_to_plain": statistics.median(ratios),
-                     "ratios": ratios, "launch_medians_s": per_launch[m]}
-    lines = ["| validation path | s per evaluation (median) | vs plain (median of paired ratios) | launches |",
-             "|---|---|---|---|"]
-    for m in modes:
-        lines.append(f"| {m} | {result[m]['median_s']:.3f} | {result[m]['ratio_to_plain']:.2f}x | {args.repeats} |")
-    table = "\n".join(lines)
-    print(f"Megatron evaluation, {len(DOMAINS)} domains x 32 validation sequences of 64 tokens, DP={args.nproc}\n")
-    print(table)
+            # Alternate the launch order, so that a drift in the machine's load favours no path.
+            for m in (launches if r % 2 == 0 else launches[::-1]):
+                recs = launch(m, args.nproc, corpus, tmp / f"run{r}", tmp / f"{m}-{r}.jsonl")
+                if m == "paired":
+                    seconds["plugin"].append(_median_after_warmup(recs, "plugin"))
+                    seconds["plain (same launch)"].append(_median_after_warmup(recs, "plain"))
+                    # Evaluations alternate plugin, plain, plugin, ...: each neighbouring pair gives one ratio,
+                    # which cancels the machine's load drift better than the launch's medians do.
+                    pairs = zip(recs[2::2], recs[3::2])
+                    ratios["plugin"] += [a["seconds"] / b["seconds"] for a, b in pairs if b["mode"] == "plain"]
+                else:
+                    seconds[m].append(_median_after_warmup(recs, m.split("-")[0]))
+                print(f"repeat {r + 1}/{args.repeats} {m}: {len(recs)} evaluations", file=sys.stderr, flush=True)
+            for m in ("native", "native-mb1"):
+                ratios[m].append(seconds[m][-1] / seconds["plain"][-1])
+    result = {m: {"median_s": statistics.median(v), "launch_medians_s": v} for m, v in seconds.items()}
+    for m, v in ratios.items():
+        result[m].update(ratio_to_plain=statistics.median(v), ratios=v)
+    lines = ["| validation path | s per evaluation (median) | vs plain (median ratio) |", "|---|---|---|"]
+    for m, label, plain in (("plugin", "plugin: per-domain losses", "plain, same launch"),
+                            ("native", "megatron-core --multiple-validation-sets --full-validation", "plain launch"),
+                            ("native-mb1", "the same, --eval-micro-batch-size 1", "plain launch")):
+        lines.append(f"| {label} | {result[m]['median_s']:.3f} | {result[m]['ratio_to_plain']:.3f}x ({plain}, "
+                     f"{len(result[m]['ratios'])} ratios) |")
+    lines.append(f"| plain: lm loss only, same fixed validation set | {result['plain']['median_s']:.3f} | 1.00x |")
+    print(f"Megatron evaluation, {len(DOMAINS)} domains x 32 validation sequences of 64 tokens, DP={args.nproc}, "
+          f"{args.repeats} repeats\n")
+    print("\n".join(lines))
     (out / "megatron_eval.json").write_text(json.dumps({"nproc": args.nproc, "repeats": args.repeats, **result}, indent=2))
     return 0
 

@@ -5,7 +5,8 @@ call of Megatron's ``evaluate_and_print_results`` (the whole evaluation: forward
 plugin's per-domain collective and writes) and appends ``{"mode", "iteration", "seconds"}`` lines to
 $REGMIX_BENCH_TIMES on rank 0. $REGMIX_BENCH_MODE chooses the validation path:
 
-* ``plugin``: ``pretrain_gpt``'s per-domain evaluation (the fixed validation set, one tally collective);
+* ``paired``: ``pretrain_gpt`` with evaluations alternating between the plugin's per-domain path and a plain
+  one (:func:`run_paired`);
 * ``plain``: the same validation set and Megatron's plain lm loss only (``--no-regmix-per-domain-eval``);
 * ``native``: megatron-core 0.19's own per-dataset validation: one validation dataset per domain with
   ``--multiple-validation-sets --full-validation --validation-set-names``.
@@ -89,22 +90,57 @@ def run_native() -> None:
                        ModelType.encoder_or_decoder, make_forward_step(None))
 
 
-def run_plugin() -> None:
+def run_paired() -> None:
+    """``pretrain_gpt`` with evaluations alternating between the plugin's per-domain path and a plain one.
+
+    Even evaluations go through the plugin's hook with the per-domain tally; odd ones call Megatron's stock
+    ``evaluate_and_print_results`` with the tally switched off: the same process, data and loader, so the two
+    are timed side by side under the same load.
+    """
     import regmix_plugin.megatron.hooks as hooks
+    from regmix_plugin.megatron.loss import DomainTally
     from regmix_plugin.megatron.pretrain_gpt import main
 
-    if MODE == "plain":
-        time_evaluations()
-    else:
-        install = hooks.install_evaluation_hook
+    stock = mtraining.evaluate_and_print_results
+    install = hooks.install_evaluation_hook
 
-        def install_then_time(tally):  # time outside the plugin's hook, so its collective and writes count
-            install(tally)
-            time_evaluations()
+    def install_then_pair(tally):
+        install(tally)
+        hooked = mtraining.evaluate_and_print_results
+        count = [0]
 
-        hooks.install_evaluation_hook = install_then_time
+        @functools.wraps(stock)
+        def evaluate_and_print_results(prefix, forward_step_func, data_iterator, model, iteration, *a, **kw):
+            plain = count[0] % 2 == 1
+            count[0] += 1
+            add = DomainTally.add_evaluation
+            if plain:
+                DomainTally.add_evaluation = lambda self, *args: None
+            t0 = time.perf_counter()
+            try:
+                fn = stock if plain else hooked
+                result = fn(prefix, forward_step_func, data_iterator, model, iteration, *a, **kw)
+            finally:
+                DomainTally.add_evaluation = add
+            seconds = time.perf_counter() - t0
+            if torch.distributed.get_rank() == 0:
+                with open(TIMES, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"mode": "plain" if plain else "plugin", "iteration": int(iteration),
+                                        "seconds": seconds}) + "\n")
+            return result
+
+        mtraining.evaluate_and_print_results = evaluate_and_print_results
+
+    hooks.install_evaluation_hook = install_then_pair
+    main(sys.argv[1:])
+
+
+def run_plain() -> None:
+    from regmix_plugin.megatron.pretrain_gpt import main
+
+    time_evaluations()
     main(sys.argv[1:])
 
 
 if __name__ == "__main__":
-    run_native() if MODE == "native" else run_plugin()
+    {"native": run_native, "paired": run_paired, "plain": run_plain}[MODE]()

@@ -124,13 +124,13 @@ def _repair_mask_cache(ds: Any) -> None:
     data-loader worker, so evaluations silently disagree. The cache is only used when the mask does not depend
     on the data (no --eod-mask-loss / --reset-*), where the right cached mask is all ones.
     """
-    for inner in getattr(ds, "datasets", None) or (ds,):
-        if inner is not ds:
-            _repair_mask_cache(inner)
-        elif getattr(ds, "masks_and_position_ids_are_cached", False) and getattr(ds, "masks_and_position_ids_are_cacheable", False):
-            cached = ds.cached_loss_mask
-            if not bool(cached.all()):
-                ds.cached_loss_mask = torch.ones_like(cached)
+    members = getattr(ds, "datasets", None)
+    if members:  # a BlendedDataset: repair the GPTDatasets it draws from
+        for member in members:
+            _repair_mask_cache(member)
+    elif getattr(ds, "masks_and_position_ids_are_cached", False) and getattr(ds, "masks_and_position_ids_are_cacheable", False):
+        if not bool(ds.cached_loss_mask.all()):
+            ds.cached_loss_mask = torch.ones_like(ds.cached_loss_mask)
 
 
 @dataclass

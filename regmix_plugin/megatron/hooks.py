@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -30,9 +31,17 @@ def metrics_dir(args) -> str | None:
     return args.regmix_metrics_dir or args.save
 
 
-def reduce_tally(tally: DomainTally) -> tuple[dict[str, float], dict[str, int]] | None:
-    """``({domain: mean loss}, {domain: train samples drawn})`` summed over data parallelism, on the last
-    pipeline stage (None elsewhere, or before any sample was seen)."""
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation's results, summed over data parallelism."""
+
+    losses: dict[str, float]  # domain -> token-weighted mean loss
+    loss: float  # over all validation tokens (Megatron's own lm loss)
+    samples: dict[str, int]  # domain -> training samples drawn since this launch started
+
+
+def reduce_tally(tally: DomainTally) -> Evaluation | None:
+    """The tally summed over data parallelism, on the last pipeline stage (None elsewhere, or before any sample)."""
     from megatron.core import parallel_state as mpu
 
     if not mpu.is_pipeline_last_stage(ignore_virtual=True) or tally.loss is None:
@@ -43,10 +52,11 @@ def reduce_tally(tally: DomainTally) -> tuple[dict[str, float], dict[str, int]] 
     samples = tally.samples.clone()
     torch.distributed.all_reduce(samples, group=mpu.get_data_parallel_group())
     loss, tokens = evaluation.cpu().tolist()
-    samples = samples.cpu().tolist()
-    means = {n: (s / t if t > 0 else float("nan")) for n, s, t in zip(tally.names, loss, tokens)}
-    means["__all__"] = sum(loss) / sum(tokens) if sum(tokens) > 0 else float("nan")
-    return means, {n: int(round(c)) for n, c in zip(tally.names, samples)}
+    return Evaluation(
+        losses={n: (s / t if t > 0 else float("nan")) for n, s, t in zip(tally.names, loss, tokens)},
+        loss=sum(loss) / sum(tokens) if sum(tokens) > 0 else float("nan"),
+        samples={n: int(round(c)) for n, c in zip(tally.names, samples.cpu().tolist())},
+    )
 
 
 class _EvaluationLog:
@@ -57,20 +67,20 @@ class _EvaluationLog:
         self.sink: MetricsSink | None = None
         self.last_iteration: int | None = None
 
-    def write(self, iteration: int, means: dict[str, float], samples: dict[str, int], to_tensorboard: bool) -> None:
+    def write(self, iteration: int, result: Evaluation, to_tensorboard: bool) -> None:
         from megatron.training import get_tensorboard_writer, print_rank_last
 
         args = self.args
         print_rank_last(" regmix per-domain validation loss at iteration {} | {}".format(
-            iteration, " | ".join(f"{n}: {v:.9E}" for n, v in means.items() if n != "__all__")))
+            iteration, " | ".join(f"{n}: {v:.9E}" for n, v in result.losses.items())))
         if iteration == self.last_iteration:
             # Megatron evaluates again after training when the last iteration was an evaluation point: the same
             # weights and tokens give the same numbers, which are already written.
             return
         self.last_iteration = iteration
-        values = {f"valid/{n}/loss": v for n, v in means.items() if n != "__all__"}
-        values["valid/loss"] = means["__all__"]
-        values.update({f"train/{n}/samples": c for n, c in samples.items()})
+        values = {f"valid/{n}/loss": v for n, v in result.losses.items()}
+        values["valid/loss"] = result.loss
+        values.update({f"train/{n}/samples": c for n, c in result.samples.items()})
         out = metrics_dir(args)
         if out is not None:
             # Resolved now, not at launch: under a schedule the phase follows the loaded checkpoint.
@@ -82,10 +92,9 @@ class _EvaluationLog:
             self.sink.log(iteration, args.consumed_train_samples * args.seq_length, values)
         writer = get_tensorboard_writer() if to_tensorboard else None
         if writer:
-            for n, v in means.items():
-                if n != "__all__":
-                    writer.add_scalar(f"lm loss validation-{n}", v, iteration)
-                    writer.add_scalar(f"lm loss validation-{n} vs samples", v, args.consumed_train_samples)
+            for n, v in result.losses.items():
+                writer.add_scalar(f"lm loss validation-{n}", v, iteration)
+                writer.add_scalar(f"lm loss validation-{n} vs samples", v, args.consumed_train_samples)
 
 
 def install_evaluation_hook(tally: DomainTally) -> None:
@@ -111,7 +120,7 @@ def install_evaluation_hook(tally: DomainTally) -> None:
         complete = args.consumed_valid_samples - before >= args.eval_iters * args.eval_global_batch_size
         reduced = reduce_tally(tally) if complete else None
         if reduced is not None and torch.distributed.get_rank() == torch.distributed.get_world_size() - 1:
-            log.write(int(bound.arguments["iteration"]), *reduced, to_tensorboard=bound.arguments["write_to_tensorboard"])
+            log.write(int(bound.arguments["iteration"]), reduced, to_tensorboard=bound.arguments["write_to_tensorboard"])
         return result
 
     evaluate_and_print_results._regmix_hooked = True
