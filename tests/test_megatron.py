@@ -454,3 +454,12 @@ def test_ranks_that_do_not_read_data_build_nothing(corpus, process_group):
     ds = build_datasets(Mixture.load(corpus / "natural.json"),
                         BlendConfig(seq_length=32, train_samples=8, build_on_this_rank=False))
     assert ds.train is None and ds.valid == {"web": None, "code": None, "books": None}
+
+
+def test_multi_token_prediction_stages_get_their_batch(parse, process_group):
+    """MTP layers sit on the last pipeline stage and need the input tokens there (no longer hard-coded off)."""
+    from regmix_plugin.megatron.loss import _mtp_on_this_rank
+
+    args = parse([*MODEL_FLAGS, "--train-iters", "4", "--position-embedding-type", "rope", "--mtp-num-layers", "1"])
+    assert _mtp_on_this_rank(args, None)  # one stage: it is the last
+    assert not _mtp_on_this_rank(parse([*MODEL_FLAGS, "--train-iters", "4"]), None)
