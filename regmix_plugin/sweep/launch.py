@@ -75,7 +75,8 @@ def prepare(study: Study) -> Prepared:
     if study.proxy_config is not None and not study.proxy_config.is_file():
         raise RegmixError(f"proxy_config: {study.proxy_config} not found; fix the path")
     runs = _mixture_files(study, base)
-    repetition = _repetition_plan(study, base)
+    reuse = _reuse_plan(study, base)
+    repetition = _repetition_plan(study, reuse.full_base() if reuse else base)
     for run_id, path in runs:
         mix = Mixture.load(path)
         if mix.names != base.names:
@@ -84,6 +85,10 @@ def prepare(study: Study) -> Prepared:
                 f"mixtures: {path.name} has domains {', '.join(mix.names)} but base_mixture has "
                 f"{', '.join(base.names)} (differs in {', '.join(missing) or 'order'}); make them match"
             )
+        if reuse is not None:  # the run trains on every real domain; the reduced weights stay on record
+            reduced = dict(zip(mix.names, mix.weights))
+            mix = reuse.expand(mix).with_provenance(**mix.provenance, reuse={"plan": str(study.reuse),
+                                                                           "reduced_weights": reduced})
         if repetition is not None:
             mix = repetition.apply(mix)
         run_dir = study.runs_dir / run_id
@@ -112,11 +117,24 @@ def prepare(study: Study) -> Prepared:
         "stale_lock_s": study.runs.stale_lock_s,
         "runs": [r for r, _ in runs],
         "repetition": repetition.to_dict() if repetition is not None else None,
+        "reuse": str(study.reuse) if study.reuse else None,
     }
     spec_path = study.out / SPEC
     atomic_write_json(spec_path, spec)
     atomic_write_json(study.out / "study.json", _study_record(study))
     return Prepared(study, spec_path, [r for r, _ in runs])
+
+
+def _reuse_plan(study: Study, base: Mixture):
+    if study.reuse is None:
+        return None
+    from regmix_plugin.reuse.plan import load_plan
+
+    plan = load_plan(study.reuse)
+    if sorted(base.names) != sorted(plan.reduced_names):
+        raise RegmixError(f"base_mixture: {study.base_mixture} lists {', '.join(base.names)}, but the reuse plan "
+                          f"searches {', '.join(plan.reduced_names)}; use the plan's base.json")
+    return plan
 
 
 def _repetition_plan(study: Study, base: Mixture):
