@@ -42,7 +42,8 @@ def register(sub) -> None:
     p.add_argument("--runs", required=True, help="runs table of the reuse sweep (`regmix collect`)")
     p.add_argument("--old-runs", help="old runs table (default: the one the plan records; 'none' to skip)")
     p.add_argument("--tolerance", type=float, default=None,
-                   help="how far (in weight) an old run's untouched domains may be from the frozen ratios (default 1e-3)")
+                   help="how far (in weight) an old run's untouched domains may sit from the frozen ratios "
+                        "(default 1e-3)")
     p.add_argument("--out", required=True, help="reduced runs table to write (.csv or .parquet)")
     p.set_defaults(func=_runs)
 
@@ -78,8 +79,9 @@ def _plan(args: argparse.Namespace) -> int:
     old = Mixture.load(args.old)
     base = Mixture.load(args.base) if args.base else None
     for flag in ("n", "heldout", "seed"):
-        if getattr(args, flag) < (1 if flag == "n" else 0):
-            raise ConfigError(f"--{flag}: {getattr(args, flag)} is out of range; give {'>= 1' if flag == 'n' else '>= 0'}")
+        least = 1 if flag == "n" else 0
+        if getattr(args, flag) < least:
+            raise ConfigError(f"--{flag}: {getattr(args, flag)} is out of range; give a value >= {least}")
     plan, full, reduced = make_plan(
         old, args.old, base=base, add=_pairs("--add", args.add, True), valid=_pairs("--valid", args.valid, True),
         update=_pairs("--update", args.update, False), remove=args.remove, frozen_name=args.frozen_name,
