@@ -124,6 +124,14 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, corpus, capsys):
     assert main(["reuse", "plan", str(old_path), "--add", "d9", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("regmix: error: --add 'd9': expected NAME=PREFIX") and err.count("\n") == 1
+    assert main(["reuse", "plan", str(old_path), "--base", str(natural), "--out", str(tmp_path / "p")]) == 0
+    assert main(["reuse", "plan", str(old_path), "--base", str(natural), "--out", str(tmp_path / "p")]) == 0  # same
+    before = (tmp_path / "p" / "plan.json").read_text()
+    capsys.readouterr()
+    assert main(["reuse", "plan", str(old_path), "--base", str(natural), "--update", "d0", "--out",
+                 str(tmp_path / "p")]) == 2
+    assert "already holds a different reuse plan" in capsys.readouterr().err
+    assert (tmp_path / "p" / "plan.json").read_text() == before
     assert main(["reuse", "expand", str(tmp_path / "nowhere"), str(old_path), "--out", str(tmp_path / "x.json")]) == 2
     assert "reuse plan not found" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()

@@ -35,6 +35,7 @@ def register(sub) -> None:
     p.add_argument("--heldout", type=int, default=0, help="reduced study: held-out mixtures (default 0)")
     p.add_argument("--seed", type=int, default=0, help="reduced study: synthesis seed")
     p.add_argument("--out", required=True, help="plan folder (plan.json, full_base.json, base.json, study.yaml)")
+    p.add_argument("--force", action="store_true", help="replace a different plan already in --out")
     p.set_defaults(func=_plan)
 
     p = rsub.add_parser("runs", help="the reduced runs table: the reuse sweep's runs plus valid old runs")
@@ -87,7 +88,7 @@ def _plan(args: argparse.Namespace) -> int:
         update=_pairs("--update", args.update, False), remove=args.remove, frozen_name=args.frozen_name,
         old_runs=args.old_runs)
     out = Path(args.out)
-    path = write_plan(plan, full, reduced, out)
+    path = write_plan(plan, full, reduced, out, force=args.force)
     ratios = ", ".join(f"{n} {r:.3f}" for n, r in plan.frozen.items())
     print(f"{path}: {plan.frozen_name} = {ratios}")
     print(f"  search over {', '.join(plan.reduced_names)} ({len(plan.reduced_names)} domains instead of "

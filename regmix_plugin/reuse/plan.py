@@ -327,8 +327,24 @@ def make_plan(
     return plan, full, reduced
 
 
-def write_plan(plan: ReusePlan, full: Mixture, reduced: Mixture, folder: str | os.PathLike) -> Path:
+_SAME_PLAN = ("frozen_name", "frozen", "free", "added", "updated", "removed")
+
+
+def write_plan(plan: ReusePlan, full: Mixture, reduced: Mixture, folder: str | os.PathLike,
+               force: bool = False) -> Path:
+    """Write the plan folder. A folder that holds a different plan is refused without ``force``: its reduced
+    sweep's runs were trained in that plan's ratios."""
     folder = Path(folder)
+    if (folder / PLAN_FILE).is_file() and not force:
+        try:
+            before = ReusePlan.load(folder)
+        except ReuseError:
+            before = None
+        same = before is not None and all(getattr(before, k) == getattr(plan, k) for k in _SAME_PLAN) and \
+            before.old_mixture.get("hash") == plan.old_mixture.get("hash")
+        if not same:
+            raise ReuseError(f"--out {folder}: already holds a different reuse plan; pick a new folder or pass "
+                             "--force to replace it")
     full.save(folder / FULL_BASE_FILE)
     reduced.save(folder / REDUCED_BASE_FILE)
     return plan.save(folder)

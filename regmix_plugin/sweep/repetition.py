@@ -32,7 +32,6 @@ from regmix_plugin.errors import ConfigError
 from regmix_plugin.io import atomic_write_json
 from regmix_plugin.mixture import Mixture
 
-MATCH_CHOICES = (True, False, "auto")
 # What `match: auto` (the default) does when the study knows the target's token budget. Set by the
 # measurement in BENCHMARKS.md ("Repetition-matched proxies").
 AUTO_MATCHES = False
@@ -49,7 +48,7 @@ class RepetitionConfig:
     seed: int = 0  # which documents each subset keeps
 
     def __post_init__(self) -> None:
-        if self.match not in MATCH_CHOICES or isinstance(self.match, int) and not isinstance(self.match, bool):
+        if not (self.match is True or self.match is False or self.match == "auto"):
             raise ConfigError(f"repetition.match: expected true, false or auto, got {self.match!r}")
         for name in ("target_tokens", "proxy_tokens"):
             v = getattr(self, name)
