@@ -211,3 +211,22 @@ def test_reuse_study_refuses_a_base_that_is_not_the_plans(tmp_path, corpus, caps
     capsys.readouterr()
     assert main(["sweep", str(study), "--prepare-only"]) == 2
     assert "but the reuse plan searches frozen, d3; use the plan's base.json" in capsys.readouterr().err
+
+
+def test_reuse_study_with_repetition_matching_subsamples_the_real_domains(tmp_path, corpus):
+    """The two study keys together: runs get the expanded mixture, each real domain cut to its subset."""
+    corpus_dir, natural = corpus
+    _, old_path = _old_mixture(natural, tmp_path)
+    template = tmp_path / "old_study.yaml"
+    template.write_text(yaml.safe_dump({
+        "name": "old", "base_mixture": str(natural), "proxy_config": str(TINY_CONFIG),
+        "synthesize": {"n": 8, "minimum": 0.001}, "repetition": {"target_tokens": 409600},  # 4x the proxy's
+    }))
+    assert main(["reuse", "plan", str(old_path), "--base", str(natural), "--study", str(template), "--n", "2",
+                 "--out", str(tmp_path / "p")]) == 0
+    assert main(["sweep", str(tmp_path / "p" / "study.yaml"), "--prepare-only"]) == 0
+    run = Mixture.load(tmp_path / "p" / "sweep" / "runs" / "n0001" / "mixture.json", check_files=True)
+    assert run.names == ["d0", "d1", "d2", "d3"]
+    assert all("/repetition/" in d.prefixes[0] for d in run.domains)
+    assert run.provenance["repetition"]["fractions"]["d3"] == pytest.approx(0.25, abs=0.05)
+    assert set(run.provenance["reuse"]["reduced_weights"]) == {"frozen", "d3"}
