@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "regmix_plugin.sweep.commands",
     "regmix_plugin.fit.commands",
     "regmix_plugin.optimize.commands",
+    "regmix_plugin.reuse.commands",
     "regmix_plugin.scale.commands",
     "regmix_plugin.demo.commands",
 )

@@ -75,6 +75,8 @@ def prepare(study: Study) -> Prepared:
     if study.proxy_config is not None and not study.proxy_config.is_file():
         raise RegmixError(f"proxy_config: {study.proxy_config} not found; fix the path")
     runs = _mixture_files(study, base)
+    reuse = _reuse_plan(study, base)
+    repetition = _repetition_plan(study, reuse.full_base() if reuse else base)
     for run_id, path in runs:
         mix = Mixture.load(path)
         if mix.names != base.names:
@@ -83,6 +85,12 @@ def prepare(study: Study) -> Prepared:
                 f"mixtures: {path.name} has domains {', '.join(mix.names)} but base_mixture has "
                 f"{', '.join(base.names)} (differs in {', '.join(missing) or 'order'}); make them match"
             )
+        if reuse is not None:  # the run trains on every real domain; the reduced weights stay on record
+            reduced = dict(zip(mix.names, mix.weights))
+            mix = reuse.expand(mix).with_provenance(**mix.provenance, reuse={"plan": str(study.reuse),
+                                                                           "reduced_weights": reduced})
+        if repetition is not None:
+            mix = repetition.apply(mix)
         run_dir = study.runs_dir / run_id
         target = run_dir / MIXTURE
         placed = mix.rebased(run_dir)
@@ -108,11 +116,38 @@ def prepare(study: Study) -> Prepared:
         "timeout_s": study.runs.timeout_s,
         "stale_lock_s": study.runs.stale_lock_s,
         "runs": [r for r, _ in runs],
+        "repetition": repetition.to_dict() if repetition is not None else None,
+        "reuse": str(study.reuse) if study.reuse else None,
     }
     spec_path = study.out / SPEC
     atomic_write_json(spec_path, spec)
     atomic_write_json(study.out / "study.json", _study_record(study))
     return Prepared(study, spec_path, [r for r, _ in runs])
+
+
+def _reuse_plan(study: Study, base: Mixture):
+    if study.reuse is None:
+        return None
+    from regmix_plugin.reuse.plan import load_plan
+
+    plan = load_plan(study.reuse)
+    if sorted(base.names) != sorted(plan.reduced_names):
+        raise RegmixError(f"base_mixture: {study.base_mixture} lists {', '.join(base.names)}, but the reuse plan "
+                          f"searches {', '.join(plan.reduced_names)}; use the plan's base.json")
+    return plan
+
+
+def _repetition_plan(study: Study, base: Mixture):
+    from regmix_plugin.sweep.repetition import build_plan, resolve_budgets
+
+    synth_target = study.synthesize.target_tokens if study.synthesize is not None else None
+    budgets = resolve_budgets(study.repetition, synth_target, study.proxy_config, study.command)
+    if budgets is None:
+        return None
+    plan = build_plan(base, *budgets, study.repetition.seed, study.out)
+    for line in plan.describe():
+        print(line)
+    return plan
 
 
 def _study_record(study: Study) -> dict[str, Any]:

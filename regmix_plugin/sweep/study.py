@@ -14,6 +14,8 @@ Example (``megatron_configs/study-tiny.yaml``)::
     backend: local                         # or slurm
     local: {max_concurrent: 2, preload: auto}   # preload: fork runs from one process that imported torch
     slurm: {partition: debug, cpus_per_task: 1, mem: 2G, time: "01:00:00", array_parallelism: 16}
+    repetition: {target_tokens: 2.5e10}    # proxies repeat small domains as the target will (sweep/repetition.py)
+    reuse: reuse/plan.json                 # a reduced study of `regmix reuse plan` (docs/reuse.md)
 
 Placeholders in ``command``: ``{python}`` (this interpreter), ``{mixture}`` (the run's ``mixture.json``),
 ``{config}``, ``{run_dir}``, ``{run_id}``, ``{study_dir}``. Values are shell-quoted; the command runs under
@@ -31,6 +33,7 @@ from typing import Any
 import yaml
 
 from regmix_plugin.errors import ConfigError, check_choice
+from regmix_plugin.sweep.repetition import RepetitionConfig
 from regmix_plugin.sweep.synthesize import SynthConfig
 
 DEFAULT_COMMAND = "{python} -m regmix_plugin train --mixture {mixture} --config {config} --run-dir {run_dir}"
@@ -136,6 +139,8 @@ class Study:
     backend: str = "local"
     local: LocalConfig = field(default_factory=LocalConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    repetition: RepetitionConfig = field(default_factory=RepetitionConfig)
+    reuse: Path | None = None  # a reuse plan: mixtures are over its reduced domains, runs get the full ones
 
     def __post_init__(self) -> None:
         _need(isinstance(self.name, str) and self.name.strip() != "" and "/" not in self.name,
@@ -190,7 +195,7 @@ def load_study(path: str | Path) -> Study:
 
 def study_from_dict(data: dict[str, Any], study_dir: Path) -> Study:
     allowed = ["name", "base_mixture", "proxy_config", "mixtures", "synthesize", "out", "command", "env",
-               "runs", "backend", "local", "slurm"]
+               "runs", "backend", "local", "slurm", "repetition", "reuse"]
     unknown = sorted(set(data) - set(allowed))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
@@ -221,4 +226,6 @@ def study_from_dict(data: dict[str, Any], study_dir: Path) -> Study:
         backend=data.get("backend", "local"),
         local=_from_mapping(LocalConfig, data.get("local"), "local"),
         slurm=_from_mapping(SlurmConfig, data.get("slurm"), "slurm"),
+        repetition=RepetitionConfig.from_dict(data.get("repetition")),
+        reuse=rel("reuse"),
     )
