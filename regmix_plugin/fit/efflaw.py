@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 from scipy.optimize import least_squares
 
-from regmix_plugin.fit.base import FitError, Predictor, State
+from regmix_plugin.fit.base import FitError, Predictor, State, one_blas_thread
 
 # With 1e-6 the gradient at an absent domain is ~250x its value at 1% and SLSQP crawled (591 evaluations,
 # 3.4x faster than RegMix's search instead of >= 10x); 1e-4 gives the same CV rho (98.19) and 352.
@@ -98,7 +98,7 @@ class EffectiveDataLawPredictor(Predictor):
             log_s0 = np.full(D, np.log(10.0)) + (0.0 if start == 0 else rng.normal(0.0, 1.5, D))
             p0 = np.clip(np.r_[np.log(c0), np.log(max(float(np.max(y)) - c0, 1e-3)), np.log(0.5), log_s0, np.log(0.5)],
                          lo, hi)
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), one_blas_thread():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 r = least_squares(resid, p0, jac=jac, loss="huber", f_scale=scale, bounds=(lo, hi),
                                   max_nfev=int(self.max_nfev), method="trf")
