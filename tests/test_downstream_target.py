@@ -43,3 +43,55 @@ def test_a_run_missing_one_of_the_targets_columns_is_left_out_and_the_column_nam
     out = capsys.readouterr().out
     assert "left out 2 run(s) that failed or have no 'mean(task*_bpb)': r03, r07; missing values: 'task2_bpb' on 2" in out
     assert read_runs(path).shape == (24, 9)
+
+
+def test_downstream_study_end_to_end_with_fixed_weights_repetition_limits_and_the_natural_prior(olmix_data, tmp_path):
+    """24 topic domains, a mean over 110 downstream BPBs: `regmix collect` -> `regmix fit` -> `regmix optimize`
+    with one domain fixed, per-domain repetition limits from token counts, and the natural distribution as
+    the prior (the base mixture) and as a KL pull; regmix.json honours all of it and says so."""
+    import json
+
+    from regmix_plugin.mixture import Mixture
+
+    runs = tmp_path / "runs.csv"
+    assert main(["collect", "--olmix", str(olmix_data / "dclm_ratios.csv"), str(olmix_data / "dclm_metrics.csv"),
+                 "--out", str(runs)]) == 0
+    names = domains(read_runs(runs))
+    # auto, kept quick: eff-law alone and in column groups (the 110 tasks are more than max_column_laws).
+    params = {"candidates": ["linear", "eff-law"], "column_candidates": ["eff-law"], "n_splits": 3}
+    model = tmp_path / "model"
+    assert main(["fit", "--runs", str(runs), "--target", "mean(*)", "--params", json.dumps(params), "--folds", "3",
+                 "--quiet", "--out", str(model)]) == 0
+    doc = json.loads((model / "model.json").read_text())
+    assert len(doc["target"]["terms"]) == 110 and len(doc["domains"]) == 24
+    assert {r["predictor"] for r in doc["cv"]} == {"linear", "eff-law", "eff-law (2 column groups)"}
+    assert doc["selection"]["best_by_cv"] in {"eff-law", "eff-law (2 column groups)"}
+
+    # The natural distribution: token counts spread over two orders of magnitude, weights their shares.
+    tokens = {d: int(2e8 * (1 + 97 * ((7 * i) % 24) / 23)) for i, d in enumerate(names)}
+    total = sum(tokens.values())
+    Mixture.from_dict({"version": 1, "name": "natural", "domains": [
+        {"name": d, "weight": tokens[d] / total, "prefixes": [f"dclm/{d}/train"], "tokens": tokens[d]}
+        for d in names]}).save(tmp_path / "natural.json")
+    target_tokens = 2e10
+    (tmp_path / "c.yaml").write_text(
+        "fixed: {software_development: 0.12}\n"
+        f"target_tokens: {target_tokens}\n"
+        "max_epochs: {science_math_and_technology: 1, health: 2}\n"  # the others: 1 epoch by default
+        "prior_pull: {kind: kl, strength: 0.002}\n")
+    out = tmp_path / "regmix.json"
+    assert main(["optimize", "--model", str(model), "--constraints", str(tmp_path / "c.yaml"),
+                 "--base-mixture", str(tmp_path / "natural.json"), "--out", str(out)]) == 0
+    mix = Mixture.load(out)
+    w = dict(zip(mix.names, mix.weights))
+    epochs = {"science_math_and_technology": 1, "health": 2}
+    assert abs(sum(w.values()) - 1) < 1e-9 and abs(w["software_development"] - 0.12) < 1e-12
+    for d in names:  # no domain repeated more often than allowed in the large run
+        assert w[d] * target_tokens <= tokens[d] * epochs.get(d, 1) * (1 + 1e-6), d
+    prov = mix.provenance
+    assert prov["prior"] == {d: tokens[d] / total for d in names} and "--base-mixture" in prov["prior_source"]
+    assert prov["constraints"]["fixed"] == {"software_development": 0.12}
+    assert prov["active_constraints"]["software_development"].startswith("fixed")
+    assert all(d in prov["active_constraints"] for d in names if w[d] * target_tokens >= tokens[d] * epochs.get(d, 1) * 0.999)
+    assert prov["selection"]["best_by_cv"] and prov["predicted_target"] < prov["baselines"]["prior"]["predicted"]
+    assert mix.domains[0].prefixes == [f"dclm/{names[0]}/train"]

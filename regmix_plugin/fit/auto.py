@@ -43,6 +43,11 @@ DEFAULT_COLUMN_CANDIDATES = ("mixing-law", "eff-law")
 # Fitted on the target and the runs' other losses when scored: with 64 RegMix runs, train-only CV Pile-CC
 # 97.73 vs law-blend's 97.13 and 13-domain mean 97.02 vs 96.78 (docs/predictors.md, "joint-law").
 DEFAULT_AUXILIARY_CANDIDATES = ("joint-law",)
+# Past this many columns the per-column forms fit one law per group of similar columns (column_groups of
+# them, fit/percolumn.py) instead of one per column: a mean over 110 downstream tasks cost 110 fits per
+# candidate and fold (230 s for auto on 64 Olmix runs) and scored lower in auto's own CV than one law on
+# the mean (eff-law 74.5 per column vs 85.7), while two groups scored 97.5 vs 96.3 on held-out runs.
+MAX_COLUMN_LAWS = 16
 
 
 class AutoPredictor(Predictor):
@@ -55,6 +60,8 @@ class AutoPredictor(Predictor):
         baselines: tuple[str, ...] | list[str] = DEFAULT_BASELINES,
         column_candidates: tuple[str, ...] | list[str] = DEFAULT_COLUMN_CANDIDATES,
         auxiliary_candidates: tuple[str, ...] | list[str] = DEFAULT_AUXILIARY_CANDIDATES,
+        max_column_laws: int = MAX_COLUMN_LAWS,
+        column_groups: int = 2,
         n_splits: int = 5,
         metric: str = "spearman",
         prefer_smooth: bool = True,
@@ -65,6 +72,8 @@ class AutoPredictor(Predictor):
         self.baselines = baselines
         self.column_candidates = column_candidates
         self.auxiliary_candidates = auxiliary_candidates
+        self.max_column_laws = max_column_laws
+        self.column_groups = column_groups
         self.n_splits = n_splits
         self.metric = metric
         self.prefer_smooth = prefer_smooth  # see _choose
@@ -80,10 +89,12 @@ class AutoPredictor(Predictor):
         params.setdefault("random_state", self.random_state)
         return name, params
 
-    def _make_per_column(self, name: str, weights: np.ndarray) -> Predictor:
-        from regmix_plugin.fit.percolumn import PerColumnPredictor
-
-        return PerColumnPredictor(name, weights.tolist(), (self.candidate_params or {}).get(name), self.random_state)
+    def _per_column_spec(self, name: str, weights: np.ndarray) -> Spec:
+        """The per-column form of candidate ``name``: one law per column, or per group of columns when the
+        target has more than ``max_column_laws`` columns."""
+        groups = int(self.column_groups) if len(weights) > int(self.max_column_laws) else 0
+        return "per-column", {"base": name, "column_weights": weights.tolist(), "groups": groups,
+                              "base_params": (self.candidate_params or {}).get(name), "random_state": self.random_state}
 
     def fit_target(self, X, y, columns: np.ndarray | None = None, weights=None,
                    auxiliary: np.ndarray | None = None, listener: FitListener | None = None) -> "AutoPredictor":
@@ -111,8 +122,15 @@ class AutoPredictor(Predictor):
         plan = [(n, self._spec(n), "aux" if auxiliary is not None and n in set(self.auxiliary_candidates) else "y")
                 for n in names]
         if getattr(self, "_columns", None) is not None:
+            from regmix_plugin.fit.oof import make
+
             w = self._columns[1]
-            plan += [(self._make_per_column(n, w).label, self._spec(n), "columns") for n in self.column_candidates]
+            for n in self.column_candidates:
+                self._spec(n)  # validates the name
+                spec = self._per_column_spec(n, w)
+                # One law per column shares each column's fold fits across candidates ("columns"); groups are
+                # found inside each fold's fit, so the grouped form is fitted on the column matrix at once.
+                plan.append((make(spec).label, spec, "column groups" if spec[1]["groups"] else "columns"))
         return plan
 
     def _targets(self, y: np.ndarray, fit_on: str) -> list[tuple[np.ndarray, str, float]]:
@@ -122,6 +140,8 @@ class AutoPredictor(Predictor):
         if fit_on == "columns":
             Y, w = self._columns
             return [(Y[:, j], f"column {j}", float(w[j])) for j in range(Y.shape[1])]
+        if fit_on == "column groups":
+            return [(self._columns[0], "columns", 1.0)]
         return [(y, "y", 1.0)]
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
@@ -139,7 +159,9 @@ class AutoPredictor(Predictor):
         results, by_label = [], {}
         try:
             for label, spec, fit_on in plan:
-                oof = sum(w * cache.predictions(spec, t, key, label) for t, key, w in self._targets(y, fit_on))
+                # Per column: each column's own law (spec's base), summed with the target's weights.
+                base = self._spec(spec[1]["base"]) if fit_on == "columns" else spec
+                oof = sum(w * cache.predictions(base, t, key, label) for t, key, w in self._targets(y, fit_on))
                 result = CVResult(label, scores(y, oof), oof)
                 results.append(result)
                 by_label[label] = (spec, fit_on)
@@ -153,8 +175,8 @@ class AutoPredictor(Predictor):
         self.oof_ = best.oof
         self.fits_ = cache.fits
         spec, fit_on = by_label[best.name]
-        if fit_on == "columns":
-            self.model_ = self._make_per_column(spec[0], self._columns[1]).fit(X, self._columns[0])
+        if fit_on in ("columns", "column groups"):
+            self.model_ = make(spec).fit(X, self._columns[0])
         elif fit_on == "aux":
             self.model_ = make(spec).fit(X, np.column_stack([y, self._auxiliary]))
         else:
@@ -193,6 +215,8 @@ class AutoPredictor(Predictor):
         from regmix_plugin.fit.registry import predictor_class
 
         model = make(spec)
+        if spec[0] == "per-column":
+            return bool(predictor_class(spec[1]["base"]).smooth)
         subs = members(model)
         if subs and spec[0] == "stack":
             return all(predictor_class(n).smooth for n, _ in subs)
@@ -220,6 +244,7 @@ class AutoPredictor(Predictor):
 
         seen = set()
         for _, spec, fit_on in plan:
+            spec = self._spec(spec[1]["base"]) if fit_on == "columns" else spec
             for t, key, _ in self._targets(y, fit_on):
                 subs = members(make(spec)) if np.ndim(t) == 1 else []
                 seen.update((spec_key(s), key) for s in (subs or [spec]))

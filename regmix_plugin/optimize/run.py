@@ -147,6 +147,7 @@ def optimize(
         "tool": "regmix optimize",
         "predictor": model.chosen,
         "predictor_reason": model.reason,
+        **({"selection": model.selection} if model.selection else {}),
         "target": model.target.expr,
         **({"auxiliary_columns": model.auxiliary} if model.auxiliary else {}),
         "cv": model.cv,
