@@ -19,6 +19,8 @@ def test_olmix_release_imports_24_domains_and_110_metrics_without_its_row_number
     metrics = metric_columns(df)
     assert len(metrics) == 110 and "index" not in metrics and not any(m.startswith("Unnamed") for m in metrics)
     assert not warnings  # weights sum to 1 once the row-number columns are not taken for domains
+    released = pd.read_csv(olmix_data / "dclm_ratios.csv")
+    assert df["run_id"].tolist() == released["run"].astype(str).tolist()  # the released files' row order
     target = parse_target("mean(*)", df)
     assert len(target.terms) == 110 and abs(sum(w for w, _ in target.terms) - 1) < 1e-12
     np.testing.assert_allclose(target.values(df), df[metrics].to_numpy().mean(axis=1))

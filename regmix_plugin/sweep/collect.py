@@ -203,7 +203,12 @@ def from_olmix_csv(ratios_csv: str | Path, metrics_csv: str | Path, warnings: li
     if only:
         warnings.append(f"olmix: {len(only)} run(s) appear in only one of ratios/metrics (e.g. {only[0]}); "
                         "their missing values are left empty")
-    df = ratios.merge(metrics, on="run_id", how="outer", sort=False).copy()  # one block: no fragmented insert
+    df = ratios.merge(metrics, on="run_id", how="outer", sort=False)
+    # An outer merge sorts the keys; keep the ratios file's run order (then runs only in the metrics file), so
+    # row i of the table is row i of the released files and seeded splits of the rows mean the same thing.
+    first = {rid: i for i, rid in enumerate(ratios["run_id"])}
+    rank = df["run_id"].map(lambda r: first.get(r, len(first)))
+    df = df.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True).copy()  # one block: no fragmented insert
     df.insert(1, "status", "imported")
     return df
 
