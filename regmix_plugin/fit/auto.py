@@ -5,8 +5,8 @@ regmix.json's provenance can say why this predictor was chosen.
 
 Every model is fitted once per fold and shared between the candidates that use it
 (:mod:`regmix_plugin.fit.oof`): the stack's members are the ``eff-law`` and ``lightgbm`` candidates, and
-``log-law`` and ``law-blend`` select on the same three laws. On RegMix's 512 runs this took ``auto`` from
-about half an hour to under a minute (BENCHMARKS.md). A :class:`~regmix_plugin.fit.progress.FitListener`
+``log-law`` and ``law-blend`` select on the same three laws. On RegMix's 512 runs this, with one-thread
+BLAS and LightGBM, took ``auto`` from 35 CPU-minutes to a few seconds (DECISIONS 27, BENCHMARKS.md). A :class:`~regmix_plugin.fit.progress.FitListener`
 sees each fold fit begin and each candidate's CV row as soon as it is final.
 
 When the target is a weighted sum of several columns (``fit_target`` with ``columns``), each of
@@ -14,7 +14,8 @@ When the target is a weighted sum of several columns (``fit_target`` with ``colu
 :mod:`regmix_plugin.fit.percolumn`), on the same folds and against the same target, and competes with the
 rest. When the runs have other metrics (``auxiliary``: e.g. the per-domain losses beside a one-domain
 target), a candidate named in ``auxiliary_candidates`` (``joint-law``) is fitted on the target plus those
-columns (:mod:`regmix_plugin.fit.jointlaw`); it is scored only when it is among ``candidates``.
+columns (:mod:`regmix_plugin.fit.jointlaw`); it is scored only when it is among ``candidates``. Past
+``max_column_laws`` columns the per-column forms fit one law per group of similar columns instead.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ class AutoPredictor(Predictor):
         target has more than ``max_column_laws`` columns."""
         groups = int(self.column_groups) if len(weights) > int(self.max_column_laws) else 0
         return "per-column", {"base": name, "column_weights": weights.tolist(), "groups": groups,
-                              "base_params": (self.candidate_params or {}).get(name), "random_state": self.random_state}
+                              "base_params": (self.candidate_params or {}).get(name),
+                              "random_state": self.random_state}
 
     def fit_target(self, X, y, columns: np.ndarray | None = None, weights=None,
                    auxiliary: np.ndarray | None = None, listener: FitListener | None = None) -> "AutoPredictor":
@@ -114,13 +116,14 @@ class AutoPredictor(Predictor):
             del self._columns, self._auxiliary, self._listener
 
     def _plan(self, y: np.ndarray) -> list[tuple[str, Spec, str]]:
-        """(label, model spec, what it is fitted on: "y", "aux" or "columns") per candidate, in table order."""
+        """(label, model spec, what it is fitted on: "y", "aux", "columns" or "column groups") per candidate, in
+        table order."""
         auxiliary = getattr(self, "_auxiliary", None)
         names = list(self.candidates)
         if not names:
             raise FitError("auto.candidates: empty; give at least one predictor name")
-        plan = [(n, self._spec(n), "aux" if auxiliary is not None and n in set(self.auxiliary_candidates) else "y")
-                for n in names]
+        with_aux = set(self.auxiliary_candidates) if auxiliary is not None else set()
+        plan = [(n, self._spec(n), "aux" if n in with_aux else "y") for n in names]
         if getattr(self, "_columns", None) is not None:
             from regmix_plugin.fit.oof import make
 
@@ -195,7 +198,8 @@ class AutoPredictor(Predictor):
         sign = 1.0 if self.metric == "mse" else -1.0  # lower is better for MSE, higher for the rest
         eligible = [r for r in results if r.name not in set(self.baselines)] or results
         best = min(eligible, key=lambda r: sign * r.scores[self.metric])
-        sel = {"rule": "best CV score", "best_by_cv": best.name, "baselines_excluded": len(eligible) < len(results)}
+        sel = {"rule": "best CV score", "best_by_cv": best.name,
+               "baselines_excluded": len(eligible) < len(results)}
         smooth = [r for r in eligible if self._smooth_candidate(*by_label[r.name])]
         if not self.prefer_smooth or not smooth or best in smooth:
             return best, sel
@@ -223,20 +227,24 @@ class AutoPredictor(Predictor):
         return bool(type(model).smooth)
 
     def _reason(self, best: CVResult, results: list[CVResult], n_splits: int, n_runs: int) -> str:
-        sel = self.selection_
-        eligible_note = " among non-baseline predictors" if sel["baselines_excluded"] else ""
-        others = ", ".join(f"{r.name}{' (baseline, not chosen)' if r.name in set(self.baselines) and sel['baselines_excluded'] else ''} "
-                           f"{r.scores[self.metric]:.2f}" for r in results if r is not best)
+        """One sentence: what was chosen, by which rule, and every other candidate's score."""
+        sel, metric = self.selection_, self.metric
+        excluded = set(self.baselines) if sel["baselines_excluded"] else set()
+        scored = f"{n_splits}-fold CV {metric} on the {n_runs} training runs"
+        scored += " among non-baseline predictors" if excluded else ""
+        others = ", ".join(f"{r.name}{' (baseline, not chosen)' if r.name in excluded else ''} {r.scores[metric]:.2f}"
+                           for r in results if r is not best)
         if best.name == sel["best_by_cv"]:
-            head = f"{best.name} has the best {n_splits}-fold CV {self.metric} on the {n_runs} training runs{eligible_note}"
+            head = f"{best.name} has the best {scored}"
             if "smooth_law" in sel:
                 head += (f"; the best smooth law, {sel['smooth_law']}, trails it by {sel['gap']:.2f}, more than one "
                          f"standard error ({sel['standard_error']:.2f})")
-            return f"{head} ({best.scores[self.metric]:.2f}; {others})"
-        return (f"{best.name}, a smooth law, is within one standard error of the best {n_splits}-fold CV {self.metric} on "
-                f"the {n_runs} training runs{eligible_note} ({sel['best_by_cv']}, ahead by {sel['gap']:.2f}, standard "
-                f"error {sel['standard_error']:.2f}), and smooth laws are preferred when CV cannot tell them apart: "
-                f"their rankings hold better at larger scale ({best.scores[self.metric]:.2f}; {others})")
+        else:
+            head = (f"{best.name}, a smooth law, is within one standard error of the best {scored} "
+                    f"({sel['best_by_cv']}, ahead by {sel['gap']:.2f}, standard error {sel['standard_error']:.2f}), "
+                    "and smooth laws are preferred when CV cannot tell them apart: their rankings hold better at "
+                    "larger scale")
+        return f"{head} ({best.scores[metric]:.2f}; {others})"
 
     def _count_fits(self, plan, y: np.ndarray, n_splits: int) -> int:
         """Fold fits the plan needs, each (model, fitted-on) once: what the progress bar counts to."""
