@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["data", "proxy", "sweep", "fit", "optimize", "uncertainty", "synthesize", "scaling", "megatron_eval"]
+ORDER = ["data", "proxy", "sweep", "fit", "fit_time", "downstream", "optimize", "uncertainty", "synthesize", "scaling",
+         "megatron_eval"]
 
 
 def main() -> int:
@@ -30,7 +31,7 @@ def main() -> int:
     sections, failed = [], []
     for name in names:
         cmd = [sys.executable, str(HERE / f"{name}.py"), "--out", str(out / name)]
-        if name in ("fit", "optimize", "uncertainty"):
+        if name in ("fit", "fit_time", "optimize", "uncertainty"):
             cmd += ["--data", args.data]
         print(f"== bench/{name}.py: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()

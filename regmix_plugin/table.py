@@ -91,6 +91,41 @@ _REGMIX_WEIGHT = re.compile(r"^train_(?:the_pile_)?(.+)$")
 _REGMIX_LOSS = re.compile(r"^metric/(?:the_pile_)?(.+)_val_loss$")
 
 
+def normalised_name(column: str) -> str:
+    """The runs-table name of a column as RegMix's released CSVs spell it: ``metric/the_pile_<d>_val_loss``
+    is ``valid/<d>/loss`` and ``train_the_pile_<d>`` is ``weight/<d>``; any other name is returned as it is.
+
+    The importer (:func:`from_regmix_csv`) renames with these rules, and :func:`resolve_column` applies the
+    same rules to the names a user types, so a column can be named either way wherever one is asked for.
+    """
+    m = _REGMIX_LOSS.match(column)
+    if m:
+        return loss_column(m.group(1))
+    m = _REGMIX_WEIGHT.match(column)
+    return weight_column(m.group(1)) if m else column
+
+
+def resolve_column(name: str, columns) -> str | None:
+    """``name`` if it is one of ``columns``, else its runs-table name (:func:`normalised_name`) if that is one;
+    None when neither is. Globs resolve the same way (``metric/the_pile_*_val_loss`` -> ``valid/*/loss``)."""
+    cols = set(columns)
+    if name in cols:
+        return name
+    alias = normalised_name(name)
+    return alias if alias in cols else None
+
+
+def resolve_domain(name: str, names) -> str | None:
+    """A domain named as a runs table (``weight/pile_cc``) or RegMix's mixture CSV (``train_the_pile_pile_cc``)
+    spells its weight column, or by its bare name; None when it is none of ``names``."""
+    names = set(names)
+    if name in names:
+        return name
+    alias = normalised_name(name)
+    bare = alias[len(WEIGHT_PREFIX):] if alias.startswith(WEIGHT_PREFIX) else None
+    return bare if bare in names else None
+
+
 def from_regmix_csv(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike) -> pd.DataFrame:
     """RegMix's released pair: ``index,train_the_pile_<d>…`` and ``index,metric/the_pile_<d>_val_loss…``."""
     mix = _read_csv(mixture_csv, "--mixtures")
@@ -102,14 +137,12 @@ def from_regmix_csv(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike)
     for c in mix.columns:
         if c == "index":
             continue
-        m = _REGMIX_WEIGHT.match(c)
-        wcols[c] = weight_column(m.group(1) if m else c)
+        wcols[c] = normalised_name(c) if _REGMIX_WEIGHT.match(c) else weight_column(c)
     lcols = {}
     for c in loss.columns:
         if c == "index":
             continue
-        m = _REGMIX_LOSS.match(c)
-        lcols[c] = loss_column(m.group(1)) if m else c
+        lcols[c] = normalised_name(c) if _REGMIX_LOSS.match(c) else c
     mix = mix.rename(columns=wcols)
     loss = loss.rename(columns=lcols)
     missing = sorted(set(mix["index"]) ^ set(loss["index"]))

@@ -9,6 +9,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_REGMIX_DATA = REPO_ROOT.parent / "shared" / "data" / "regmix-pile-1m"
+SHARED_OLMIX_DATA = REPO_ROOT.parent / "shared" / "data" / "olmix-dclm"
 
 # Keep torch and BLAS from oversubscribing the 2 cores when tests spawn workers.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -35,3 +36,11 @@ def regmix_data() -> Path:
     if not (SHARED_REGMIX_DATA / "train_mixture_1m.csv").is_file():
         pytest.skip(f"RegMix data not found at {SHARED_REGMIX_DATA}")
     return SHARED_REGMIX_DATA
+
+
+@pytest.fixture(scope="session")
+def olmix_data() -> Path:
+    """Olmix's DCLM topic swarm (127 runs, 24 domains, 110 downstream BPB metrics), beside the checkout."""
+    if not (SHARED_OLMIX_DATA / "dclm_ratios.csv").is_file():
+        pytest.skip(f"Olmix DCLM data not found at {SHARED_OLMIX_DATA}")
+    return SHARED_OLMIX_DATA

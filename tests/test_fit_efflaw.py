@@ -107,3 +107,26 @@ def test_bad_input_is_a_one_line_error_naming_the_field():
         get_predictor("eff-law").fit(X, y - 10.0)
     with pytest.raises(RegmixError, match=r"eff-law.n_starts: 0 must be >= 1"):
         get_predictor("eff-law", n_starts=0).fit(X, y)
+
+
+def test_the_prior_gives_a_domain_the_runs_never_contain_the_average_domains_weight():
+    """No run has domain 2: the data say nothing about s_2. With the prior (the default) log s_2 sits at the
+    mean of log s; without it s_2 stays wherever the first start put it. The other domains barely move."""
+    def without_domain_2(n, seed, noise):
+        rng = np.random.default_rng(seed)
+        X = rng.dirichlet(np.full(len(S), 0.5), n)
+        X[:, 2] = 0.0
+        X /= X.sum(axis=1, keepdims=True)
+        return X, C + K * (1.0 + (X**G) @ S) ** (-ALPHA) + noise * rng.normal(size=n)
+
+    X, y = without_domain_2(48, 3, 0.002)
+    with_prior = get_predictor("eff-law", n_starts=1).fit(X, y)
+    without = get_predictor("eff-law", n_starts=1, prior=0.0).fit(X, y)
+    log_s = np.log(with_prior.effective_weights_)
+    assert abs(log_s[2] - log_s.mean()) < 1e-3
+    free = np.log(without.effective_weights_)
+    assert abs(free[2] - free.mean()) > 0.1  # wherever the optimiser's steps left it
+    Xt, _ = without_domain_2(100, 4, 0.0)
+    assert spearmanr(with_prior.predict(Xt), without.predict(Xt))[0] > 0.999
+    with pytest.raises(RegmixError, match=r"eff-law\.prior: -1 must be a number >= 0"):
+        get_predictor("eff-law", prior=-1).fit(X, y)

@@ -128,3 +128,30 @@ def test_cli_joint_law_gets_the_other_losses_as_auxiliaries(tmp_path, capsys):
     X = df[[c for c in df.columns if c.startswith("weight/")]].to_numpy()[1:]
     np.testing.assert_allclose(fitted.predict_columns(X)[:, 0], fitted.predict(X), rtol=1e-12)
     assert spearmanr(fitted.predict(X), df["valid/a/loss"].to_numpy()[1:])[0] > 0.9
+
+
+def test_column_groups_fit_one_law_per_group_of_columns_that_move_together(tmp_path):
+    """With many columns, `groups=G` clusters them (on the training runs) and fits one law per group's mean."""
+    from regmix_plugin.fit.percolumn import column_groups
+
+    df = runs_with_own_domain_laws(n=40)
+    X = df[[f"weight/{d}" for d in DOMAINS]].to_numpy()
+    a, b = df["valid/a/loss"].to_numpy(), df["valid/d/loss"].to_numpy()
+    rng = np.random.default_rng(1)
+    # Six tasks: three follow domain a's loss, three domain d's, each with its own offset and a little noise.
+    Y = np.column_stack([base + off + 0.001 * rng.normal(size=40)
+                         for base in (a, b) for off in (0.0, 0.3, 0.6)])
+    assert column_groups(Y, 2).tolist() == [0, 0, 0, 1, 1, 1]
+    w = np.full(6, 1 / 6)
+    model = PerColumnPredictor("mixing-law", w.tolist(), {"n_starts": 2}, groups=2).fit(X, Y)
+    assert model.label == "mixing-law (2 column groups)" and len(model.members_) == 2
+    np.testing.assert_allclose(model.weights_, [0.5, 0.5])
+    group_a = get_predictor("mixing-law", n_starts=2).fit(X, Y[:, :3].mean(axis=1))
+    group_d = get_predictor("mixing-law", n_starts=2).fit(X, Y[:, 3:].mean(axis=1))
+    np.testing.assert_allclose(model.predict(X), 0.5 * group_a.predict(X) + 0.5 * group_d.predict(X), rtol=1e-12)
+    model.save(tmp_path / "m")
+    again = load_predictor(tmp_path / "m")
+    np.testing.assert_array_equal(again.predict(X), model.predict(X))
+    assert again.assignment_.tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(FitError, match="per-column.groups"):
+        PerColumnPredictor("mixing-law", w.tolist(), groups=-1).fit(X, Y)

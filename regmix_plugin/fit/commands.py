@@ -23,6 +23,7 @@ def register(sub) -> None:
     p.add_argument("--folds", type=int, default=5, help="K of the K-fold cross-validation (default 5)")
     p.add_argument("--seed", type=int, default=0, help="random_state of the predictor and the folds")
     p.add_argument("--out", required=True, help="model folder to write (MODEL_DIR)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr (it is shown only on a terminal)")
     p.set_defaults(func=cmd_fit)
 
     q = sub.add_parser("predict", help="predict the target for mixtures with a fitted model")
@@ -43,8 +44,8 @@ def parse_params(text: str) -> dict:
 
 
 def cmd_fit(args) -> int:
-    from regmix_plugin.fit.cv import format_table
     from regmix_plugin.fit.model import FitConfig, fit_model, load_runs_table
+    from regmix_plugin.fit.progress import ConsoleListener
 
     cfg = FitConfig(
         predictor=args.predictor,
@@ -54,12 +55,9 @@ def cmd_fit(args) -> int:
         seed=args.seed,
     )
     df = load_runs_table(args.runs, args.mixtures, args.losses)
-    model = fit_model(df, args.target, cfg)
+    # The CV table is printed row by row as candidates finish, with a progress bar on stderr meanwhile.
+    model = fit_model(df, args.target, cfg, listener=ConsoleListener(bar=False if args.quiet else None))
     model.save(args.out)
-    if model.dropped:
-        print(f"left out {len(model.dropped)} run(s) that failed or have no {model.target.expr!r}: {', '.join(model.dropped[:10])}")
-    print(f"{cfg.folds}-fold cross-validation on {model.n_runs} runs, target {model.target.expr}:")
-    print(format_table(model.cv))
     print(f"chosen: {model.chosen} ({model.reason})")
     print(f"wrote {args.out}")
     return 0

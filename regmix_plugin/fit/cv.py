@@ -1,7 +1,8 @@
 """K-fold cross-validation on the training runs only, and the scores the CV table prints.
 
 Nothing here ever sees a held-out test set: `auto` and the stack choose among predictors by these
-out-of-fold scores, which is the honest stand-in for "rho on unseen mixtures".
+out-of-fold scores, which is the honest stand-in for "rho on unseen mixtures". `auto` computes its
+candidates' out-of-fold predictions through fit/oof.py, which fits each shared model once per fold.
 """
 
 from __future__ import annotations
@@ -60,17 +61,6 @@ class CVResult:
 
     def row(self) -> dict[str, float | str]:
         return {"predictor": self.name, **{k: round(v, 4) for k, v in self.scores.items()}}
-
-
-def cross_validate(
-    candidates: dict[str, Callable[[], Predictor]], X: np.ndarray, y: np.ndarray, n_splits: int = 5, random_state: int = 0
-) -> list[CVResult]:
-    folds = kfold_indices(len(y), n_splits, random_state)
-    out = []
-    for name, make in candidates.items():
-        oof = out_of_fold(make, X, y, folds)
-        out.append(CVResult(name, scores(y, oof), oof))
-    return out
 
 
 def format_table(rows: list[dict]) -> str:

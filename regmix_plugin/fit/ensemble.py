@@ -50,17 +50,40 @@ class StackPredictor(Predictor):
 
         return get_predictor(name, **{"random_state": self.random_state, **params})
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        specs = self._specs()
-        folds = kfold_indices(len(y), min(int(self.n_splits), len(y)), self.random_state)
-        P = np.column_stack([out_of_fold(lambda s=s: self._make(*s), X, y, folds) for s in self._specs(oof=True)])
+    # ---- selection on out-of-fold predictions (shared with `auto`, fit/oof.py) -------------------
+    def oof_specs(self) -> list[tuple[str, dict]]:
+        """(registry name, full hyperparameters) of the models whose out-of-fold predictions weigh the members."""
+        return [(n, {"random_state": self.random_state, **p}) for n, p in self._specs(oof=True)]
+
+    def oof_folds(self, n: int) -> list[np.ndarray]:
+        return kfold_indices(n, min(int(self.n_splits), n), self.random_state)
+
+    def select(self, P: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+        """Member weights and intercept from out-of-fold predictions ``P`` (runs x members): NNLS on centred columns."""
         pm, ym = P.mean(axis=0), y.mean()
         w, _ = nnls(P - pm, y - ym)
         if not np.any(w > 0):
-            w = np.full(len(specs), 1.0 / len(specs))  # no member explains anything: average them
-        self.weights_ = w
-        self.intercept_ = float(ym - pm @ w)
-        self.members_ = [self._make(*s).fit(X, y) for s in specs]
+            w = np.full(P.shape[1], 1.0 / P.shape[1])  # no member explains anything: average them
+        return w, float(ym - pm @ w)
+
+    @staticmethod
+    def combine(selected: tuple[np.ndarray, float], P: np.ndarray) -> np.ndarray:
+        w, b = selected
+        return b + P @ w
+
+    def fit_from_oof(self, X: np.ndarray, y: np.ndarray, P: np.ndarray) -> "StackPredictor":
+        """``fit(X, y)`` given the out-of-fold predictions of :meth:`oof_specs` on :meth:`oof_folds`: the
+        same model, without computing them again (``auto`` already has them)."""
+        self.n_features_in_ = np.asarray(X).shape[1]
+        self.weights_, self.intercept_ = self.select(P, y)
+        self.members_ = [self._make(*s).fit(X, y) for s in self._specs()]
+        return self
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        self._specs()  # validates the members before any fit
+        folds = self.oof_folds(len(y))
+        P = np.column_stack([out_of_fold(lambda s=s: self._make(*s), X, y, folds) for s in self.oof_specs()])
+        self.fit_from_oof(X, y, P)
 
     def is_smooth(self) -> bool:
         return all(m.smooth for m, w in zip(self.members_, self.weights_) if w > 0)

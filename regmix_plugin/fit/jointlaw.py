@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
-from regmix_plugin.fit.base import FitError, Predictor, State, check_X
+from regmix_plugin.fit.base import FitError, Predictor, State, check_X, one_blas_thread
 from regmix_plugin.fit.mixing_law import MixingLawPredictor, exp_law
 
 EPS_BOUNDS = (1e-3, 0.5)
@@ -120,7 +120,7 @@ class JointLawPredictor(Predictor):
                 m.fit(X, Z[:, j])
                 P0.append(m.params_)
             p0 = np.clip(np.r_[np.full(D, np.log(e0)), np.ravel(P0)], lo, hi)
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), one_blas_thread():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 r = least_squares(resid, p0, jac=jac, loss="huber", f_scale=float(self.huber_scale), bounds=(lo, hi),
                                   max_nfev=int(self.max_nfev), method="trf")

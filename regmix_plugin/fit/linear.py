@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from regmix_plugin.fit.base import FitError, Predictor, State
+from regmix_plugin.fit.base import FitError, Predictor, State, one_blas_thread
 
 
 class LinearPredictor(Predictor):
@@ -28,7 +28,8 @@ class LinearPredictor(Predictor):
         else:
             # Weights sum to 1, so the columns are collinear with the intercept: lstsq takes the
             # minimum-norm solution, which predicts the same on the simplex as any other.
-            coef = np.linalg.lstsq(Xc, yc, rcond=None)[0]
+            with one_blas_thread():  # small matrices: a second BLAS thread only adds wake-ups (fit/base.py)
+                coef = np.linalg.lstsq(Xc, yc, rcond=None)[0]
         self.coef_ = coef
         self.intercept_ = float(ym - xm @ coef)
 

@@ -9,6 +9,13 @@ from 54.6 (one mixing law on the mean) to 72.3 (one per domain, summed); docs/pr
 ``fit(X, Y)`` takes one column of ``Y`` per target term; a 1-D ``y`` is one column of weight 1, so the
 class also behaves as a plain predictor. ``auto`` cross-validates this form beside the others whenever
 the target has two or more terms, and chooses it only when its out-of-fold score is better.
+
+With many columns (a mean over 110 downstream tasks), one law per column is 110 noisy fits per fold.
+``groups=G`` instead clusters the columns into G groups of columns that move together across the
+training runs (Ward linkage on each column standardised over the runs; deterministic, and computed inside
+``fit``, so on the training rows only) and fits one law per group, on the group's weighted mean. On
+Olmix's DCLM swarm (110 tasks, development seeds 100-119, never the reported seeds 0-2) two groups of
+eff-law scored Spearman 97.53 on the runs left out with 64 runs (one eff-law on the mean: 96.25).
 """
 
 from __future__ import annotations
@@ -28,17 +35,19 @@ class PerColumnPredictor(Predictor):
         base: str = "mixing-law",
         column_weights: tuple[float, ...] | list[float] | None = None,
         base_params: dict | None = None,
+        groups: int = 0,
         random_state: int = 0,
     ) -> None:
         self.base = base
         self.column_weights = column_weights
         self.base_params = base_params
+        self.groups = groups  # 0: one law per column; G > 0: one per group of similar columns (see above)
         self.random_state = random_state
 
     @property
     def label(self) -> str:
-        """How CV tables and reasons name this form: ``mixing-law (per column)``."""
-        return f"{self.base} (per column)"
+        """How CV tables and reasons name this form: ``mixing-law (per column)``, ``eff-law (2 column groups)``."""
+        return f"{self.base} ({self.groups} column groups)" if int(self.groups) > 0 else f"{self.base} (per column)"
 
     def _make(self) -> Predictor:
         from regmix_plugin.fit.registry import get_predictor
@@ -59,6 +68,19 @@ class PerColumnPredictor(Predictor):
                            f"column_weights has {len(w)}; give one column per target term")
         if Y.shape[0] != X.shape[0]:
             raise FitError(f"per-column.fit: X has {X.shape[0]} rows but Y has {Y.shape[0]}; give one row per run")
+        if not isinstance(self.groups, int) or self.groups < 0:
+            raise FitError(f"per-column.groups: {self.groups!r} must be an integer >= 0 (0 = one law per column)")
+        if 0 < self.groups < Y.shape[1]:
+            self.assignment_ = column_groups(Y, self.groups)
+            W = np.zeros((Y.shape[1], int(self.assignment_.max()) + 1))
+            W[np.arange(Y.shape[1]), self.assignment_] = w
+            wg = W.sum(axis=0)
+            if np.any(wg <= 0):
+                raise FitError("per-column.groups: a group of columns has total weight <= 0; give positive target "
+                               "weights or groups=0")
+            Y, w = Y @ (W / wg), wg  # each group's weighted mean, weighted by the group's total weight
+        else:
+            self.assignment_ = np.arange(Y.shape[1])
         self.members_ = [self._make().fit(X, Y[:, j]) for j in range(Y.shape[1])]  # each checks its column
         self.weights_ = w
         self.n_features_in_ = X.shape[1]
@@ -79,9 +101,21 @@ class PerColumnPredictor(Predictor):
         return sum(w * g(x) for w, g in zip(self.weights_, grads))
 
     def _get_state(self) -> State:
-        return State(arrays={"weights": self.weights_},
+        return State(arrays={"weights": self.weights_, "assignment": self.assignment_},
                      children={f"column_{j}": m for j, m in enumerate(self.members_)})
 
     def _set_state(self, state: State) -> None:
         self.weights_ = np.asarray(state.arrays["weights"], dtype=float)
+        self.assignment_ = np.asarray(state.arrays.get("assignment", np.arange(len(self.weights_))), dtype=int)
         self.members_ = [state.children[f"column_{j}"] for j in range(len(self.weights_))]
+
+
+def column_groups(Y: np.ndarray, groups: int) -> np.ndarray:
+    """Group index (0-based) of each column of ``Y``: Ward clusters of the columns standardised over the runs."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    Z = (Y - Y.mean(axis=0)) / np.maximum(Y.std(axis=0), 1e-12)
+    labels = fcluster(linkage(Z.T, method="ward"), groups, criterion="maxclust") - 1
+    # Number the groups by their first column, so the same clustering always gets the same numbers.
+    order = {g: i for i, g in enumerate(dict.fromkeys(labels.tolist()))}
+    return np.array([order[g] for g in labels], dtype=int)

@@ -469,7 +469,10 @@ def rank_invariance(small: pd.DataFrame, large: pd.DataFrame, threshold: float =
     a, b = match_tables([small, large], ["small table", "large table"])
     if len(a) < 3:
         raise RegmixError(f"runs tables: only {len(a)} mixtures in common; a rank correlation needs at least 3")
-    metrics = list(metrics) if metrics else [c for c in loss_columns(a) if c in b.columns]
+    from regmix_plugin.table import resolve_column
+
+    # A metric may be named as the source file spells it (metric/the_pile_pile_cc_val_loss).
+    metrics = [resolve_column(m, a.columns) or m for m in metrics] if metrics else [c for c in loss_columns(a) if c in b.columns]
     if not metrics:
         raise RegmixError("runs tables: no valid/<domain>/loss column in both; give tables from `regmix collect`")
     rows = []

@@ -73,6 +73,27 @@ class Constraints:
         except ConfigError as e:
             raise ConfigError(f"--constraints {path}: {e}") from None
 
+    def named_for(self, names: list[str]) -> "Constraints":
+        """A copy whose per-domain keys are the model's domain names: a domain may also be named as a source
+        file spells its weight column (``train_the_pile_pile_cc``, ``weight/pile_cc``). Unknown domains in
+        min/max/fixed/max_epochs are a one-line error; unknown ones under ``tokens`` are left (unused)."""
+        from dataclasses import replace
+
+        from regmix_plugin.table import resolve_domain
+
+        def keyed(key: str, values: dict, strict: bool = True) -> dict:
+            out = {}
+            for d, v in values.items():
+                name = resolve_domain(str(d), names)
+                if name is None and strict:
+                    raise ConfigError(f"{key}.{d}: no such domain; domains are {', '.join(names)}")
+                out[name or d] = v
+            return out
+
+        epochs = keyed("max_epochs", self.max_epochs) if isinstance(self.max_epochs, dict) else self.max_epochs
+        return replace(self, min=keyed("min", self.min), max=keyed("max", self.max), fixed=keyed("fixed", self.fixed),
+                       max_epochs=epochs, tokens=keyed("tokens", self.tokens, strict=False))
+
     def bounds(self, names: list[str], tokens: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
         """Per-domain ``(lo, hi)`` and, per domain, which rule set its upper bound (for the report)."""
         for key in ("min", "max", "fixed"):

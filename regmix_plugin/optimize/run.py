@@ -108,6 +108,7 @@ def optimize(
     t0 = time.perf_counter()
     interval = model_interval(model, coverage)  # validates coverage before any work
     study_mix = study_base_mixture(study) if study is not None else None
+    constraints = constraints.named_for(model.domains)
     tokens, token_source = TokenSources(base, study_mix, study).resolve(constraints, model.domains)
     label = "--base-mixture"
     if base is None and study_mix is not None:
@@ -146,6 +147,7 @@ def optimize(
         "tool": "regmix optimize",
         "predictor": model.chosen,
         "predictor_reason": model.reason,
+        **({"selection": model.selection} if model.selection else {}),
         "target": model.target.expr,
         **({"auxiliary_columns": model.auxiliary} if model.auxiliary else {}),
         "cv": model.cv,

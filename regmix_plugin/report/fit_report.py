@@ -56,6 +56,11 @@ def write_fit_report(model, outcome, out_dir: str | os.PathLike) -> tuple[Path, 
     """Markdown + HTML report of a fitted model and (optionally) an optimisation outcome."""
     rep = Report(f"Mixture fit: {model.target.expr}", out_dir)
     rep.add_paragraph(f"{model.n_runs} proxy runs; predictor **{model.chosen}**: {model.reason}.")
+    sel = model.selection or {}
+    if "best_by_cv" in sel:
+        rep.add_paragraph(f"Selection rule: {sel['rule']}; best CV score: {sel['best_by_cv']}"
+                          + (f"; best smooth law {sel['smooth_law']} trails it by {sel['gap']:.2f} (one standard error "
+                             f"{sel['standard_error']:.2f})" if "smooth_law" in sel else "") + ".")
     if model.dropped:
         rep.add_paragraph(f"Left out {len(model.dropped)} failed/incomplete run(s): {', '.join(model.dropped[:20])}.")
     rep.add_heading("Cross-validation")

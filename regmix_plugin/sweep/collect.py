@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,10 +171,16 @@ def records_table(records: list[RunRecord], step: int | None, warnings: list[str
     return pd.DataFrame(rows)
 
 
+# Key columns of Olmix's released swarms besides the run id: a pandas index written without a header
+# (read back as "Unnamed: 0"), and the swarm's own row number `index`. Neither is a domain or a metric.
+_OLMIX_KEYS = re.compile(r"^(Unnamed: \d+|index)$")
+
+
 def from_olmix_csv(ratios_csv: str | Path, metrics_csv: str | Path, warnings: list[str]) -> pd.DataFrame:
     """Olmix's swarm pair: ``ratios.csv`` (``run`` or ``run_id``, optional ``name``, one column per domain with
     its weight) and ``metrics.csv`` (the same id column, optional ``name``, one column per metric, e.g.
-    ``arc_challenge_bpb``). Domains become ``weight/<domain>``; metric names are kept as they are."""
+    ``arc_challenge_bpb``). Domains become ``weight/<domain>``; metric names are kept as they are. The released
+    files' row-number columns (an unnamed pandas index, ``index``) are dropped: they are neither."""
     frames = []
     for flag, path in (("--olmix ratios", ratios_csv), ("--olmix metrics", metrics_csv)):
         if not Path(path).is_file():
@@ -182,7 +189,7 @@ def from_olmix_csv(ratios_csv: str | Path, metrics_csv: str | Path, warnings: li
         key = "run" if "run" in df.columns else "run_id" if "run_id" in df.columns else None
         if key is None:
             raise RegmixError(f"{flag} {path}: no 'run' or 'run_id' column; Olmix CSVs join ratios and metrics on it")
-        df = df.rename(columns={key: "run_id"})
+        df = df.drop(columns=[c for c in df.columns if _OLMIX_KEYS.match(str(c))]).rename(columns={key: "run_id"})
         df["run_id"] = df["run_id"].astype(str)
         dup = df["run_id"][df["run_id"].duplicated()].unique()
         if len(dup):
@@ -197,6 +204,11 @@ def from_olmix_csv(ratios_csv: str | Path, metrics_csv: str | Path, warnings: li
         warnings.append(f"olmix: {len(only)} run(s) appear in only one of ratios/metrics (e.g. {only[0]}); "
                         "their missing values are left empty")
     df = ratios.merge(metrics, on="run_id", how="outer", sort=False)
+    # An outer merge sorts the keys; keep the ratios file's run order (then runs only in the metrics file), so
+    # row i of the table is row i of the released files and seeded splits of the rows mean the same thing.
+    first = {rid: i for i, rid in enumerate(ratios["run_id"])}
+    rank = df["run_id"].map(lambda r: first.get(r, len(first)))
+    df = df.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True).copy()  # one block: no fragmented insert
     df.insert(1, "status", "imported")
     return df
 

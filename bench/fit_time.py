@@ -1,0 +1,120 @@
+"""Wall time of `regmix fit --predictor auto` beside RegMix's LightGBM recipe, on the same runs, through the CLI.
+
+Two cases: RegMix's 512 released train runs (17 domains, Pile-CC target), and 512 synthetic runs over 64
+domains (mixtures from the project's own RegMix-style sampler, a downstream-style target from an
+effective-data law plus noise, and 64 per-domain losses beside it, as a real sweep's table has). For each
+case `auto` and `lightgbm` alternate ``--repeats`` times in one process (so both see the same machine
+load) and the medians and their ratio are reported. Goals (issue 15): auto <= 60 s at 512 x 17 and
+<= 120 s at 512 x 64 on 2 cores.
+
+    .venv/bin/python bench/fit_time.py --data ../shared/data/regmix-pile-1m --out bench_out/fit_time
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from regmix_plugin.cli import main as regmix
+from regmix_plugin.table import from_regmix_csv, write_runs
+
+
+def synthetic_runs(n: int = 512, d: int = 64, seed: int = 0) -> pd.DataFrame:
+    """``n`` runs over ``d`` domains: RegMix-style sampled mixtures, a downstream metric and per-domain losses."""
+    from regmix_plugin.mixture import Mixture
+    from regmix_plugin.sweep.synthesize import SynthConfig, synthesize
+
+    tokens = np.round(np.logspace(7, 4, d)).astype(int)  # a skewed corpus, like The Pile's
+    base = Mixture.from_dict({"version": 1, "domains": [
+        {"name": f"d{i:02d}", "weight": float(t), "prefixes": [f"d{i:02d}/train"], "tokens": int(t)}
+        for i, t in enumerate(tokens)]})
+    W = synthesize(SynthConfig(n=n, heldout=0, seed=seed), base).weights
+    rng = np.random.default_rng(seed)
+    cols: dict[str, np.ndarray] = {f"weight/d{j:02d}": W[:, j] for j in range(d)}
+
+    def law(s, g=0.6, c=2.0, k=1.5, a=0.4):
+        return c + k * (1 + ((W + 1e-4) ** g - 1e-4**g) @ s) ** (-a)
+
+    for j in range(d):  # each domain's own loss: mostly its own share, a little from related domains
+        s = rng.lognormal(-2.0, 1.0, d)
+        s[j] = 30.0
+        cols[f"valid/d{j:02d}/loss"] = law(s, c=2.0 + 0.5 * rng.random()) * (1 + 0.002 * rng.normal(size=n))
+    cols["downstream/bpb"] = law(rng.lognormal(0.0, 1.0, d)) * (1 + 0.003 * rng.normal(size=n))
+    df = pd.DataFrame({"run_id": [f"r{i:04d}" for i in range(n)], "status": "completed", **cols})
+    return df
+
+
+def time_fit(runs: Path, target: str, predictor: str, out: Path) -> tuple[float, dict]:
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = regmix(["fit", "--runs", str(runs), "--target", target, "--predictor", predictor, "--quiet",
+                     "--out", str(out)])
+    dt = time.perf_counter() - t0
+    if rc != 0:
+        raise SystemExit(f"bench/fit_time.py: regmix fit --predictor {predictor} exited {rc}")
+    doc = json.loads((out / "model.json").read_text())
+    return dt, {"chosen": doc["chosen"], "cv": {r["predictor"]: r["spearman"] for r in doc["cv"]}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared/data/regmix-pile-1m"))
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--repeats", type=int, default=3, help="alternating auto/lightgbm pairs per case (medians)")
+    ap.add_argument("--cases", default="regmix-512x17,synthetic-512x64")
+    args = ap.parse_args(argv)
+    data = Path(args.data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fit_time_") as tmp:
+        tmp = Path(tmp)
+        for case in args.cases.split(","):
+            runs = tmp / f"{case}.csv"
+            if case == "regmix-512x17":
+                if not (data / "train_mixture_1m.csv").is_file():
+                    print(f"bench/fit_time.py: no RegMix data at {data}; pass --data", file=sys.stderr)
+                    return 2
+                write_runs(from_regmix_csv(data / "train_mixture_1m.csv", data / "train_pile_loss_1m.csv"), runs)
+                target = "valid/pile_cc/loss"
+            elif case == "synthetic-512x64":
+                write_runs(synthetic_runs(), runs)
+                target = "downstream/bpb"
+            else:
+                print(f"bench/fit_time.py: --cases: unknown case {case!r}", file=sys.stderr)
+                return 2
+            times: dict[str, list[float]] = {"auto": [], "lightgbm": []}
+            info = {}
+            for r in range(args.repeats):
+                for pred in ("auto", "lightgbm"):
+                    dt, info[pred] = time_fit(runs, target, pred, tmp / f"{case}-{pred}")
+                    times[pred].append(dt)
+                    print(f"{case} {pred:8s} repeat {r + 1}: {dt:6.1f} s  chosen {info[pred]['chosen']}", flush=True)
+            med = {p: statistics.median(v) for p, v in times.items()}
+            results.append({"case": case, "target": target, "times": times, "median_s": med,
+                            "ratio": med["auto"] / med["lightgbm"], "auto": info["auto"]})
+    lines = ["| runs x domains | target | auto median s | lightgbm median s | auto / lightgbm | auto chose (CV rho) |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        chosen = r["auto"]["chosen"]
+        lines.append(f"| {r['case']} | {r['target']} | {r['median_s']['auto']:.1f} | {r['median_s']['lightgbm']:.1f} "
+                     f"| {r['ratio']:.1f}x | {chosen} ({r['auto']['cv'][chosen]:.2f}) |")
+    table = "\n".join(lines)
+    print(table)
+    (out / "fit_time.json").write_text(json.dumps({"repeats": args.repeats, "results": results}, indent=2))
+    (out / "fit_time.md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
