@@ -282,28 +282,11 @@ def read_run_curve(run_dir: str | os.PathLike) -> tuple[dict[str, float] | None,
     if len(curve) == 0:
         raise RegmixError(f"{run_dir}: no evaluations (valid/<set>/<metric> in metrics.jsonl or TensorBoard files); "
                           "give a run directory that reached its first eval")
-    return rec.weights or _weights_from_config(run_dir), curve
+    return rec.weights, curve
 
 
 def read_eval_curve(run_dir: str | os.PathLike) -> pd.DataFrame:
     return read_run_curve(run_dir)[1]
-
-
-def _weights_from_config(run_dir: Path) -> dict[str, float] | None:
-    import yaml
-
-    try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        first = Path(cfg["run"]["schedule"][0]["mixture"])
-    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
-        return None
-    from regmix_plugin.mixture import Mixture, MixtureError
-
-    try:
-        mix = Mixture.load(first if first.is_absolute() else run_dir / first)
-    except MixtureError:
-        return None
-    return dict(zip(mix.names, mix.weights))
 
 
 def curve_metrics(curve: pd.DataFrame, patterns: Sequence[str] | None = None) -> list[str]:

@@ -141,7 +141,7 @@ def _run_params(records, flag: str | None) -> tuple[float | None, str]:
 
 
 def run_scale_fit(args: argparse.Namespace) -> int:
-    from regmix_plugin.fit.scaling import StepFitConfig, _weights_from_config, extrapolate_steps, record_curve
+    from regmix_plugin.fit.scaling import StepFitConfig, extrapolate_steps, record_curve
     from regmix_plugin.io import atomic_write_json
     from regmix_plugin.report.builder import Report
     from regmix_plugin.scale.figures import step_fit_figure
@@ -164,7 +164,7 @@ def run_scale_fit(args: argparse.Namespace) -> int:
         if len(curve) == 0:
             notes.append(f"{rec.run_id}: no evaluations yet; skipped")
             continue
-        weights = rec.weights or (_weights_from_config(rec.path) if rec.path else None)
+        weights = rec.weights
         if weights is None:
             raise ConfigError(f"{rec.run_id}: no mixture (mixture.json, the mixture in config.yaml, weight/<domain> "
                               "columns, or a row in --mixtures); cannot tell the run's weights")

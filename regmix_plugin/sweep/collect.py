@@ -107,7 +107,10 @@ def read_run(run_dir: Path, warnings: list[str], mixtures: dict[str, dict[str, f
     elif mixtures is not None and run_id in mixtures:
         weights = dict(mixtures[run_id])
     else:
-        warnings.append(f"{run_id}: no mixture.json (and not in --mixtures); its weights are left empty")
+        weights = weights_from_config(run_dir)  # a plain `regmix train` run: the mixture its config names
+        if weights is None:
+            warnings.append(f"{run_id}: no mixture.json (and not in --mixtures or a config.yaml); its weights "
+                            "are left empty")
     status = _status(run_dir)
     prov = (raw or {}).get("provenance")
     split = prov.get("split") if isinstance(prov, dict) else None
@@ -138,6 +141,24 @@ def read_run(run_dir: Path, warnings: list[str], mixtures: dict[str, dict[str, f
         warnings.append(f"{run_id}: {bad} unreadable line(s) in metrics.jsonl skipped (a run cut mid-write?)")
     rec.train.sort(key=lambda t: t[0])
     return rec
+
+
+def weights_from_config(run_dir: Path) -> dict[str, float] | None:
+    """The weights of the mixture a ``regmix train`` run's ``config.yaml`` names (its first phase); None if none."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        first = Path(cfg["run"]["schedule"][0]["mixture"])
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+        return None
+    from regmix_plugin.mixture import Mixture, MixtureError
+
+    try:
+        mix = Mixture.load(first if first.is_absolute() else run_dir / first)
+    except MixtureError:
+        return None
+    return dict(zip(mix.names, mix.weights))
 
 
 def _status(run_dir: Path) -> str:

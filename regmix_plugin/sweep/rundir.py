@@ -20,9 +20,9 @@ from regmix_plugin.sweep.state import METRICS, MIXTURE, PENDING, RUNNING
 
 def check_run_dir(path: str | Path) -> str:
     """One line saying what the directory holds; a one-line RegmixError naming the missing or bad part."""
-    from regmix_plugin.fit.scaling import _weights_from_config, record_curve
+    from regmix_plugin.fit.scaling import record_curve
     from regmix_plugin.mixture import load_weights_record
-    from regmix_plugin.sweep.collect import read_run
+    from regmix_plugin.sweep.collect import read_run, weights_from_config
     from regmix_plugin.sweep.imported import tensorboard_dir
 
     run_dir = Path(path)
@@ -30,7 +30,7 @@ def check_run_dir(path: str | Path) -> str:
         weights = load_weights_record(run_dir / MIXTURE)
         source = MIXTURE
     else:
-        weights = _weights_from_config(run_dir)
+        weights = weights_from_config(run_dir)
         source = "the mixture named by config.yaml"
         if weights is None:
             raise RegmixError(f"{run_dir / MIXTURE}: missing; write the run's weights as "
