@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["data", "proxy", "sweep", "fit", "optimize", "uncertainty", "synthesize", "scaling"]
+ORDER = ["data", "proxy", "sweep", "fit", "optimize", "uncertainty", "synthesize", "scaling", "nested",
+         "step_fit_speed"]
 
 
 def main() -> int:
@@ -32,6 +33,8 @@ def main() -> int:
         cmd = [sys.executable, str(HERE / f"{name}.py"), "--out", str(out / name)]
         if name in ("fit", "optimize", "uncertainty"):
             cmd += ["--data", args.data]
+        if name == "step_fit_speed":  # times fits of the nested benchmark's real curves
+            cmd += ["--curves", str(out / "nested" / "runs")]
         print(f"== bench/{name}.py: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, text=True)

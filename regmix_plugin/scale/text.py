@@ -4,10 +4,10 @@ benchmark: no Debian package or download needed.
 - ``prose``: the English reference documentation in ``pydoc_data.topics`` (what ``help("if")`` shows);
 - ``code``: the source files of the standard library.
 
-Two more kinds serve as evaluation sets that are not training domains (the nested benchmark trains on
-prose and code and evaluates on all four): ``licenses``, the license texts every Debian system carries in
-/usr/share/common-licenses (package base-files), and ``changelogs``, the packages' changelogs under
-/usr/share/doc.
+Two more kinds, for benchmarks that need more text or sets a run never trains on (bench/nested.py trains
+on code and changelogs and evaluates on all four): ``licenses``, the license texts every Debian system
+carries in /usr/share/common-licenses (package base-files), and ``changelogs``, the packages'
+changelog.Debian.gz files under /usr/share/doc.
 """
 
 from __future__ import annotations
@@ -42,12 +42,16 @@ def _texts(kind: str) -> Iterator[str]:
     return (p.read_text(encoding="utf-8", errors="replace") for p in files)
 
 
-def documents(kind: str, max_chars: int) -> list[str]:
-    """Documents of ``kind`` (prose or code) in a fixed order, up to about ``max_chars`` characters."""
+def documents(kind: str, max_chars: int, whole: bool = False) -> list[str]:
+    """Documents of ``kind`` in a fixed order, up to about ``max_chars`` characters. A text longer than
+    MAX_DOC_CHARS is cut to its start, or with ``whole`` into pieces of that size (all of it is used)."""
     from regmix_plugin.errors import check_choice
 
     check_choice("kind", kind, KINDS + EVAL_KINDS)
-    return _capped(_texts(kind), max_chars)
+    texts = _texts(kind)
+    if whole:
+        texts = (t[i:i + MAX_DOC_CHARS] for t in texts for i in range(0, len(t), MAX_DOC_CHARS))
+    return _capped(texts, max_chars)
 
 
 def _capped(texts: Iterable[str], max_chars: int) -> list[str]:
@@ -63,9 +67,10 @@ def _capped(texts: Iterable[str], max_chars: int) -> list[str]:
     return out
 
 
-def build_text_corpus(out: str | os.PathLike, max_chars: int = 150_000, kinds: Iterable[str] = KINDS) -> Path:
+def build_text_corpus(out: str | os.PathLike, max_chars: int = 150_000, kinds: Iterable[str] = KINDS,
+                      whole: bool = False) -> Path:
     """A byte-tokenized corpus with a domain per kind (default prose and code) under ``out``; returns its
-    natural.json."""
+    natural.json. ``whole``: see :func:`documents`."""
     from regmix_plugin.data.corpus import NATURAL_FILE, CorpusConfig, Documents, build_corpus
 
     out = Path(out)
@@ -75,6 +80,6 @@ def build_text_corpus(out: str | os.PathLike, max_chars: int = 150_000, kinds: I
         from regmix_plugin.errors import RegmixError
 
         raise RegmixError(f"kinds: no text found for {', '.join(missing)} on this machine (see regmix_plugin/scale/text.py)")
-    build_corpus(out, {k: Documents(documents(k, max_chars)) for k in kinds},
+    build_corpus(out, {k: Documents(documents(k, max_chars, whole)) for k in kinds},
                  CorpusConfig(tokenizer="byte", valid_fraction=0.05, progress=False))
     return out / NATURAL_FILE
