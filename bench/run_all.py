@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["data", "proxy", "sweep", "fit", "fit_time", "downstream", "optimize", "uncertainty", "synthesize", "scaling",
-         "megatron_eval"]
+         "nested", "step_fit_speed", "megatron_eval"]
 
 
 def main() -> int:
@@ -33,6 +33,8 @@ def main() -> int:
         cmd = [sys.executable, str(HERE / f"{name}.py"), "--out", str(out / name)]
         if name in ("fit", "fit_time", "optimize", "uncertainty"):
             cmd += ["--data", args.data]
+        if name == "step_fit_speed":  # times fits of the nested benchmark's real curves
+            cmd += ["--curves", str(out / "nested" / "runs")]
         print(f"== bench/{name}.py: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, text=True)

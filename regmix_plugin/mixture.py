@@ -71,6 +71,26 @@ def _check_prefix_list(field_path: str, value: Any, required: bool) -> list[str]
     return list(value)
 
 
+def _check_name(where: str, name: Any) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise MixtureError(f"{where}: expected a non-empty string, got {name!r}")
+    if any(c in name for c in "/\\ \t\n,"):
+        raise MixtureError(f"{where}: {name!r} contains '/', ',' or whitespace; use letters, digits, '-', '_' or '.'")
+
+
+def _check_weight(where: str, weight: Any) -> None:
+    if not _is_number(weight):
+        raise MixtureError(f"{where}: expected a number, got {weight!r}")
+    try:
+        float(weight)
+    except OverflowError:
+        raise MixtureError(f"{where}: the integer is too large for a float; weights must be finite numbers >= 0") from None
+    if math.isnan(weight) or math.isinf(weight):
+        raise MixtureError(f"{where}: {weight} is not finite; weights must be finite numbers >= 0")
+    if weight < 0:
+        raise MixtureError(f"{where}: {weight} is negative; weights must be >= 0")
+
+
 @dataclass
 class Domain:
     """One data domain: a name, its Megatron data prefixes and its share of the training tokens."""
@@ -83,20 +103,8 @@ class Domain:
     test_prefixes: list[str] = field(default_factory=list)
 
     def validate(self, where: str) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise MixtureError(f"{where}.name: expected a non-empty string, got {self.name!r}")
-        if any(c in self.name for c in "/\\ \t\n,"):
-            raise MixtureError(f"{where}.name: {self.name!r} contains '/', ',' or whitespace; use letters, digits, '-', '_' or '.'")
-        if not _is_number(self.weight):
-            raise MixtureError(f"{where}.weight: expected a number, got {self.weight!r}")
-        try:
-            float(self.weight)
-        except OverflowError:
-            raise MixtureError(f"{where}.weight: the integer is too large for a float; weights must be finite numbers >= 0") from None
-        if math.isnan(self.weight) or math.isinf(self.weight):
-            raise MixtureError(f"{where}.weight: {self.weight} is not finite; weights must be finite numbers >= 0")
-        if self.weight < 0:
-            raise MixtureError(f"{where}.weight: {self.weight} is negative; weights must be >= 0")
+        _check_name(f"{where}.name", self.name)
+        _check_weight(f"{where}.weight", self.weight)
         self.prefixes = _check_prefix_list(f"{where}.prefixes", self.prefixes, required=True)
         self.valid_prefixes = _check_prefix_list(f"{where}.valid_prefixes", self.valid_prefixes, required=False)
         self.test_prefixes = _check_prefix_list(f"{where}.test_prefixes", self.test_prefixes, required=False)
@@ -258,20 +266,7 @@ class Mixture:
     @classmethod
     def load(cls, path: str | os.PathLike, check_files: bool = False) -> "Mixture":
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise MixtureError(f"{path}: file not found; check the path") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise MixtureError(f"{path}: cannot read ({e.__class__.__name__}: {e}); give a UTF-8 JSON file") from None
-        try:
-            data = json.loads(text, parse_constant=_reject_constant)
-        except _NonFiniteError as e:
-            raise MixtureError(f"{path}: {e}; weights must be finite numbers >= 0") from None
-        except json.JSONDecodeError as e:
-            raise MixtureError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}; fix the JSON syntax") from None
-        except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits, absurd nesting
-            raise MixtureError(f"{path}: malformed JSON ({e.__class__.__name__}: {str(e).splitlines()[0][:80]}); fix the JSON") from None
+        data = read_mixture_json(path)
         try:
             mix = cls.from_dict(data)
         except MixtureError as e:
@@ -466,3 +461,73 @@ def _reject_constant(name: str) -> float:
 
 def _fmt_weight(w: float) -> str:
     return f"{w:.10g}"
+
+
+def read_mixture_json(path: str | os.PathLike) -> Any:
+    """The parsed JSON of a mixture file; unreadable or malformed files are a one-line MixtureError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MixtureError(f"{path}: file not found; check the path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise MixtureError(f"{path}: cannot read ({e.__class__.__name__}: {e}); give a UTF-8 JSON file") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except _NonFiniteError as e:
+        raise MixtureError(f"{path}: {e}; weights must be finite numbers >= 0") from None
+    except json.JSONDecodeError as e:
+        raise MixtureError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}; fix the JSON syntax") from None
+    except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits, absurd nesting
+        raise MixtureError(f"{path}: malformed JSON ({e.__class__.__name__}: {str(e).splitlines()[0][:80]}); fix the JSON") from None
+
+
+def is_weights_record(data: Any) -> bool:
+    """A mixture file none of whose domains names prefixes: a record of a run's weights, not a trainable mixture."""
+    doms = data.get("domains") if isinstance(data, dict) else None
+    return isinstance(doms, list) and bool(doms) and all(isinstance(d, dict) and "prefixes" not in d for d in doms)
+
+
+def weights_record(data: Any) -> dict[str, float]:
+    """The weights ``{domain: weight}`` (as written, not renormalised) of a run's ``mixture.json``.
+
+    The one rule for a run directory's mixture, used by `regmix validate`, `regmix collect` and
+    `regmix scale`: either a full mixture (:meth:`Mixture.from_dict`) or a *weights record*, the same format
+    with the prefixes left out (an imported run: ``{"domains": [{"name": "web", "weight": 0.6}, ...]}``;
+    ``version`` and ``name`` optional). Names and weights are checked as in a full mixture.
+    """
+    if not is_weights_record(data):
+        mix = Mixture.from_dict(data)
+        raw = {d["name"]: d["weight"] for d in data["domains"]}  # from_dict checked them; keep them as written
+        return {n: float(raw[n]) for n in mix.names}
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise MixtureError(f"{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(_TOP_KEYS))}")
+    if "version" in data and data["version"] != FORMAT_VERSION:
+        raise MixtureError(f"version: {data['version']!r} is not supported; this is format version {FORMAT_VERSION}")
+    out: dict[str, float] = {}
+    for i, d in enumerate(data["domains"]):
+        unk = sorted(set(d) - _DOMAIN_KEYS)
+        if unk:
+            raise MixtureError(f"domains[{i}].{unk[0]}: unknown key; allowed keys are {', '.join(sorted(_DOMAIN_KEYS))}")
+        for k in ("name", "weight"):
+            if k not in d:
+                raise MixtureError(f"domains[{i}].{k}: missing; a run's mixture record needs name and weight per domain")
+        _check_name(f"domains[{i}].name", d["name"])
+        _check_weight(f"domains[{i}].weight", d["weight"])
+        if d["name"] in out:
+            raise MixtureError(f"domains[{i}].name: {d['name']!r} appears twice; names must be unique")
+        out[d["name"]] = float(d["weight"])
+    total = math.fsum(out.values())
+    if not (0 < total < math.inf):
+        raise MixtureError("domains[*].weight: the weights sum to 0 or infinity; give at least one positive, finite weight")
+    return out
+
+
+def load_weights_record(path: str | os.PathLike) -> dict[str, float]:
+    """:func:`weights_record` of a file; errors name the file and the field."""
+    data = read_mixture_json(path)
+    try:
+        return weights_record(data)
+    except MixtureError as e:
+        raise MixtureError(f"{path}: {e}") from None

@@ -8,8 +8,10 @@ from regmix_plugin.mixture import EXPORT_FORMATS, Mixture, MixtureError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("validate", help="check a regmix.json mixture file")
-    p.add_argument("file")
+    p = sub.add_parser("validate", help="check a regmix.json mixture file, or a run directory",
+                       description="A mixture file, or a run's record of its weights (prefixes left out), or a run "
+                                   "directory: the minimal one that `regmix collect` and `regmix scale` read.")
+    p.add_argument("file", help="mixture file, or run directory")
     p.add_argument("--check-files", action="store_true", help="also check that every prefix's .bin/.idx exist")
     p.set_defaults(func=_validate)
 
@@ -25,6 +27,20 @@ def register(sub) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from regmix_plugin.mixture import is_weights_record, load_weights_record, read_mixture_json
+
+    if Path(args.file).is_dir():
+        from regmix_plugin.sweep.rundir import check_run_dir
+
+        print(check_run_dir(args.file))
+        return 0
+    if is_weights_record(read_mixture_json(args.file)):
+        weights = load_weights_record(args.file)
+        print(f"{args.file}: ok as a run's mixture record, {len(weights)} domains (names and weights; add "
+              "prefixes to every domain to train on it or export it)")
+        return 0
     mix = Mixture.load(args.file, check_files=args.check_files)
     extra = ""
     if mix.normalization.get("normalized"):

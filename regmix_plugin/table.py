@@ -2,10 +2,15 @@
 
 Columns (a tidy CSV, or Parquet):
 
-- ``run_id`` (str) and ``status`` (``completed`` | ``failed`` | ``running`` | ``pending`` | ``imported``);
-- ``weight/<domain>``: the run's mixture weight for each domain (rows sum to 1 within rounding);
-- metric columns, by convention ``valid/<domain>/loss`` (per-domain validation loss), ``train/loss``,
+- ``run_id`` (str) and ``status`` (``completed`` | ``failed`` | ``running`` | ``pending`` | ``imported``;
+  imported: results brought in from elsewhere, or predicted by a law, not runs of a sweep);
+- ``weight/<domain>``: the run's mixture weight for each *training* domain (rows sum to 1 within rounding);
+- metric columns, by convention ``valid/<set>/loss`` (validation loss on one evaluation set), ``train/loss``,
   ``tokens``, ``step``; any other numeric column (a downstream benchmark, say) is a metric too.
+
+Evaluation sets are not training domains: ``valid/<set>/<metric>`` columns name what was measured
+(``valid/wiki/loss``, ``valid/arc_easy/bpb``), whether or not ``<set>`` has a ``weight/`` column.
+:func:`eval_columns` selects them (the scaling stage fits a law to each).
 
 Domain order is the order of the ``weight/`` columns. Importers for RegMix's and Olmix's released CSVs
 map their column names onto this schema, so every later stage sees one format.
@@ -24,6 +29,10 @@ from regmix_plugin.io import atomic_write_bytes, atomic_write_text
 
 WEIGHT_PREFIX = "weight/"
 ID_COLUMNS = ("run_id", "status")
+IMPORTED = "imported"  # status of rows that are not runs of a sweep: external results, law predictions
+# Default evaluation metrics: one per evaluation set and metric (``valid/<set>/<metric>``); the aggregate
+# ``valid/loss`` (one slash) is left out.
+EVAL_PATTERNS = ("valid/*/*",)
 
 
 class TableError(RegmixError):
@@ -55,6 +64,16 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
         c for c in df.columns
         if not c.startswith(WEIGHT_PREFIX) and c not in ID_COLUMNS and pd.api.types.is_numeric_dtype(df[c])
     ]
+
+
+def eval_columns(columns, patterns=None) -> list[str]:
+    """The evaluation metrics among ``columns`` (a DataFrame's or a list) matching any glob of ``patterns``
+    (default :data:`EVAL_PATTERNS`), in column order."""
+    import fnmatch
+
+    cols = list(columns.columns if isinstance(columns, pd.DataFrame) else columns)
+    pats = list(patterns or EVAL_PATTERNS)
+    return [c for c in cols if not c.startswith(WEIGHT_PREFIX) and any(fnmatch.fnmatchcase(c, p) for p in pats)]
 
 
 def read_runs(path: str | os.PathLike) -> pd.DataFrame:
@@ -152,7 +171,7 @@ def from_regmix_csv(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike)
             "give files from the same sweep"
         )
     df = mix.merge(loss, on="index", how="inner", validate="one_to_one")
-    df.insert(0, "status", "imported")
+    df.insert(0, "status", IMPORTED)
     df.insert(0, "run_id", df.pop("index").astype(str))
     return df
 

@@ -89,12 +89,18 @@ def test_extrapolate_steps_from_metrics_files(tmp_path):
                   "code": noisy(power(STEPS, 3.0 - E / 2, 20.0, 0.6), rng, 0.002)}
         _write_metrics(tmp_path / f"r{i}", curves, STEPS)
         runs[f"r{i}"] = ({"web": w, "code": 1 - w}, read_eval_curve(tmp_path / f"r{i}"))
-    table, laws = extrapolate_steps(runs, target=5000, config=StepFitConfig(max_step=300))
+    res = extrapolate_steps(runs, target=[5000, 2000], config=StepFitConfig(max_step=300, min_step=1))
+    table = res.tables[5000.0]
     assert list(table["run_id"]) == ["r0", "r1", "r2"]
     assert set(table.columns) >= {"weight/web", "weight/code", "valid/web/loss", "valid/code/loss"}
     for i, (_, E) in enumerate([(0.2, 2.0), (0.5, 2.3), (0.8, 2.6)]):
         assert table.loc[i, "valid/web/loss"] == pytest.approx(power(5000, E, 30.0, 0.5), rel=0.02)
-        assert laws[f"r{i}"]["web"].n_points == len(STEPS[STEPS <= 300])
+        assert res.tables[2000.0].loc[i, "valid/web/loss"] == pytest.approx(power(2000, E, 30.0, 0.5), rel=0.02)
+        assert res.laws[f"r{i}"]["valid/web/loss"].n_points == len(STEPS[STEPS <= 300])
+    # The exponent sharing was chosen on the held-out last part of the fitted range (steps 160..300).
+    assert res.choice.how == "held-out" and res.choice.min_step == 1
+    assert {s["alpha"] for s in res.choice.scores} == {"shared", "per-metric"}
+    assert all(s["error"] < 0.01 for s in res.choice.scores)
 
 
 def _size_tables(rng, sizes, mixtures, sd=0.002):
@@ -115,7 +121,9 @@ def test_size_law_extrapolates_to_a_larger_model():
     rng = np.random.default_rng(4)
     mixtures = [0.1, 0.3, 0.5, 0.7, 0.9]
     tables = _size_tables(rng, [1e6, 4e6, 1.6e7, 6.4e7], mixtures, sd=0.001)
-    pred, laws = extrapolate_size(tables, target_params=1e9)
+    res = extrapolate_size(tables, target_params=1e9, alpha="per-metric")
+    pred, laws = res.table, res.laws
+    assert res.dropped == [] and res.choice.how == "given"
     assert len(pred) == len(mixtures)
     for _, row in pred.iterrows():
         w = row["weight/web"]
@@ -174,6 +182,7 @@ def test_nested_prediction_finds_the_best_mixture_at_the_target_scale():
     target_n, target_s = 1e9, 5000
     res = nested_predict(runs_by_size, target_s, target_n, "mean(valid/*/loss)",
                          fit_config=FitConfig(predictor="log-law", folds=5))
+    assert res.size.choice.how == "fallback"  # 3 sizes: none to hold out
     for _, row in res.table.iterrows():
         web, code = loss(row["weight/web"], target_n, target_s)
         assert row["valid/web/loss"] == pytest.approx(web, rel=0.02)
@@ -185,7 +194,9 @@ def test_nested_prediction_finds_the_best_mixture_at_the_target_scale():
     true_of = lambda w: float(np.add(*loss(w, target_n, target_s)))  # noqa: E731
     # Closer to the target-scale optimum than the smallest proxy's own best mixture would be.
     assert true_of(chosen) - true_at_target.min() < 0.5 * (true_of(proxy_best) - true_at_target.min())
-    assert res.outcome.mixture.provenance["nested"]["target_params"] == target_n
+    nested = res.outcome.mixture.provenance["nested"]
+    assert nested["target_params"] == target_n and nested["size_settings"]["alpha"] == "shared"
+    assert set(nested["step_settings"]) == {"1e+06", "4e+06", "1.6e+07"}
 
 
 def test_scale_predict_and_rank_check_cli(tmp_path, capsys):
@@ -197,21 +208,23 @@ def test_scale_predict_and_rank_check_cli(tmp_path, capsys):
     tables = _size_tables(rng, sizes, [0.1, 0.3, 0.5, 0.7, 0.9], sd=0.001)
     paths = {n: write_runs(t, tmp_path / f"runs_{n:g}.csv") for n, t in tables.items()}
     out = tmp_path / "pred.csv"
-    args = ["scale", "predict", "--target-params", "64M", "--out", str(out), "--actual", str(paths[6.4e7])]
-    for n, label in zip(sizes[:3], ["1M", "4e6", "16M"]):
+    args = ["scale", "predict", "--target-params", "6.4e7", "--out", str(out), "--actual", str(paths[6.4e7])]
+    for n, label in zip(sizes[:3], ["1000000", "4e6", "1.6e7"]):
         args += ["--scale", f"{label}={paths[n]}"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| valid/web/loss |" in printed and "Spearman" in printed
+    assert "size 4,000,000 non-embedding parameters (as given" in printed
     laws = json.loads((tmp_path / "pred_size_laws.json").read_text())
-    errors = {r["metric"]: r for r in laws["actual"]["errors"]}
-    assert errors["valid/web/loss"]["mean_rel_error"] < 0.01
+    errors = {r["metric"]: r for r in laws["actual"]["metrics"]}
+    assert errors["valid/web/loss"]["mare"] < 0.01
+    assert laws["actual"]["overall"]["pairs_in_order_mean"] == 1.0
     assert (tmp_path / "pred_vs_actual.png").stat().st_size > 1000
 
     assert main(["scale", "rank-check", str(paths[1e6]), str(paths[6.4e7]), "--out", str(tmp_path / "rc.json")]) == 0
     check = json.loads((tmp_path / "rc.json").read_text())
     assert {r["metric"] for r in check["rows"]} == {"valid/web/loss", "valid/code/loss"}
-    assert main(["scale", "predict", "--scale", "12Q=x.csv", "--target-params", "1B", "--out", str(out)]) == 2
+    assert main(["scale", "predict", "--scale", "12Q=x.csv", "--target-params", "1e9", "--out", str(out)]) == 2
     assert "--scale: '12Q' is not a parameter count" in capsys.readouterr().err
 
 
@@ -230,4 +243,8 @@ def test_scale_fit_cli_skips_failed_runs_and_fits_running_ones(tmp_path, capsys)
     assert "broken: the run failed; skipped" in capsys.readouterr().err
     table = pd.read_csv(tmp_path / "out" / "extrapolated.csv")
     assert sorted(table["run_id"]) == ["early", "ok"]
+    # No status file and no config.yaml: curves made elsewhere, "imported" (not "running").
+    from regmix_plugin.sweep.collect import read_run
+
+    assert read_run(tmp_path / "runs" / "early", []).status == "imported"
     assert table.set_index("run_id").loc["early", "valid/web/loss"] == pytest.approx(power(4000, 2.0, 30.0, 0.5), rel=0.03)

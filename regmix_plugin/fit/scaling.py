@@ -9,15 +9,17 @@ Every law here has the saturating form, fitted by one robust routine (:func:`fit
 - the 1-D mixing law of continual training L(p) = c + k * exp(t * p) with z = p, gamma = t
   (`regmix_plugin.optimize.continual`).
 
-Log-parametrisation keeps E and the power term positive without constraints, and writing the law as a
-``logaddexp`` of two linear forms gives an exact, cheap gradient. The loss is Huber on log-residuals (as in
-Chinchilla's fit, delta = 1e-3) so a few noisy evaluation points do not drag the fit, and L-BFGS-B starts
-from a grid of (E, gamma) points because the problem is not convex. Several series can share gamma
-(one exponent across domains).
+Log-parametrisation keeps E and the power term positive without constraints. The loss is Huber on
+log-residuals (as in Chinchilla's fit, delta = 1e-3) so a few noisy evaluation points do not drag the fit.
+The problem is not convex in gamma; `regmix_plugin.fit.law_solver` profiles it over a grid of exponents and
+polishes the best basins, for all series of a call at once. Several series can share gamma (one exponent
+across the evaluation metrics of a run, or of a mixture across sizes).
 
-On top: per-domain step laws on a run's ``metrics.jsonl`` and extrapolation to a longer run
-(:func:`extrapolate_steps`), size laws across runs tables of several model sizes (:func:`extrapolate_size`),
-the nested prediction (:func:`nested_predict`) and the rank-invariance check (:func:`rank_invariance`).
+On top: step laws on runs' eval curves and extrapolation to longer runs (:func:`extrapolate_steps`), size
+laws across runs tables of several model sizes (:func:`extrapolate_size`), the choice of the law settings by
+held-out data (:class:`LawChoice`), the nested prediction (:func:`nested_predict`) and the rank-invariance
+check (:func:`rank_invariance`). Laws are fitted to every evaluation metric (``valid/<set>/<metric>``
+by default, `regmix_plugin.table.eval_columns`), whether or not its set is a training domain.
 """
 
 from __future__ import annotations
@@ -31,13 +33,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 from scipy.stats import spearmanr
-from threadpoolctl import threadpool_limits
 
 from regmix_plugin.errors import ConfigError, RegmixError
+from regmix_plugin.fit.law_solver import solve_laws
+from regmix_plugin.fit.mixture_match import MATCH_TOL, match_tables
+from regmix_plugin.table import IMPORTED, eval_columns, normalised_name, weight_column
 from regmix_plugin.table import domains as table_domains
-from regmix_plugin.table import loss_column, weight_column
 
 
 class LawFitError(RegmixError):
@@ -49,25 +51,17 @@ class LawConfig:
     """How a law is fitted.
 
     huber_delta: Huber threshold on log-loss residuals (1e-3 = 0.1 % relative error, Chinchilla's value).
-    e_fractions: starting values of the floor E as fractions of the smallest observed loss (multi-start).
-    gammas: starting values of gamma (the exponent, negative for power laws) (multi-start).
     min_points: a series with fewer finite points is an error (a 3-parameter law needs more than 3).
-    max_iter: L-BFGS-B iteration cap per start.
+    max_iter: cap on the polishing steps (Levenberg-Marquardt) per fit.
     """
 
     huber_delta: float = 1e-3
-    e_fractions: tuple[float, ...] = (0.0, 0.5, 0.8, 0.95)
-    gammas: tuple[float, ...] = (-0.05, -0.15, -0.4, -1.0, -2.0)
     min_points: int = 4
     max_iter: int = 500
 
     def __post_init__(self) -> None:
         if not self.huber_delta > 0:
             raise ConfigError(f"huber_delta: {self.huber_delta} must be > 0 (try 1e-3)")
-        if not self.e_fractions or any(not 0 <= f < 1 for f in self.e_fractions):
-            raise ConfigError(f"e_fractions: {self.e_fractions} must be a non-empty list of values in [0, 1)")
-        if not self.gammas:
-            raise ConfigError("gammas: give at least one starting exponent")
         if self.min_points < 3:
             raise ConfigError(f"min_points: {self.min_points} must be >= 3 (a law has 3 parameters)")
         if self.max_iter < 1:
@@ -76,7 +70,8 @@ class LawConfig:
 
 @dataclass(frozen=True)
 class LawParams:
-    """A fitted ``log L = logaddexp(e, beta + gamma * z)``; ``loss`` is the mean Huber objective at the optimum."""
+    """A fitted ``log L = logaddexp(e, beta + gamma * z)``; ``loss`` is the mean Huber objective at the optimum
+    (over the series that share its gamma)."""
 
     e: float
     beta: float
@@ -104,95 +99,38 @@ def clean_series(z, y, where: str, min_points: int) -> tuple[np.ndarray, np.ndar
     return z[ok], y[ok]
 
 
-def _huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
-    a = np.abs(r)
-    val = np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
-    return val, np.clip(r, -delta, delta)
-
-
 def fit_laws(
     series: Sequence[tuple[np.ndarray, np.ndarray]],
     config: LawConfig,
     *,
     shared_gamma: bool = False,
+    groups: Sequence[Any] | None = None,
     gamma_bounds: tuple[float | None, float | None] = (None, 0.0),
 ) -> list[LawParams]:
-    """Fit one law per series ``(z, y)``; with ``shared_gamma`` all series share one gamma.
+    """Fit one law per series ``(z, y)``, all in one batch; ``shared_gamma`` ties every gamma, ``groups``
+    (one key per series) ties the gammas of series with equal keys.
 
-    Series must be cleaned already (:func:`clean_series`). Independent series are fitted one at a time
-    (same result as a joint fit, and far cheaper); shared gamma is a joint fit over all of them.
+    Series must be cleaned already (:func:`clean_series`).
     """
     if not series:
         raise LawFitError("series: nothing to fit; give at least one curve")
-    if not shared_gamma and len(series) > 1:
-        return [fit_laws([s], config, gamma_bounds=gamma_bounds)[0] for s in series]
-    # L-BFGS-B calls BLAS on tiny vectors; a multi-threaded BLAS makes that ~50x slower on a busy machine.
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _fit_joint(list(series), config, gamma_bounds)
-
-
-def _fit_joint(series, config: LawConfig, gamma_bounds) -> list[LawParams]:
-    k = len(series)
-    zs = [np.asarray(z, float) for z, _ in series]
-    logys = [np.log(np.asarray(y, float)) for _, y in series]
-    n_total = sum(z.size for z in zs)
-    delta = config.huber_delta
-
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        e, beta, gamma = theta[:k], theta[k:2 * k], theta[2 * k]
-        grad = np.zeros_like(theta)
-        total = 0.0
-        for i in range(k):
-            v = beta[i] + gamma * zs[i]
-            pred = np.logaddexp(e[i], v)
-            val, dr = _huber(pred - logys[i], delta)
-            total += val.sum()
-            s = np.exp(e[i] - pred)  # d pred / d e; 1 - s = d pred / d beta
-            grad[i] += (dr * s).sum()
-            grad[k + i] += (dr * (1 - s)).sum()
-            grad[2 * k] += (dr * (1 - s) * zs[i]).sum()
-        # Scaled by 1/delta^2 so that the objective is O(1) near the optimum and L-BFGS-B's absolute
-        # gradient tolerance does not stop it early; `loss` below is reported unscaled.
-        scale = 1.0 / (n_total * delta * delta)
-        return total * scale, grad * scale
-
-    lo, hi = gamma_bounds
-    bounds = [(None, None)] * (2 * k) + [(lo, hi)]
-    best = None
-    for g0 in config.gammas:
-        g0 = float(np.clip(g0, lo if lo is not None else -np.inf, hi if hi is not None else np.inf))
-        for f in config.e_fractions:
-            theta0 = np.empty(2 * k + 1)
-            theta0[2 * k] = g0
-            for i in range(k):
-                y = np.exp(logys[i])
-                floor = f * y.min() if f > 0 else 1e-3 * y.min()
-                theta0[i] = np.log(floor)
-                # beta from least squares of log(y - E) - gamma z, the term the floor leaves over.
-                rest = np.maximum(y - floor, 1e-6 * y.min())
-                theta0[k + i] = float(np.mean(np.log(rest) - g0 * zs[i]))
-            res = minimize(objective, theta0, jac=True, method="L-BFGS-B", bounds=bounds,
-                           options={"maxiter": config.max_iter})
-            if np.all(np.isfinite(res.x)) and (best is None or res.fun < best.fun):
-                best = res
-    if best is None:
-        raise LawFitError("fit: every start diverged; check that the losses are positive and vary with x")
-    th = best.x
-    return [
-        LawParams(e=float(th[i]), beta=float(th[k + i]), gamma=float(th[2 * k]), n_points=int(zs[i].size),
-                  loss=float(best.fun * delta * delta))
-        for i in range(k)
-    ]
+    if groups is None:
+        groups = np.zeros(len(series), int) if shared_gamma else np.arange(len(series))
+    elif len(groups) != len(series):
+        raise ValueError("groups: give one group key per series")
+    keys = {k: i for i, k in enumerate(dict.fromkeys(groups))}
+    g = np.array([keys[k] for k in groups])
+    e, beta, gamma, loss = solve_laws([(np.asarray(z, float), np.asarray(y, float)) for z, y in series], g,
+                                      config.huber_delta, gamma_bounds, config.max_iter)
+    return [LawParams(e=float(e[i]), beta=float(beta[i]), gamma=float(gamma[i]), n_points=int(len(series[i][0])),
+                      loss=float(loss[i])) for i in range(len(series))]
 
 
 # ---- power laws in x (steps, tokens or parameters) -------------------------------------------------
 
 # Rows of a table predicted by a law are not runs of this sweep: they carry the status of external results
 # ("imported", which `regmix fit` accepts) and a ``source`` column naming the law.
-DERIVED_STATUS = "imported"
-
-# Power-law exponents are alpha = -gamma; start the search over a spread of plausible exponents.
-POWER_GAMMAS = (-0.05, -0.15, -0.4, -1.0, -2.0)
+DERIVED_STATUS = IMPORTED
 
 
 @dataclass(frozen=True)
@@ -233,10 +171,12 @@ class PowerLaw:
 
 
 def fit_power_laws(
-    curves: Mapping[str, tuple[Any, Any]], config: LawConfig | None = None, *, shared_alpha: bool = False
+    curves: Mapping[str, tuple[Any, Any]], config: LawConfig | None = None, *, shared_alpha: bool = False,
+    groups: Mapping[str, Any] | None = None,
 ) -> dict[str, PowerLaw]:
-    """Fit ``L(x) = E + (x0/x)^alpha`` to each named curve ``(x, y)``; ``shared_alpha`` ties the exponents."""
-    config = config or LawConfig(gammas=POWER_GAMMAS)
+    """Fit ``L(x) = E + (x0/x)^alpha`` to each named curve ``(x, y)``, all at once. ``shared_alpha`` ties every
+    exponent; ``groups`` (name -> key) ties the exponents of curves with equal keys."""
+    config = config or LawConfig()
     names = list(curves)
     series = []
     for name in names:
@@ -245,158 +185,321 @@ def fit_power_laws(
         if np.any(x <= 0):
             raise LawFitError(f"{name}: x must be > 0 for a power law (drop step 0 / give positive sizes)")
         series.append((np.log(x), y))
-    fitted = fit_laws(series, config, shared_gamma=shared_alpha, gamma_bounds=(None, 0.0))
+    keys = [groups[n] for n in names] if groups is not None else None
+    fitted = fit_laws(series, config, shared_gamma=shared_alpha, groups=keys, gamma_bounds=(None, 0.0))
     return {n: PowerLaw.from_params(p) for n, p in zip(names, fitted)}
 
 
-# ---- training curves from metrics.jsonl ----------------------------------------------------------
+# ---- choosing the law settings by held-out data ------------------------------------------------------
+
+ALPHAS = ("auto", "shared", "per-metric")
+
+
+@dataclass
+class LawChoice:
+    """The settings a law was fitted with and how they were chosen.
+
+    alpha: ``shared`` (one exponent per run, or per mixture across sizes) or ``per-metric``.
+    min_step: the warm-up cut of a step law (evals before it are left out); None for a size law.
+    how: ``held-out`` (the candidate with the lowest error on held-out data), ``given`` (flags) or
+    ``fallback`` (too little data to hold any out; ``reason`` says why).
+    scores: one row per candidate: its settings and its mean absolute relative error on the held-out data.
+    holdout: what was held out, in words.
+    """
+
+    alpha: str
+    min_step: int | None = None
+    how: str = "given"
+    reason: str = ""
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    holdout: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "min_step": self.min_step, "how": self.how, "reason": self.reason,
+                "holdout": self.holdout, "scores": self.scores}
+
+    def summary(self, law: str) -> str:
+        cut = f", warm-up cut: evals from step {self.min_step}" if self.min_step is not None else ""
+        head = f"{law} settings: alpha {self.alpha}{cut}"
+        if self.how == "given":
+            return f"{head} (as given)"
+        if self.how == "fallback":
+            return f"{head} (default: {self.reason})"
+        others = "; ".join(_score_text(s) for s in self.scores)
+        return f"{head} (lowest error on {self.holdout}: {others})"
+
+
+def _score_text(s: Mapping[str, Any]) -> str:
+    cut = f", from step {s['min_step']}" if s.get("min_step") is not None else ""
+    err = "n/a" if s.get("error") is None else f"{100 * s['error']:.2f}%"
+    return f"{s['alpha']}{cut} {err}"
+
+
+def _check_alpha(alpha: str) -> str:
+    if alpha not in ALPHAS:
+        raise ConfigError(f"alpha: unknown value {alpha!r}; choose one of {', '.join(ALPHAS)}")
+    return alpha
+
+
+def _spread(items: list, n: int) -> list:
+    """At most ``n`` items, evenly spaced (all of them when there are few)."""
+    if len(items) <= n:
+        return items
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round()]
+
+
+# ---- training curves -------------------------------------------------------------------------------
+
+def record_curve(rec) -> pd.DataFrame:
+    """A run record's eval curve (`regmix_plugin.sweep.collect.RunRecord`): one row per eval step with
+    ``step``, ``tokens`` when known, and every evaluation metric (``valid/<set>/<metric>``)."""
+    rows = []
+    for step, ev in sorted(rec.evals.items()):
+        vals = {k: v for k, v in ev.items() if k in eval_columns(list(ev))}
+        if vals:
+            row = {"step": step, **vals}
+            if ev.get("tokens") is not None:
+                row["tokens"] = ev["tokens"]
+            rows.append(row)
+    if not rows:
+        return pd.DataFrame({"step": []})
+    return pd.DataFrame(rows).apply(pd.to_numeric, errors="coerce").reset_index(drop=True)
+
 
 def read_run_curve(run_dir: str | os.PathLike) -> tuple[dict[str, float] | None, pd.DataFrame]:
-    """A run's mixture weights and its eval curve: one row per eval step, ``step``, ``tokens``, ``valid/<d>/loss``.
+    """A run's mixture weights and its eval curve (:func:`record_curve`), from ``metrics.jsonl`` or, lacking
+    one, TensorBoard event files.
 
     Parsing is the sweep collector's (`regmix_plugin.sweep.collect.read_run`: torn lines skipped, a resumed
-    run's repeated steps merged). Weights come from the run's ``mixture.json`` (sweep runs) or else from the
-    mixture that its ``config.yaml`` names (a plain ``regmix train`` run); None when neither exists.
+    run's repeated steps merged). Weights come from the run's ``mixture.json`` (sweep runs, imported runs) or
+    else from the mixture that its ``config.yaml`` names (a plain ``regmix train`` run); None when neither.
     """
     from regmix_plugin.sweep.collect import read_run
 
     run_dir = Path(run_dir)
-    if not (run_dir / "metrics.jsonl").is_file():
-        raise RegmixError(f"{run_dir}: no metrics.jsonl; give a run directory written by `regmix train` (or a sweep)")
     rec = read_run(run_dir, [])
-    rows = [{"step": step, **{k: v for k, v in ev.items() if k == "tokens" or _is_loss_key(k)}}
-            for step, ev in sorted(rec.evals.items())]
-    rows = [r for r in rows if any(_is_loss_key(k) for k in r)]
-    if not rows:
-        raise RegmixError(f"{run_dir}/metrics.jsonl: no eval lines with valid/<domain>/loss keys; did the run reach its first eval?")
-    curve = pd.DataFrame(rows).apply(pd.to_numeric, errors="coerce").reset_index(drop=True)
-    return rec.weights or _weights_from_config(run_dir), curve
+    curve = record_curve(rec)
+    if len(curve) == 0:
+        raise RegmixError(f"{run_dir}: no evaluations (valid/<set>/<metric> in metrics.jsonl or TensorBoard files); "
+                          "give a run directory that reached its first eval")
+    return rec.weights, curve
 
 
 def read_eval_curve(run_dir: str | os.PathLike) -> pd.DataFrame:
     return read_run_curve(run_dir)[1]
 
 
-def _weights_from_config(run_dir: Path) -> dict[str, float] | None:
-    import yaml
-
-    try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        first = Path(cfg["run"]["schedule"][0]["mixture"])
-    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
-        return None
-    from regmix_plugin.mixture import Mixture, MixtureError
-
-    try:
-        mix = Mixture.load(first if first.is_absolute() else run_dir / first)
-    except MixtureError:
-        return None
-    return dict(zip(mix.names, mix.weights))
+def curve_metrics(curve: pd.DataFrame, patterns: Sequence[str] | None = None) -> list[str]:
+    """The evaluation metrics of a curve that laws are fitted to (default: every ``valid/<set>/<metric>``)."""
+    return eval_columns(curve, patterns)
 
 
-def _is_loss_key(k: str) -> bool:
-    return k.startswith("valid/") and k.endswith("/loss") and k.count("/") == 2
-
-
-def curve_domains(curve: pd.DataFrame) -> list[str]:
-    return [c.split("/")[1] for c in curve.columns if _is_loss_key(c)]
+# Held-out tail of the step-law choice: fit on evals up to the last fitted step / HOLDOUT_RATIO, score on
+# the rest; 2 is an extrapolation of 2x, close to the 2-4x a nested prediction asks for.
+HOLDOUT_RATIO = 2.0
+# Warm-up cuts tried, as fractions of the last fitted step (0: every eval from step 1 on).
+WARMUP_FRACTIONS = (0.0, 0.05, 0.1, 0.2)
+# The choice is one per model size; scoring it on a spread of this many runs costs little and tells as much.
+CHOICE_RUNS = 24
 
 
 @dataclass
 class StepFitConfig:
-    """Which part of a curve the step law sees.
+    """Which part of a curve the step law sees, and with which settings.
 
     axis: ``step`` or ``tokens`` (the x of the law).
-    min_step: points before this step are left out (step 0 has no power law; warm-up distorts the start).
-    max_step: points after this step are left out (to measure extrapolation, fit on a prefix).
-    shared_alpha: one exponent across the domains of a run.
+    min_step: evals before this step are left out (warm-up distorts the start); None: chosen (see alpha).
+    max_step: evals after this step are left out (to measure extrapolation, fit on a prefix).
+    alpha: ``shared`` (one exponent per run, shared by its metrics), ``per-metric``, or ``auto``: the
+        settings with the lowest error on the held-out last part of the curves (:func:`choose_step_settings`).
+    metrics: globs of the evaluation metrics to fit (default ``valid/*/*``).
     """
 
-    law: LawConfig = field(default_factory=lambda: LawConfig(gammas=POWER_GAMMAS))
+    law: LawConfig = field(default_factory=LawConfig)
     axis: str = "step"
-    min_step: int = 1
+    min_step: int | None = None
     max_step: int | None = None
-    shared_alpha: bool = False
+    alpha: str = "auto"
+    metrics: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.axis not in ("step", "tokens"):
             raise ConfigError(f"axis: unknown value {self.axis!r}; choose one of step, tokens")
-        if self.min_step < 1:
+        if self.min_step is not None and self.min_step < 1:
             raise ConfigError(f"min_step: {self.min_step} must be >= 1 (a power law is undefined at step 0)")
-        if self.max_step is not None and self.max_step <= self.min_step:
-            raise ConfigError(f"max_step: {self.max_step} must be > min_step={self.min_step}")
+        if self.max_step is not None and self.max_step <= (self.min_step or 1):
+            raise ConfigError(f"max_step: {self.max_step} must be > min_step={self.min_step or 1}")
+        _check_alpha(self.alpha)
+
+
+def _step_points(curve: pd.DataFrame, config: StepFitConfig, where: str, lo: int, hi: float | None):
+    """``{metric: (x, y)}`` of the evals with lo <= step <= hi."""
+    if config.axis not in curve.columns:
+        raise RegmixError(f"{where}: metrics have no {config.axis!r} key; use --axis step")
+    sel = curve[curve["step"] >= lo]
+    if hi is not None:
+        sel = sel[sel["step"] <= hi]
+    metrics = curve_metrics(curve, config.metrics)
+    if not metrics:
+        raise RegmixError(f"{where}: no evaluation metric matches {', '.join(config.metrics or ('valid/*/*',))}; "
+                          f"the curve has {', '.join(c for c in curve.columns if c not in ('step', 'tokens')) or 'none'}")
+    return {m: (sel[config.axis].to_numpy(float), sel[m].to_numpy(float)) for m in metrics}
+
+
+def _fit_steps(curves: Mapping[str, pd.DataFrame], config: StepFitConfig, alpha: str, lo: int,
+               hi: float | None) -> dict[str, dict[str, PowerLaw]]:
+    """Step laws of every run and metric in one batch; run -> metric -> law."""
+    named, groups = {}, {}
+    for run_id, curve in curves.items():
+        for m, xy in _step_points(curve, config, run_id, lo, hi).items():
+            named[(run_id, m)] = xy
+            groups[(run_id, m)] = run_id if alpha == "shared" else (run_id, m)
+    fitted = fit_power_laws({f"{r}: {m}": xy for (r, m), xy in named.items()}, config.law,
+                            groups={f"{r}: {m}": groups[(r, m)] for r, m in named})
+    out: dict[str, dict[str, PowerLaw]] = {r: {} for r in curves}
+    for (r, m), law in zip(named, fitted.values()):
+        out[r][m] = law
+    return out
+
+
+def _last_step(curves: Mapping[str, pd.DataFrame], max_step: int | None) -> float:
+    steps = [float(c["step"][c["step"] <= (max_step or np.inf)].max()) for c in curves.values()]
+    return max(s for s in steps if math.isfinite(s))
+
+
+def choose_step_settings(curves: Mapping[str, pd.DataFrame], config: StepFitConfig) -> LawChoice:
+    """The step law's exponent sharing and warm-up cut, by the error on each curve's held-out last part.
+
+    Candidates: ``shared`` and ``per-metric`` exponents (unless ``config.alpha`` fixes one) times the
+    warm-up cuts :data:`WARMUP_FRACTIONS` of the last fitted step (unless ``config.min_step`` fixes one).
+    Each is fitted on the evals up to the last fitted step / :data:`HOLDOUT_RATIO` of up to
+    :data:`CHOICE_RUNS` runs and scored by the mean absolute relative error on the later evals; the
+    extrapolation target itself is never looked at.
+    """
+    alphas = ["shared", "per-metric"] if config.alpha == "auto" else [config.alpha]
+    last = _last_step(curves, config.max_step)
+    steps = sorted({int(s) for c in curves.values() for s in c["step"] if 1 <= s <= last})
+    if config.min_step is not None:
+        cuts = [config.min_step]
+    else:
+        # Each fraction as the first eval step at or after it; fractions that land on the same eval are one.
+        cuts = list(dict.fromkeys(next((s for s in steps if s >= max(1.0, f * last)), steps[-1])
+                                  for f in WARMUP_FRACTIONS))
+    if len(alphas) == 1 and len(cuts) == 1:
+        return LawChoice(alphas[0], cuts[0], "given")
+    boundary = last / HOLDOUT_RATIO
+    sample = dict(_spread(list(curves.items()), CHOICE_RUNS))
+    holdout = f"the held-out evals after step {boundary:g} (fitted up to it, {len(sample)} runs)"
+    scores = []
+    for alpha in alphas:
+        for cut in cuts:
+            row: dict[str, Any] = {"alpha": alpha, "min_step": int(cut), "error": None}
+            try:
+                laws = _fit_steps(sample, config, alpha, cut, boundary)
+            except LawFitError as e:
+                row["note"] = str(e)
+                scores.append(row)
+                continue
+            errs = []
+            for run_id, curve in sample.items():
+                tail = curve[(curve["step"] > boundary) & (curve["step"] <= last)]
+                for m, law in laws[run_id].items():
+                    y = tail[m].to_numpy(float)
+                    ok = np.isfinite(y) & (y > 0)
+                    if ok.any():
+                        errs.append(float(np.mean(np.abs(law.predict(tail[config.axis].to_numpy(float)[ok]) / y[ok] - 1))))
+            row["error"] = float(np.mean(errs)) if errs else None
+            scores.append(row)
+    scored = [r for r in scores if r["error"] is not None]
+    if not scored:
+        alpha = "shared" if "shared" in alphas else alphas[0]
+        cut = config.min_step or steps[0]
+        return LawChoice(alpha, cut, "fallback", scores=scores, holdout=holdout,
+                         reason=f"too few evals before step {boundary:g} to hold out the rest "
+                                f"(a law needs {config.law.min_points} per metric); {alpha} exponents, evals from step {cut}")
+    best = min(scored, key=lambda r: r["error"])  # ties: the earlier candidate (shared, smaller cut)
+    return LawChoice(best["alpha"], best["min_step"], "held-out", scores=scores, holdout=holdout)
+
+
+@dataclass
+class StepResult:
+    """What :func:`extrapolate_steps` produced: a runs table per target, the laws, and their settings."""
+
+    tables: dict[float, pd.DataFrame]
+    laws: dict[str, dict[str, PowerLaw]]  # run -> metric -> law
+    choice: LawChoice
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The table of the first target."""
+        return next(iter(self.tables.values()))
 
 
 def fit_step_laws(curve: pd.DataFrame, config: StepFitConfig, where: str = "run") -> dict[str, PowerLaw]:
-    """Per-domain step laws of one run's eval curve (``read_eval_curve``)."""
-    sel = curve[curve["step"] >= config.min_step]
-    if config.max_step is not None:
-        sel = sel[sel["step"] <= config.max_step]
-    if config.axis not in sel.columns:
-        raise RegmixError(f"{where}: metrics have no {config.axis!r} key; use --axis step")
-    doms = curve_domains(curve)
-    curves = {d: (sel[config.axis].to_numpy(float), sel[loss_column(d)].to_numpy(float)) for d in doms}
-    laws = fit_power_laws({f"{where}: {d}": c for d, c in curves.items()}, config.law,
-                          shared_alpha=config.shared_alpha)
-    return dict(zip(doms, laws.values()))
+    """Step laws of one run's eval curve (:func:`read_eval_curve`): metric column -> law."""
+    choice = choose_step_settings({where: curve}, config)
+    return _fit_steps({where: curve}, config, choice.alpha, choice.min_step, config.max_step)[where]
 
 
 def extrapolate_steps(
     runs: Mapping[str, tuple[Mapping[str, float], pd.DataFrame]],
-    target: float,
+    target: float | Sequence[float],
     config: StepFitConfig,
-) -> tuple[pd.DataFrame, dict[str, dict[str, PowerLaw]]]:
-    """Extrapolate each run's per-domain losses to ``target`` (a step or token count on ``config.axis``).
+) -> StepResult:
+    """Extrapolate each run's evaluation metrics to each ``target`` (steps or tokens on ``config.axis``).
 
-    ``runs`` maps run id -> (mixture weights ``{domain: w}``, eval curve). Returns a runs table (the schema
-    of `regmix_plugin.table`, see :data:`DERIVED_STATUS`) with the predicted ``valid/<d>/loss`` at
-    ``target``, and the fitted laws per run and domain.
+    ``runs`` maps run id -> (mixture weights ``{domain: w}``, eval curve). The settings come from
+    :func:`choose_step_settings`; all runs are then fitted in one batch. Each table has the runs-table schema
+    (`regmix_plugin.table`, see :data:`DERIVED_STATUS`) with the metrics predicted at its target.
     """
-    if not target > 0:
-        raise ConfigError(f"target: {target} must be > 0 (the {config.axis} to extrapolate to)")
-    rows, laws = [], {}
-    for run_id, (weights, curve) in runs.items():
-        fitted = fit_step_laws(curve, config, where=run_id)
-        laws[run_id] = fitted
-        row: dict[str, Any] = {"run_id": run_id, "status": DERIVED_STATUS, "source": "step law"}
-        row.update({weight_column(d): float(w) for d, w in weights.items()})
-        row.update({loss_column(d): float(law.predict(target)) for d, law in fitted.items()})
-        row[config.axis] = target
-        rows.append(row)
-    return pd.DataFrame(rows), laws
+    targets = [float(t) for t in (target if isinstance(target, (list, tuple)) else [target])]
+    for t in targets:
+        if not t > 0:
+            raise ConfigError(f"target: {t:g} must be > 0 (the {config.axis} to extrapolate to)")
+    if not runs:
+        raise RegmixError("runs: nothing to fit; give at least one run's curve")
+    curves = {r: c for r, (_, c) in runs.items()}
+    choice = choose_step_settings(curves, config)
+    laws = _fit_steps(curves, config, choice.alpha, choice.min_step, config.max_step)
+    tables = {}
+    for t in targets:
+        rows = []
+        for run_id, (weights, _) in runs.items():
+            row: dict[str, Any] = {"run_id": run_id, "status": DERIVED_STATUS, "source": "step law"}
+            row.update({weight_column(d): float(w) for d, w in weights.items()})
+            row.update({m: float(law.predict(t)) for m, law in laws[run_id].items()})
+            row[config.axis] = t
+            rows.append(row)
+        tables[t] = pd.DataFrame(rows)
+    return StepResult(tables, laws, choice)
 
 
 # ---- model size ------------------------------------------------------------------------------------
 
-def mixture_keys(df: pd.DataFrame, decimals: int = 6) -> list[tuple[float, ...]]:
-    """One hashable key per row: the weights in sorted-domain order, rounded (so re-normalised files match)."""
-    doms = sorted(table_domains(df))
-    w = df[[weight_column(d) for d in doms]].to_numpy(float)
-    w = w / w.sum(axis=1, keepdims=True)
-    return [tuple(np.round(r, decimals)) for r in w]
+@dataclass
+class SizeResult:
+    """What :func:`extrapolate_size` produced."""
+
+    table: pd.DataFrame  # the runs table predicted at the target size
+    laws: dict[str, dict[str, PowerLaw]]  # run id (of the smallest size's table) -> metric -> law
+    choice: LawChoice
+    dropped: list[str]  # rows left out by the mixture matching, with the reason
+    metrics: list[str]
 
 
-def match_tables(tables: Sequence[pd.DataFrame], names: Sequence[str]) -> list[pd.DataFrame]:
-    """The rows of each table for the mixtures that every table has, in one common order."""
-    doms0 = sorted(table_domains(tables[0]))
-    for t, n in zip(tables[1:], names[1:]):
-        if sorted(table_domains(t)) != doms0:
-            raise RegmixError(f"{n}: domains {sorted(table_domains(t))} differ from {names[0]}'s {doms0}; "
-                              "give runs over the same domains")
-    keyed = []
-    for t, n in zip(tables, names):
-        keys = mixture_keys(t)
-        if len(set(keys)) != len(keys):
-            raise RegmixError(f"{n}: two runs have the same mixture; keep one run per mixture (or average them)")
-        keyed.append(dict(zip(keys, range(len(t)))))
-    common = [k for k in keyed[0] if all(k in m for m in keyed[1:])]
-    if not common:
-        raise RegmixError(f"{', '.join(names)}: no mixture appears in all tables; run the same mixtures at each scale")
-    return [t.iloc[[m[k] for k in common]].reset_index(drop=True) for t, m in zip(tables, keyed)]
-
-
-def loss_columns(df: pd.DataFrame) -> list[str]:
-    return [loss_column(d) for d in table_domains(df) if loss_column(d) in df.columns]
+def _fit_sizes(matched: list[pd.DataFrame], sizes: list[float], metrics: list[str], alpha: str,
+               config: LawConfig) -> list[dict[str, PowerLaw]]:
+    """Size laws of every (mixture, metric) in one batch; one dict per row of the matched tables."""
+    x = np.array(sizes, dtype=float)
+    named, groups = {}, {}
+    ids = matched[0]["run_id"].astype(str).tolist()
+    for i, run_id in enumerate(ids):
+        for m in metrics:
+            key = f"{run_id}: {m}"
+            named[key] = (x, np.array([t[m].iloc[i] for t in matched], dtype=float))
+            groups[key] = i if alpha == "shared" else key
+    fitted = fit_power_laws(named, config, groups=groups)
+    return [{m: fitted[f"{run_id}: {m}"] for m in metrics} for run_id in ids]
 
 
 def extrapolate_size(
@@ -404,40 +507,70 @@ def extrapolate_size(
     target_params: float,
     config: LawConfig | None = None,
     *,
-    shared_alpha: bool = False,
-) -> tuple[pd.DataFrame, dict[str, dict[str, PowerLaw]]]:
-    """Size law per mixture and domain across runs tables at several non-embedding parameter counts.
+    alpha: str = "auto",
+    metrics: Sequence[str] | None = None,
+    match_tol: float = MATCH_TOL,
+) -> SizeResult:
+    """Size law per mixture and evaluation metric across runs tables at several non-embedding parameter counts.
 
     ``tables`` maps parameter count -> runs table (at the same step budget, e.g. from
-    :func:`extrapolate_steps`). Mixtures are matched by their weights. Returns the runs table predicted at
-    ``target_params`` (rows in the order of the smallest model's table) and the laws per run and domain.
+    :func:`extrapolate_steps`). Mixtures are matched by their weights (within ``match_tol``, rows left out
+    are listed in ``dropped``). ``metrics``: globs of the metrics to fit (default ``valid/*/*``: every
+    evaluation set, training domain or not). ``alpha``: ``shared`` (one exponent per mixture), ``per-metric``
+    or ``auto``: with 4 or more sizes, the one with the lower error at the largest size when it is held out;
+    with 3, ``shared``. Rows come in the order of the smallest model's table.
     """
-    config = config or LawConfig(gammas=POWER_GAMMAS, min_points=3)
+    config = config or LawConfig(min_points=3)
+    _check_alpha(alpha)
     if len(tables) < config.min_points:
         raise RegmixError(f"--scale: {len(tables)} model sizes; the size law needs at least {config.min_points}")
     if not target_params > 0:
         raise ConfigError(f"target_params: {target_params} must be > 0")
     sizes = sorted(tables)
-    matched = match_tables([tables[n] for n in sizes], [f"size {n:g}" for n in sizes])
-    base = matched[0]
-    cols = loss_columns(base)
+    match = match_tables([tables[n] for n in sizes], [f"size {n:g}" for n in sizes], match_tol)
+    matched = match.tables
+    cols = eval_columns(matched[0], metrics)
+    if not cols:
+        raise RegmixError(f"size {sizes[0]:g}: no metric column matches {', '.join(metrics or ('valid/*/*',))}; "
+                          "give runs tables with valid/<set>/<metric> columns (or --metric)")
     for t, n in zip(matched[1:], sizes[1:]):
         missing = [c for c in cols if c not in t.columns]
         if missing:
             raise RegmixError(f"size {n:g}: runs table has no {missing[0]} column; collect the same metrics at each size")
+    choice = choose_size_alpha(matched, sizes, cols, alpha, config)
+    fitted = _fit_sizes(matched, sizes, cols, choice.alpha, config)
+    base = matched[0]
     out = base[["run_id"] + [weight_column(d) for d in table_domains(base)]].copy()
     out["status"] = DERIVED_STATUS
     out["source"] = "size law"
-    laws: dict[str, dict[str, PowerLaw]] = {}
-    x = np.array(sizes, dtype=float)
-    for i, run_id in enumerate(base["run_id"].astype(str)):
-        curves = {c: (x, np.array([t[c].iloc[i] for t in matched], dtype=float)) for c in cols}
-        fitted = fit_power_laws({f"{run_id}: {c}": v for c, v in curves.items()}, config, shared_alpha=shared_alpha)
-        laws[run_id] = dict(zip(cols, fitted.values()))
-        for c, law in laws[run_id].items():
-            out.loc[i, c] = float(law.predict(target_params))
+    for c in cols:
+        out[c] = [float(per[c].predict(target_params)) for per in fitted]
     out["params"] = float(target_params)
-    return out, laws
+    laws = dict(zip(base["run_id"].astype(str), fitted))
+    return SizeResult(out, laws, choice, match.dropped, cols)
+
+
+def choose_size_alpha(matched: list[pd.DataFrame], sizes: list[float], metrics: list[str], alpha: str,
+                      config: LawConfig) -> LawChoice:
+    """Shared or per-metric size exponents: the lower error at the largest size, fitted on the others."""
+    if alpha != "auto":
+        return LawChoice(alpha, None, "given")
+    if len(sizes) - 1 < config.min_points:
+        return LawChoice("shared", None, "fallback",
+                         reason=f"{len(sizes)} sizes leave none to hold out (a law needs {config.min_points}); "
+                                "shared exponents, steadier on few points (docs/scaling.md)")
+    held = sizes[-1]
+    scores = []
+    for cand in ("shared", "per-metric"):
+        fitted = _fit_sizes(matched[:-1], sizes[:-1], metrics, cand, config)
+        errs = [abs(float(per[m].predict(held)) / float(matched[-1][m].iloc[i]) - 1)
+                for i, per in enumerate(fitted) for m in metrics if float(matched[-1][m].iloc[i]) > 0]
+        scores.append({"alpha": cand, "error": float(np.mean(errs)) if errs else None})
+    best = min((s for s in scores if s["error"] is not None), key=lambda s: s["error"], default=None)
+    if best is None:
+        return LawChoice("shared", None, "fallback", reason="no finite loss at the largest size to score on")
+    return LawChoice(best["alpha"], None, "held-out", scores=scores,
+                     holdout=f"the largest size ({held:g}) held out, fitted on the {len(sizes) - 1} others")
 
 
 # ---- rank invariance ---------------------------------------------------------------------------------
@@ -448,6 +581,7 @@ class RankCheck:
 
     table: pd.DataFrame  # columns: metric, rho, n
     threshold: float
+    dropped: tuple[str, ...] = ()  # rows the mixture matching left out, with the reason
 
     @property
     def low(self) -> list[str]:
@@ -462,31 +596,35 @@ class RankCheck:
 
 
 def rank_invariance(small: pd.DataFrame, large: pd.DataFrame, threshold: float = 0.8,
-                    metrics: Sequence[str] | None = None) -> RankCheck:
-    """Spearman rho per metric between runs of the same mixtures at two scales (matched by weights)."""
+                    metrics: Sequence[str] | None = None, match_tol: float = MATCH_TOL) -> RankCheck:
+    """Spearman rho per evaluation metric between runs of the same mixtures at two scales (matched by weights).
+
+    ``metrics``: column names or globs (default ``valid/*/*``, in both tables)."""
     if not -1 <= threshold <= 1:
         raise ConfigError(f"threshold: {threshold} must be in [-1, 1]")
-    a, b = match_tables([small, large], ["small table", "large table"])
+    match = match_tables([small, large], ["small table", "large table"], match_tol)
+    a, b = match.tables
     if len(a) < 3:
         raise RegmixError(f"runs tables: only {len(a)} mixtures in common; a rank correlation needs at least 3")
-    from regmix_plugin.table import resolve_column
-
-    # A metric may be named as the source file spells it (metric/the_pile_pile_cc_val_loss).
-    metrics = [resolve_column(m, a.columns) or m for m in metrics] if metrics else [c for c in loss_columns(a) if c in b.columns]
-    if not metrics:
-        raise RegmixError("runs tables: no valid/<domain>/loss column in both; give tables from `regmix collect`")
+    if metrics:
+        # A metric may be named as the source file spells it (metric/the_pile_pile_cc_val_loss).
+        metrics = [m if eval_columns(a, [m]) else normalised_name(m) for m in metrics]
+        for m in metrics:
+            for t, n in ((a, "small"), (b, "large")):
+                if not eval_columns(t, [m]):
+                    raise RegmixError(f"{n} table: no column matches {m!r}; choose among {', '.join(eval_columns(t)) or 'none'}")
+    chosen = [c for c in eval_columns(a, metrics) if c in b.columns]
+    if not chosen:
+        raise RegmixError("runs tables: no valid/<set>/<metric> column in both; give tables from `regmix collect`")
     rows = []
-    for m in metrics:
-        for t, n in ((a, "small"), (b, "large")):
-            if m not in t.columns:
-                raise RegmixError(f"{n} table: no column {m!r}; choose one of {', '.join(loss_columns(t))}")
+    for m in chosen:
         x, y = a[m].to_numpy(float), b[m].to_numpy(float)
         ok = np.isfinite(x) & np.isfinite(y)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a constant column gives nan rho, reported as such
             rho = spearmanr(x[ok], y[ok]).statistic if ok.sum() >= 3 else math.nan
         rows.append({"metric": m, "rho": float(rho), "n": int(ok.sum())})
-    return RankCheck(pd.DataFrame(rows), threshold)
+    return RankCheck(pd.DataFrame(rows), threshold, tuple(match.dropped))
 
 
 # ---- nested prediction (Data Mixing Laws' pipeline) --------------------------------------------------------
@@ -495,12 +633,31 @@ def rank_invariance(small: pd.DataFrame, large: pd.DataFrame, threshold: float =
 class NestedResult:
     """What :func:`nested_predict` produced at each stage."""
 
-    step_tables: dict[float, pd.DataFrame]  # per model size: losses extrapolated to the target step
-    step_laws: dict[float, dict[str, dict[str, PowerLaw]]]
-    table: pd.DataFrame  # losses predicted at the target step and size: a runs table
-    size_laws: dict[str, dict[str, PowerLaw]]
-    model: Any  # regmix_plugin.fit.model.FittedModel: the mixing law fitted on ``table``
+    steps: dict[float, StepResult]  # per model size: metrics extrapolated to the target step, laws, settings
+    size: SizeResult  # metrics predicted at the target step and size, the size laws and their settings
+    model: Any  # regmix_plugin.fit.model.FittedModel: the mixing law fitted on ``size.table``
     outcome: Any  # regmix_plugin.optimize.run.OptimizeOutcome: the optimised mixture
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self.size.table
+
+
+def nested_step_tables(
+    runs_by_size: Mapping[float, Mapping[str, tuple[Mapping[str, float], pd.DataFrame]]],
+    target_step: float,
+    target_params: float,
+    step_config: StepFitConfig | None = None,
+    size_config: LawConfig | None = None,
+    size_alpha: str = "auto",
+    match_tol: float = MATCH_TOL,
+) -> tuple[dict[float, StepResult], SizeResult]:
+    """Stages 1-2 of :func:`nested_predict`: per size along steps to ``target_step``, then along size."""
+    step_config = step_config or StepFitConfig()
+    steps = {n: extrapolate_steps(runs, target_step, step_config) for n, runs in runs_by_size.items()}
+    size = extrapolate_size({n: r.table for n, r in steps.items()}, target_params, size_config, alpha=size_alpha,
+                            metrics=step_config.metrics, match_tol=match_tol)
+    return steps, size
 
 
 def nested_predict(
@@ -514,15 +671,17 @@ def nested_predict(
     constraints: Any = None,
     search_config: Any = None,
     base: Any = None,
+    size_alpha: str = "auto",
 ) -> NestedResult:
     """Data Mixing Laws' nested prediction, from proxy curves at several sizes to an optimised mixture.
 
-    1. per size, each mixture's per-domain losses are extrapolated along steps to ``target_step``;
-    2. across sizes, each mixture's losses are extrapolated along size to ``target_params``;
+    1. per size, each mixture's evaluation metrics are extrapolated along steps to ``target_step``;
+    2. across sizes, each mixture's metrics are extrapolated along size to ``target_params``;
     3. the mixing law (`regmix_plugin.fit`, ``mixing-law`` unless ``fit_config`` says otherwise) is fitted
-       on those predicted losses for ``target_expr`` (e.g. ``mean(valid/*/loss)``);
+       on those predicted metrics for ``target_expr`` (e.g. ``mean(valid/*/loss)``);
     4. the optimiser (`regmix_plugin.optimize.run.optimize`) searches the simplex with it.
     ``runs_by_size`` maps non-embedding parameters -> run id -> (weights, eval curve) (:func:`read_run_curve`).
+    The law settings choose themselves (``auto``) unless the configs fix them.
     """
     from regmix_plugin.fit.model import FitConfig, fit_model
     from regmix_plugin.optimize.constraints import Constraints
@@ -530,16 +689,15 @@ def nested_predict(
     from regmix_plugin.optimize.search import SearchConfig
 
     step_config = step_config or StepFitConfig()
-    step_tables, step_laws = {}, {}
-    for n, runs in runs_by_size.items():
-        step_tables[n], step_laws[n] = extrapolate_steps(runs, target_step, step_config)
-    table, size_laws = extrapolate_size(step_tables, target_params, size_config,
-                                        shared_alpha=step_config.shared_alpha)
+    steps, size = nested_step_tables(runs_by_size, target_step, target_params, step_config, size_config, size_alpha)
+    table = size.table
     if fit_config is None:
         fit_config = FitConfig(predictor="mixing-law", folds=max(2, min(5, len(table))))
     model = fit_model(table, target_expr, fit_config)
     outcome = optimize(model, constraints or Constraints(), search_config or SearchConfig(), base,
                        name="nested-scaling-opt")
-    outcome.mixture.with_provenance(nested={"target_step": target_step, "target_params": target_params,
-                                            "sizes": sorted(runs_by_size), "step_axis": step_config.axis})
-    return NestedResult(step_tables, step_laws, table, size_laws, model, outcome)
+    outcome.mixture.with_provenance(nested={
+        "target_step": target_step, "target_params": target_params, "sizes": sorted(runs_by_size),
+        "step_axis": step_config.axis, "step_settings": {f"{n:g}": r.choice.to_dict() for n, r in steps.items()},
+        "size_settings": size.choice.to_dict()})
+    return NestedResult(steps, size, model, outcome)

@@ -40,8 +40,6 @@ from regmix_plugin.table import loss_column, weight_column
 PLAN_FILE = "continual.json"
 STUDY_FILE = "study.yaml"
 DEFAULT_GRID = (0.0, 0.2, 0.4, 0.6, 0.8)
-# Starting exponents for t: the law can rise or fall with p, so try both signs.
-EXP_GAMMAS = (-4.0, -1.0, -0.25, 0.25, 1.0, 4.0)
 
 
 class ContinualError(RegmixError):
@@ -135,7 +133,7 @@ class ContinualFitConfig:
     tolerance: float = 0.0
     safety: float = 1.0
     grid_points: int = 10001
-    law: LawConfig = field(default_factory=lambda: LawConfig(gammas=EXP_GAMMAS, min_points=3))
+    law: LawConfig = field(default_factory=lambda: LawConfig(min_points=3))
 
     def __post_init__(self) -> None:
         if not (self.tolerance >= 0 and math.isfinite(self.tolerance)):
@@ -203,6 +201,7 @@ def fit_continual(points: pd.DataFrame, base_old_loss: float, config: ContinualF
     laws = []
     for col in ("old_loss", "new_loss"):
         z, y = clean_series(p, points[col].to_numpy(float), col, config.law.min_points)
+        # The law can rise or fall with p: gamma (t) is unbounded.
         laws.append(ExpLaw.from_params(fit_laws([(z, y)], config.law, gamma_bounds=(None, None))[0]))
     old_law, new_law = laws
     z, y = clean_series(p, points["old_loss"].to_numpy(float), "old_loss", config.law.min_points)
@@ -228,7 +227,7 @@ def final_losses(run_dir: str | os.PathLike) -> dict[str, float]:
     """Per-domain validation losses at the last eval of a run."""
     curve = read_eval_curve(run_dir)
     last = curve.iloc[-1]
-    return {c.split("/")[1]: float(last[c]) for c in curve.columns if c.startswith("valid/")}
+    return {c.split("/")[1]: float(last[c]) for c in curve.columns if c.startswith("valid/") and c.endswith("/loss")}
 
 
 def points_from_table(df: pd.DataFrame, spec: ContinualSpec) -> pd.DataFrame:

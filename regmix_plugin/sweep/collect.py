@@ -1,12 +1,16 @@
 """``regmix collect``: run directories and external result files -> one runs table, plus a warnings list.
 
-From a run directory we read ``mixture.json`` (weights, as written: never renormalised here),
-``status.json`` (or ``outcome.json``) and ``metrics.jsonl``. Each row holds the per-domain validation
+From a run directory we read ``mixture.json`` (weights, as written: never renormalised here; a weights
+record without prefixes is enough, `regmix_plugin.mixture.weights_record`), ``status.json`` (or
+``outcome.json``) and ``metrics.jsonl``, or, when there is no ``metrics.jsonl``, TensorBoard event files
+(`regmix_plugin.sweep.imported`). A directory that no sweep or trainer manages (no ``status.json``,
+``outcome.json`` or ``config.yaml``) holds curves made elsewhere: its status is ``imported``. Each row holds the per-domain validation
 losses at one step: by default the last step at which every completed run has an evaluation (so all rows
 are comparable), or ``step=N``. ``train/loss`` is the last training loss at or before that step.
 
-External results join the same table: RegMix's CSV pair (:func:`regmix_plugin.table.from_regmix_csv`) and
-Olmix's ``*_ratios.csv``/``*_metrics.csv`` pair (:func:`from_olmix_csv`).
+External results join the same table: RegMix's CSV pair (:func:`regmix_plugin.table.from_regmix_csv`),
+Olmix's ``*_ratios.csv``/``*_metrics.csv`` pair (:func:`from_olmix_csv`) and long curve files
+(`regmix_plugin.sweep.imported.read_long_curves`).
 
 Problems are reported, not fixed: mixtures that do not sum to 1 (within the rounding their weights show), missing domains
 (left empty, not zero-filled), duplicated run ids or duplicated mixtures, runs lacking the chosen step,
@@ -28,7 +32,7 @@ import pandas as pd
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_text
 from regmix_plugin.sweep.state import COMPLETED, FAILED, METRICS, MIXTURE, OUTCOME, PENDING, RUNNING, STATUS, read_json
-from regmix_plugin.table import WEIGHT_PREFIX, domains, from_regmix_csv, weight_column, write_runs
+from regmix_plugin.table import IMPORTED, WEIGHT_PREFIX, domains, from_regmix_csv, weight_column, write_runs
 
 SUM_TOL = 1e-6  # for weights not rounded to few decimals
 
@@ -44,6 +48,7 @@ def rounding_tolerance(w: np.ndarray) -> float:
             return w.shape[1] * 0.5 * 10.0**-k + 1e-9
     return SUM_TOL
 _RUN_MARKERS = (MIXTURE, STATUS, METRICS, OUTCOME)
+TRAINER_CONFIG = "config.yaml"  # written by `regmix train` when it starts
 
 
 @dataclass
@@ -51,9 +56,10 @@ class RunRecord:
     run_id: str
     status: str
     weights: dict[str, float] | None
-    evals: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> {valid/<d>/loss..., tokens}
+    evals: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> {valid/<set>/<metric>..., tokens}
     train: list[tuple[int, float, Any]] = field(default_factory=list)  # (step, train/loss, tokens)
     split: str | None = None  # "train" or "heldout" for synthesized mixtures (from the mixture's provenance)
+    path: Path | None = None  # the run directory, for records read from one
 
 
 def find_run_dirs(paths: list[str | Path], warnings: list[str]) -> list[Path]:
@@ -62,39 +68,60 @@ def find_run_dirs(paths: list[str | Path], warnings: list[str]) -> list[Path]:
     for p in map(Path, paths):
         if not p.is_dir():
             raise RegmixError(f"RUN_DIR {p}: not a directory; give run directories or a sweep's out folder")
-        if any((p / m).exists() for m in _RUN_MARKERS):
+        if is_run_dir(p):
             found.append(p)
             continue
         root = p / "runs" if (p / "runs").is_dir() else p
-        subs = sorted(d for d in root.iterdir() if d.is_dir() and any((d / m).exists() for m in _RUN_MARKERS))
+        subs = sorted(d for d in root.iterdir() if d.is_dir() and is_run_dir(d))
         if not subs:
-            warnings.append(f"{p}: no run directories found (none holds mixture.json, status.json or metrics.jsonl)")
+            warnings.append(f"{p}: no run directories found (none holds mixture.json, status.json, metrics.jsonl "
+                            "or TensorBoard event files)")
         found.extend(subs)
     return found
 
 
-def read_run(run_dir: Path, warnings: list[str]) -> RunRecord:
+def is_run_dir(d: Path) -> bool:
+    """The minimal run directory: any of mixture.json, status.json, metrics.jsonl, outcome.json, or event files."""
+    from regmix_plugin.sweep.imported import tensorboard_dir
+
+    return any((d / m).exists() for m in _RUN_MARKERS) or tensorboard_dir(d) is not None
+
+
+def read_run(run_dir: Path, warnings: list[str], mixtures: dict[str, dict[str, float]] | None = None) -> RunRecord:
+    """A run directory's record. ``mixtures`` (run id -> weights, from a mixtures file) stands in for a missing
+    mixture.json."""
+    from regmix_plugin.mixture import MixtureError, load_weights_record
+    from regmix_plugin.sweep.imported import fill_record, read_tensorboard, tensorboard_dir
+
     run_id = run_dir.name
     weights = None
     raw = read_json(run_dir / MIXTURE)
-    if raw is None:
-        warnings.append(f"{run_id}: no readable mixture.json; its weights are left empty")
-    else:
+    if (run_dir / MIXTURE).exists():
         try:
-            weights = {d["name"]: float(d["weight"]) for d in raw["domains"]}
-            if raw.get("normalization", {}).get("raw_sum") is not None:
-                # Mixture.load renormalised a file whose weights did not sum to 1; report the original sum.
-                warnings.append(f"{run_id}: mixture.json weights were normalised from a sum of "
-                                f"{raw['normalization']['raw_sum']:.6g}")
-        except (KeyError, TypeError, ValueError):
-            warnings.append(f"{run_id}: mixture.json has no valid domains list; its weights are left empty")
+            weights = load_weights_record(run_dir / MIXTURE)
+        except MixtureError as e:
+            warnings.append(f"{run_id}: {e}; its weights are left empty (check it with `regmix validate {run_dir}`)")
+        if raw and raw.get("normalization", {}).get("raw_sum") is not None:
+            # Mixture.load renormalised a file whose weights did not sum to 1; report the original sum.
+            warnings.append(f"{run_id}: mixture.json weights were normalised from a sum of "
+                            f"{raw['normalization']['raw_sum']:.6g}")
+    elif mixtures is not None and run_id in mixtures:
+        weights = dict(mixtures[run_id])
+    else:
+        weights = weights_from_config(run_dir)  # a plain `regmix train` run: the mixture its config names
+        if weights is None:
+            warnings.append(f"{run_id}: no mixture.json (and not in --mixtures or a config.yaml); its weights "
+                            "are left empty")
     status = _status(run_dir)
     prov = (raw or {}).get("provenance")
     split = prov.get("split") if isinstance(prov, dict) else None
-    rec = RunRecord(run_id, status, weights, split=split)
+    rec = RunRecord(run_id, status, weights, split=split, path=run_dir)
     path = run_dir / METRICS
     if not path.is_file():
-        if status == COMPLETED:
+        tb = tensorboard_dir(run_dir)
+        if tb is not None:
+            fill_record(rec, read_tensorboard(tb))
+        elif status == COMPLETED:
             warnings.append(f"{run_id}: completed but has no metrics.jsonl")
         return rec
     bad = 0
@@ -117,6 +144,24 @@ def read_run(run_dir: Path, warnings: list[str]) -> RunRecord:
     return rec
 
 
+def weights_from_config(run_dir: Path) -> dict[str, float] | None:
+    """The weights of the mixture a ``regmix train`` run's ``config.yaml`` names (its first phase); None if none."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        first = Path(cfg["run"]["schedule"][0]["mixture"])
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+        return None
+    from regmix_plugin.mixture import Mixture, MixtureError
+
+    try:
+        mix = Mixture.load(first if first.is_absolute() else run_dir / first)
+    except MixtureError:
+        return None
+    return dict(zip(mix.names, mix.weights))
+
+
 def _status(run_dir: Path) -> str:
     st = read_json(run_dir / STATUS)
     if st and st.get("state") in (COMPLETED, FAILED, RUNNING, PENDING):
@@ -126,12 +171,17 @@ def _status(run_dir: Path) -> str:
     out = read_json(run_dir / OUTCOME)
     if out and out.get("status") in (COMPLETED, FAILED):
         return out["status"]
-    return RUNNING if (run_dir / METRICS).exists() else PENDING
+    if (run_dir / TRAINER_CONFIG).exists():  # `regmix train` started it and has not finished
+        return RUNNING if (run_dir / METRICS).exists() else PENDING
+    from regmix_plugin.sweep.imported import tensorboard_dir
+
+    # Curves that no sweep or trainer of ours manages were brought in: imported, not running.
+    return IMPORTED if (run_dir / METRICS).exists() or tensorboard_dir(run_dir) is not None else PENDING
 
 
 def choose_step(records: list[RunRecord], warnings: list[str]) -> int | None:
-    """The last step at which every completed run has an evaluation."""
-    done = [r for r in records if r.status == COMPLETED and r.evals]
+    """The last step at which every completed (or imported) run has an evaluation."""
+    done = [r for r in records if r.status in (COMPLETED, IMPORTED) and r.evals]
     if not done:
         return None
     common = set(done[0].evals)
@@ -209,7 +259,7 @@ def from_olmix_csv(ratios_csv: str | Path, metrics_csv: str | Path, warnings: li
     first = {rid: i for i, rid in enumerate(ratios["run_id"])}
     rank = df["run_id"].map(lambda r: first.get(r, len(first)))
     df = df.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True).copy()  # one block: no fragmented insert
-    df.insert(1, "status", "imported")
+    df.insert(1, "status", IMPORTED)
     return df
 
 
@@ -249,13 +299,33 @@ def order_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df[first + lead + valid + rest]
 
 
+def load_records(run_dirs=(), curves=(), mixtures: str | Path | None = None,
+                 warnings: list[str] | None = None) -> list[RunRecord]:
+    """Run records from run directories (metrics.jsonl or TensorBoard files) and long curve files; a
+    mixtures file gives the weights of runs that carry none."""
+    from regmix_plugin.sweep.imported import read_long_curves, read_mixtures_file
+
+    warnings = [] if warnings is None else warnings
+    mix = read_mixtures_file(mixtures) if mixtures else None
+    records = [read_run(d, warnings, mix) for d in find_run_dirs(list(run_dirs), warnings)] if run_dirs else []
+    for path in curves:
+        for rec in read_long_curves(path, mix, warnings):
+            if rec.weights is None:
+                warnings.append(f"{rec.run_id}: no mixture in {Path(path).name} (no weight/<domain> columns) and "
+                                "not in --mixtures; its weights are left empty")
+            records.append(rec)
+    return records
+
+
 def collect(run_dirs: list[str | Path] = (), step: int | None = None, regmix: list[tuple[str, str]] = (),
-            olmix: list[tuple[str, str]] = ()) -> tuple[pd.DataFrame, list[str]]:
-    """The runs table and its warnings. ``regmix``/``olmix``: (mixture/ratios CSV, loss/metrics CSV) pairs."""
+            olmix: list[tuple[str, str]] = (), curves: list[str | Path] = (),
+            mixtures: str | Path | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The runs table and its warnings. ``regmix``/``olmix``: (mixture/ratios CSV, loss/metrics CSV) pairs;
+    ``curves``: long curve files; ``mixtures``: weights of runs that carry none (see `sweep.imported`)."""
     warnings: list[str] = []
     frames = []
-    if run_dirs:
-        records = [read_run(d, warnings) for d in find_run_dirs(list(run_dirs), warnings)]
+    if run_dirs or curves:
+        records = load_records(run_dirs, curves, mixtures, warnings)
         chosen = step if step is not None else choose_step(records, warnings)
         if records:
             frames.append(records_table(records, chosen, warnings))
@@ -264,7 +334,7 @@ def collect(run_dirs: list[str | Path] = (), step: int | None = None, regmix: li
     for ratios_csv, metrics_csv in olmix:
         frames.append(from_olmix_csv(ratios_csv, metrics_csv, warnings))
     if not frames:
-        raise RegmixError("collect: no runs found; give run directories, --regmix or --olmix files")
+        raise RegmixError("collect: no runs found; give run directories, --curves, --regmix or --olmix files")
     df = order_columns(pd.concat(frames, ignore_index=True, sort=False))
     check_table(df, warnings)
     return df, warnings

@@ -46,7 +46,7 @@ def register(sub) -> None:
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser("collect", help="collect run directories (and RegMix/Olmix CSVs) into one runs table",
-                       description="One row per run: run_id, status, weight/<domain>, valid/<domain>/loss at one "
+                       description="One row per run: run_id, status, weight/<domain>, valid/<set>/<metric> at one "
                                    "step, train/loss, tokens. Problems go to <out stem>.warnings.txt.")
     p.add_argument("run_dirs", nargs="*", help="run directories, folders of them, or a sweep's out folder")
     p.add_argument("--out", required=True, help="runs table to write (.csv, or .parquet)")
@@ -55,6 +55,10 @@ def register(sub) -> None:
                    help="import RegMix's CSV pair (joined on index)")
     p.add_argument("--olmix", nargs=2, action="append", default=[], metavar=("RATIOS_CSV", "METRICS_CSV"),
                    help="import an Olmix *_ratios.csv / *_metrics.csv pair (joined on run)")
+    p.add_argument("--curves", action="append", default=[], metavar="FILE",
+                   help="import a long CSV/TSV of run, step, metric, value rows (a W&B or spreadsheet export)")
+    p.add_argument("--mixtures", metavar="FILE", help="CSV/TSV of run and one weight column per training domain, "
+                   "for runs whose directory or curve file carries no mixture")
     p.set_defaults(func=_collect)
 
 
@@ -113,7 +117,8 @@ def _sweep(args: argparse.Namespace) -> int:
 def _collect(args: argparse.Namespace) -> int:
     from regmix_plugin.sweep.collect import collect, warnings_path, write_collected
 
-    df, warnings = collect(args.run_dirs, step=args.step, regmix=args.regmix, olmix=args.olmix)
+    df, warnings = collect(args.run_dirs, step=args.step, regmix=args.regmix, olmix=args.olmix, curves=args.curves,
+                           mixtures=args.mixtures)
     write_collected(df, warnings, args.out)
     for w in warnings:
         print(f"regmix collect: warning: {w}", file=sys.stderr)
