@@ -27,7 +27,6 @@ law alone (every fitted size measured at the last step) is scored too, to tell t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "megatron_configs" / "proxy-tiny-cpu.yaml"
+from proxy_runs import train_proxy  # bench/ is on sys.path when a benchmark runs as a script
+
 TRAIN_KINDS = ("code", "changelogs")
 EVAL_ONLY = ("prose", "licenses")
 
@@ -48,22 +47,13 @@ def lr_for(width: int) -> float:
 
 
 def train(mixture: Path, run_dir: Path, width: int, steps: int, eval_every: int) -> None:
-    from regmix_plugin.cli import main
-
-    done = run_dir / "outcome.json"
-    if done.is_file() and json.loads(done.read_text()).get("status") == "completed":
-        return
     lr = lr_for(width)
     sets = [f"model.hidden_size={width}", f"model.ffn_hidden_size={4 * width}", "model.num_attention_heads=4",
             "model.seq_length=64", f"train.steps={steps}", "train.global_batch_size=8", "train.micro_batch_size=8",
             "train.threads=1", "train.progress=false", f"eval.every={eval_every}", "eval.samples_per_domain=64",
             "eval.batch_size=32", "optim.warmup_steps=20", f"optim.lr={lr}", f"optim.min_lr={lr}",
             "optim.lr_schedule=constant", "metrics.tensorboard=false"]
-    args = ["train", "--mixture", str(mixture), "--config", str(CONFIG), "--run-dir", str(run_dir)]
-    for s in sets:
-        args += ["--set", s]
-    if main(args) != 0:
-        raise SystemExit(f"training {run_dir} failed; see {run_dir}/outcome.json")
+    train_proxy(mixture, run_dir, sets)
 
 
 def main() -> int:

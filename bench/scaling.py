@@ -19,33 +19,23 @@ benchmark a step law on; it is not used here.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "megatron_configs" / "proxy-tiny-cpu.yaml"
+from proxy_runs import train_proxy  # bench/ is on sys.path when a benchmark runs as a script
+
 MODEL = ["model.hidden_size=32", "model.ffn_hidden_size=64", "model.num_attention_heads=2", "model.seq_length=64"]
 
 
 def train(mixture: Path, run_dir: Path, steps: int, eval_every: int, schedule: str, model=MODEL) -> None:
-    from regmix_plugin.cli import main
-
-    done = run_dir / "outcome.json"
-    if done.is_file() and json.loads(done.read_text()).get("status") == "completed":
-        return
     sets = [*model, f"train.steps={steps}", "train.global_batch_size=4", "train.micro_batch_size=4",
             "train.threads=1", "train.progress=false", f"eval.every={eval_every}", "eval.samples_per_domain=32",
             "eval.batch_size=8", "optim.warmup_steps=5", "optim.lr=3e-3", "optim.min_lr=3e-4",
             f"optim.lr_schedule={schedule}", "metrics.tensorboard=false"]
-    args = ["train", "--mixture", str(mixture), "--config", str(CONFIG), "--run-dir", str(run_dir)]
-    for s in sets:
-        args += ["--set", s]
-    if main(args) != 0:
-        raise SystemExit(f"training {run_dir} failed; see {run_dir}/outcome.json")
+    train_proxy(mixture, run_dir, sets)
 
 
 def main() -> int:
