@@ -10,7 +10,7 @@ import pytest
 
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.fit.model import FitConfig
-from regmix_plugin.fit.scaling import (
+from regmix_plugin.scale.laws import (
     LawFitError,
     StepFitConfig,
     extrapolate_size,

@@ -1,5 +1,5 @@
 """``regmix scale fit|predict|rank-check`` and ``regmix continual sweep|fit``: thin CLIs over
-`regmix_plugin.fit.scaling` and `regmix_plugin.optimize.continual`."""
+`regmix_plugin.scale.laws` and `regmix_plugin.continual.replay`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from regmix_plugin.errors import ConfigError, RegmixError
-from regmix_plugin.fit.mixture_match import MATCH_TOL
+from regmix_plugin.scale.match import MATCH_TOL
 
 # Figures for at most this many runs: a sweep of hundreds would otherwise write hundreds of PNGs.
 MAX_RUN_FIGURES = 12
@@ -141,7 +141,7 @@ def _run_params(records, flag: str | None) -> tuple[float | None, str]:
 
 
 def run_scale_fit(args: argparse.Namespace) -> int:
-    from regmix_plugin.fit.scaling import StepFitConfig, extrapolate_steps, record_curve
+    from regmix_plugin.scale.laws import StepFitConfig, extrapolate_steps, record_curve
     from regmix_plugin.io import atomic_write_json
     from regmix_plugin.report.builder import Report
     from regmix_plugin.scale.figures import step_fit_figure
@@ -251,7 +251,7 @@ def _scale_item(item: str) -> tuple[float, str, str]:
 
 
 def run_scale_predict(args: argparse.Namespace) -> int:
-    from regmix_plugin.fit.scaling import extrapolate_size
+    from regmix_plugin.scale.laws import extrapolate_size
     from regmix_plugin.io import atomic_write_json
     from regmix_plugin.scale.params import parse_params
     from regmix_plugin.table import read_runs, write_runs
@@ -339,7 +339,7 @@ def _finite(obj):
 
 
 def run_rank_check(args: argparse.Namespace) -> int:
-    from regmix_plugin.fit.scaling import rank_invariance
+    from regmix_plugin.scale.laws import rank_invariance
     from regmix_plugin.io import atomic_write_json
     from regmix_plugin.table import read_runs
 
@@ -363,7 +363,7 @@ def run_rank_check(args: argparse.Namespace) -> int:
 # ---- continual -----------------------------------------------------------------------------------------
 
 def run_continual_sweep(args: argparse.Namespace) -> int:
-    from regmix_plugin.optimize.continual import STUDY_FILE, SweepConfig, write_sweep
+    from regmix_plugin.continual.replay import STUDY_FILE, SweepConfig, write_sweep
 
     try:
         grid = [float(x) for x in args.proportions.split(",") if x.strip()]
@@ -381,7 +381,7 @@ def run_continual_sweep(args: argparse.Namespace) -> int:
 
 def run_continual_fit(args: argparse.Namespace) -> int:
     from regmix_plugin.io import atomic_write_json
-    from regmix_plugin.optimize.continual import (
+    from regmix_plugin.continual.replay import (
         ContinualFitConfig,
         ContinualPlan,
         fit_continual,

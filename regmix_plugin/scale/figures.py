@@ -8,8 +8,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from regmix_plugin.fit.scaling import PowerLaw
-from regmix_plugin.optimize.continual import ContinualResult
+from regmix_plugin.scale.laws import PowerLaw
+from regmix_plugin.continual.replay import ContinualResult
 from regmix_plugin.report.builder import new_figure
 
 

@@ -7,11 +7,11 @@ Every law here has the saturating form, fitted by one robust routine (:func:`fit
 - step law  L(s) = E + (s0/s)^alpha  with z = log s, gamma = -alpha <= 0, beta = alpha * log s0;
 - size law  L(N) = E + (N0/N)^alpha  likewise with z = log N (non-embedding parameters);
 - the 1-D mixing law of continual training L(p) = c + k * exp(t * p) with z = p, gamma = t
-  (`regmix_plugin.optimize.continual`).
+  (`regmix_plugin.continual.replay`).
 
 Log-parametrisation keeps E and the power term positive without constraints. The loss is Huber on
 log-residuals (as in Chinchilla's fit, delta = 1e-3) so a few noisy evaluation points do not drag the fit.
-The problem is not convex in gamma; `regmix_plugin.fit.law_solver` profiles it over a grid of exponents and
+The problem is not convex in gamma; `regmix_plugin.laws.solver` profiles it over a grid of exponents and
 polishes the best basins, for all series of a call at once. Several series can share gamma (one exponent
 across the evaluation metrics of a run, or of a mixture across sizes).
 
@@ -36,8 +36,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from regmix_plugin.errors import ConfigError, RegmixError
-from regmix_plugin.fit.law_solver import solve_laws
-from regmix_plugin.fit.mixture_match import MATCH_TOL, match_tables
+from regmix_plugin.laws.solver import solve_laws
+from regmix_plugin.scale.match import MATCH_TOL, match_tables
 from regmix_plugin.table import IMPORTED, eval_columns, normalised_name, weight_column
 from regmix_plugin.table import domains as table_domains
 
