@@ -9,9 +9,8 @@ its own ``c``, ``k`` and exponents, but one vector of per-domain floors ``eps_d`
 13 columns x 64 runs estimate 17 floors instead of 64 runs choosing one. Prediction uses the target's
 law only, so new mixtures need no auxiliary metrics; it is still a smooth law with an analytic gradient.
 
-Chosen by CV on RegMix's train runs only (docs/predictors.md, "joint-law"): with 64 runs, Pile-CC rho
-97.73 vs 97.13 for ``law-blend``, 13-domain mean 97.02 vs 96.78. The same per-domain floors fit to the
-target alone (no auxiliary columns) scored 97.32 / 96.65: the gain comes from sharing them.
+Chosen by CV on RegMix's train runs only; docs/predictors.md ("joint-law") has the scores against
+``law-blend`` and against the same per-domain floors fit to the target alone: the gain comes from sharing them.
 """
 
 from __future__ import annotations

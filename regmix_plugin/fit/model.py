@@ -29,7 +29,7 @@ from regmix_plugin.fit.registry import get_predictor, load_predictor, predictor_
 from regmix_plugin.fit.targets import Target, missing_report, parse_target
 from regmix_plugin.io import atomic_write_bytes, atomic_write_json
 from regmix_plugin.table import domains as table_domains
-from regmix_plugin.table import from_regmix_csv, read_runs, weight_matrix
+from regmix_plugin.table import from_regmix_csv, read_runs, weight_domain, weight_matrix
 
 MODEL_FORMAT = "regmix-model"
 USABLE_STATUS = ("completed", "imported")
@@ -264,9 +264,6 @@ def auxiliary_losses(df: pd.DataFrame, target: Target) -> tuple[list[str], np.nd
     return keep, df[keep].to_numpy(dtype=float).reshape(len(df), len(keep))
 
 
-_WEIGHT_PREFIXES = ("weight/", "train_the_pile_", "train_")
-
-
 def read_mixture_rows(path: str | os.PathLike, domain_names: list[str]) -> tuple[list[str], np.ndarray]:
     """Rows of mixtures from a CSV (RegMix's mixture CSV, a runs table, or plain domain columns).
 
@@ -281,14 +278,7 @@ def read_mixture_rows(path: str | os.PathLike, domain_names: list[str]) -> tuple
         raise RegmixError(f"--mixtures {path}: cannot read as CSV ({e.__class__.__name__}: {e})") from None
     id_col = next((c for c in ("index", "run_id") if c in df.columns), None)
     ids = df[id_col].astype(str).tolist() if id_col else [str(i) for i in range(len(df))]
-    by_domain = {}
-    for c in df.columns:
-        key = str(c)
-        for p in _WEIGHT_PREFIXES:
-            if key.startswith(p):
-                key = key[len(p):]
-                break
-        by_domain[key] = c
+    by_domain = {weight_domain(str(c)): c for c in df.columns}
     missing = [d for d in domain_names if d not in by_domain]
     if missing:
         raise RegmixError(
@@ -316,7 +306,7 @@ def linear_interactions(df: pd.DataFrame, names: list[str]) -> dict[str, Any]:
     if not rows:
         return {"rows": rows, "domains": names, "coef": []}
     # The linear predictor's fit (OLS, minimum-norm: fit/linear.py) for every loss at once: one lstsq with
-    # one right-hand side per loss instead of one solve each (64 domains: 4.3 s -> well under a second).
+    # one right-hand side per loss instead of one solve each (BENCHMARKS.md, "Fit time").
     Y = df[rows].to_numpy(float)
     with one_blas_thread():
         W = np.linalg.lstsq(X - X.mean(axis=0), Y - Y.mean(axis=0), rcond=None)[0]

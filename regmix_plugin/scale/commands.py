@@ -199,10 +199,10 @@ def run_scale_fit(args: argparse.Namespace) -> int:
 
 
 def _markdown_table(rows: list[dict]) -> str:
+    from regmix_plugin.markdown_table import markdown_table
+
     cols = list(rows[0])
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
-                      *["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]])
+    return markdown_table(cols, [[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows])
 
 
 def _scale_item(item: str) -> tuple[float, str, str]:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from regmix_plugin.data.indexed import idx_token_count
 from regmix_plugin.errors import RegmixError
-from regmix_plugin.mixture import Mixture
+from regmix_plugin.mixture import Domain, Mixture
+
+
+def token_cap(available, max_epochs, target_tokens):
+    """The largest weight a domain may get so that a run of ``target_tokens`` repeats its ``available`` tokens
+    at most ``max_epochs`` times (numbers or numpy arrays): synthesis and the optimiser's constraints."""
+    return available * max_epochs / target_tokens
 
 
 def domain_token_counts(mix: Mixture, source: str) -> dict[str, int]:
@@ -22,5 +28,20 @@ def domain_token_counts(mix: Mixture, source: str) -> dict[str, int]:
                 f"domains.{missing[0]}.tokens: missing in the base mixture; set prior: idx to read the .idx files"
             )
         return {d.name: int(d.tokens) for d in mix.domains}
-    return {d.name: sum(idx_token_count(mix.resolve(p)) for p in d.prefixes) for d in mix.domains}
+    return {d.name: _idx_tokens(mix, d) for d in mix.domains}
+
+
+def _idx_tokens(mix: Mixture, d: Domain) -> int:
+    return sum(idx_token_count(mix.resolve(p)) for p in d.prefixes)
+
+
+def domain_tokens_or_none(mix: Mixture, d: Domain) -> float | int | None:
+    """A domain's ``tokens``, else the sum over its ``.idx`` files; None when those cannot be read (callers that
+    need the count say which domain lacks it)."""
+    if d.tokens is not None:
+        return d.tokens
+    try:
+        return _idx_tokens(mix, d)
+    except RegmixError:
+        return None
 
