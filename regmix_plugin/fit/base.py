@@ -117,6 +117,8 @@ class Predictor:
 
         ``listener`` (a `regmix_plugin.fit.progress.FitListener`) sees the progress of predictors that report it.
         """
+        if y is None and not isinstance(X, FitData):
+            raise FitError(f"{self.name}.fit: no target; call fit(X, y) or fit(FitData(...))")
         data = X if isinstance(X, FitData) else self._as_data(X, y)
         X = check_X(data.X, self.name)
         y = np.asarray(data.y, dtype=float).reshape(-1)
