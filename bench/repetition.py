@@ -33,7 +33,8 @@ import yaml
 
 from regmix_plugin.demo.run import TARGET, with_target
 from regmix_plugin.demo.sources import available_sources
-from regmix_plugin.fit.scaling import match_tables, rank_invariance
+from regmix_plugin.scale.laws import rank_invariance
+from regmix_plugin.scale.match import match_tables
 from regmix_plugin.io import atomic_write_json, atomic_write_text
 from regmix_plugin.table import read_runs
 from regmix_plugin.sweep.study import DEFAULT_COMMAND

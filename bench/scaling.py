@@ -50,7 +50,8 @@ def main() -> int:
     ap.add_argument("--size-steps", type=int, default=300)
     args = ap.parse_args()
 
-    from regmix_plugin.fit.scaling import StepFitConfig, fit_step_laws, read_eval_curve
+    from regmix_plugin.scale.laws import StepFitConfig, fit_step_laws
+    from regmix_plugin.sweep.curves import read_eval_curve
     from regmix_plugin.io import atomic_write_json
     from regmix_plugin.mixture import Mixture
     from regmix_plugin.scale.text import build_text_corpus
@@ -116,8 +117,9 @@ def size_part(args, out: Path, natural_path: Path) -> dict:
     """Size law on real proxies of several widths: fit on the smaller ones, predict the largest; rank check."""
     import yaml
 
-    from regmix_plugin.fit.mixture_match import match_tables
-    from regmix_plugin.fit.scaling import extrapolate_size, rank_invariance, read_run_curve
+    from regmix_plugin.scale.match import match_tables
+    from regmix_plugin.scale.laws import extrapolate_size, rank_invariance
+    from regmix_plugin.sweep.curves import read_run_curve
     from regmix_plugin.mixture import Mixture
 
     natural = Mixture.load(natural_path)

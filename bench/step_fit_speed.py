@@ -44,7 +44,7 @@ def load_baseline(rev: str):
 
 
 def tiled_runs(curves_dir: Path, n_runs: int, n_sets: int, seed: int = 0):
-    from regmix_plugin.fit.scaling import read_run_curve
+    from regmix_plugin.sweep.curves import read_run_curve
     from regmix_plugin.table import eval_columns
 
     real = []
@@ -78,7 +78,7 @@ def main() -> int:
     ap.add_argument("--baseline-runs", type=int, default=2, help="runs timed with the previous solver")
     args = ap.parse_args()
 
-    from regmix_plugin.fit.scaling import StepFitConfig, extrapolate_steps
+    from regmix_plugin.scale.laws import StepFitConfig, extrapolate_steps
     from regmix_plugin.io import atomic_write_json
 
     runs = tiled_runs(Path(args.curves), args.runs, args.sets)

@@ -91,7 +91,7 @@ def main() -> int:
     fit = json.loads((out / "sweep" / "continual_fit.json").read_text())
     p_star = fit["critical_proportion"]
     if p_star is not None:
-        from regmix_plugin.optimize.continual import ContinualSpec, continual_mixture, final_losses
+        from regmix_plugin.continual.replay import ContinualSpec, continual_mixture, final_losses
 
         old, new = Mixture.load(corpus / "old.json"), Mixture.load(corpus / "new.json")
         continual_mixture(old, new, p_star).save(out / "p_star.json")

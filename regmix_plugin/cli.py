@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "regmix_plugin.optimize.commands",
     "regmix_plugin.reuse.commands",
     "regmix_plugin.scale.commands",
+    "regmix_plugin.continual.commands",
     "regmix_plugin.demo.commands",
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -47,3 +48,15 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None: JSON has no NaN (e.g. a rho over constant losses),
+    and :func:`atomic_write_json` refuses one rather than write a file other tools cannot read."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

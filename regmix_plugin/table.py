@@ -134,14 +134,20 @@ def resolve_column(name: str, columns) -> str | None:
     return alias if alias in cols else None
 
 
+def weight_domain(column: str) -> str:
+    """The domain a weight column names (``weight/<d>``, RegMix's ``train_the_pile_<d>`` or ``train_<d>``);
+    any other column name is returned as it is (a plain domain column)."""
+    alias = normalised_name(column)
+    return alias[len(WEIGHT_PREFIX):] if alias.startswith(WEIGHT_PREFIX) else column
+
+
 def resolve_domain(name: str, names) -> str | None:
     """A domain named as a runs table (``weight/pile_cc``) or RegMix's mixture CSV (``train_the_pile_pile_cc``)
     spells its weight column, or by its bare name; None when it is none of ``names``."""
     names = set(names)
     if name in names:
         return name
-    alias = normalised_name(name)
-    bare = alias[len(WEIGHT_PREFIX):] if alias.startswith(WEIGHT_PREFIX) else None
+    bare = weight_domain(name)
     return bare if bare in names else None
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from regmix_plugin.cli import main
 from regmix_plugin.errors import RegmixError
-from regmix_plugin.fit.scaling import rank_invariance
+from regmix_plugin.scale.laws import rank_invariance
 from regmix_plugin.fit.targets import parse_target
 from regmix_plugin.optimize.constraints import Constraints
 from regmix_plugin.table import from_regmix_csv, normalised_name, resolve_column, resolve_domain

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from regmix_plugin.cli import main
-from regmix_plugin.fit.scaling import StepFitConfig, fit_step_laws, read_eval_curve
+from regmix_plugin.scale.laws import StepFitConfig, fit_step_laws
+from regmix_plugin.sweep.curves import read_eval_curve
 from regmix_plugin.mixture import Mixture
 from regmix_plugin.table import domains, read_runs
-from regmix_plugin.optimize.continual import ContinualPlan, ContinualSpec, continual_mixture, final_losses
+from regmix_plugin.continual.replay import ContinualPlan, ContinualSpec, continual_mixture, final_losses
 from scaling_helpers import CONTINUAL, make_text_corpus, mixture_file, train_args
 
 BASE_STEPS, BASE_EVAL = 300, 15

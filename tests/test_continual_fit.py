@@ -8,7 +8,7 @@ import pytest
 
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.mixture import Mixture
-from regmix_plugin.optimize.continual import (
+from regmix_plugin.continual.replay import (
     ContinualError,
     ContinualFitConfig,
     ContinualPlan,

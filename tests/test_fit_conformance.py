@@ -9,8 +9,8 @@ import pytest
 from fit_helpers import FAST_PARAMS, synthetic_xy
 
 from regmix_plugin.errors import RegmixError
-from regmix_plugin.fit.base import NotFittedError, load_predictor
-from regmix_plugin.fit.registry import available, get_predictor
+from regmix_plugin.fit.base import NotFittedError
+from regmix_plugin.fit.registry import available, get_predictor, load_predictor
 
 X, Y = synthetic_xy(40)
 X_NEW, _ = synthetic_xy(15, seed=1)

@@ -8,8 +8,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from regmix_plugin.errors import RegmixError
-from regmix_plugin.fit.base import load_predictor
-from regmix_plugin.fit.registry import get_predictor
+from regmix_plugin.fit.registry import get_predictor, load_predictor
 from regmix_plugin.optimize.search import SearchConfig, search
 
 # Domain 0 is the target's own domain, 1 a related one, 2 and 3 unrelated.

@@ -10,10 +10,10 @@ import pytest
 from scipy.stats import spearmanr
 
 from regmix_plugin.cli import main
-from regmix_plugin.fit.base import FitError, load_predictor
+from regmix_plugin.fit.base import FitError
 from regmix_plugin.fit.model import FitConfig, FittedModel, fit_model
 from regmix_plugin.fit.percolumn import PerColumnPredictor
-from regmix_plugin.fit.registry import get_predictor
+from regmix_plugin.fit.registry import get_predictor, load_predictor
 from regmix_plugin.table import write_runs
 
 DOMAINS = ("a", "b", "c", "d")

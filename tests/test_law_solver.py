@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from regmix_plugin.fit.law_solver import solve_laws
+from regmix_plugin.laws.solver import solve_laws
 
 
 def _curves(rng, n, sd=0.003):

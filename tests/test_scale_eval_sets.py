@@ -14,8 +14,8 @@ import pytest
 
 from regmix_plugin.cli import main
 from regmix_plugin.errors import RegmixError
-from regmix_plugin.fit.mixture_match import match_tables
-from regmix_plugin.fit.scaling import StepFitConfig, extrapolate_size, extrapolate_steps
+from regmix_plugin.scale.match import match_tables
+from regmix_plugin.scale.laws import StepFitConfig, extrapolate_size, extrapolate_steps
 from regmix_plugin.scale.params import parse_params
 
 TRAIN = ("a", "b", "c")

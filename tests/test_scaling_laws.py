@@ -10,16 +10,10 @@ import pytest
 
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.fit.model import FitConfig
-from regmix_plugin.fit.scaling import (
-    LawFitError,
-    StepFitConfig,
-    extrapolate_size,
-    extrapolate_steps,
-    fit_power_laws,
-    nested_predict,
-    rank_invariance,
-    read_eval_curve,
-)
+from regmix_plugin.laws.saturating import LawFitError, fit_power_laws
+from regmix_plugin.scale.laws import StepFitConfig, extrapolate_size, extrapolate_steps, rank_invariance
+from regmix_plugin.scale.nested import nested_predict
+from regmix_plugin.sweep.curves import read_eval_curve
 
 STEPS = np.arange(20, 1001, 20, dtype=float)
 

@@ -60,23 +60,50 @@ def check_prefix(prefix: str, where: str = "prefix") -> None:
             )
 
 
-# The .idx header as megatron-core writes it: magic, version (u64), dtype code (u8), sequences, documents (u64).
+# The .idx header as megatron-core writes it: magic, version (u64), dtype code (u8), sequences, documents (u64),
+# then int32 sequence lengths (one per sequence, in tokens). This module is its one reader.
 _IDX_MAGIC = b"MMIDIDX\x00\x00"
 _IDX_HEADER = struct.Struct("<9sQBQQ")
 _DTYPE_CODES = range(1, 9)
+
+
+def read_index_header(path: str) -> tuple[int, int, int, int] | None:
+    """``(version, dtype code, sequences, documents)`` of an ``.idx`` file; None when it has no MMIDIDX header.
+    FileNotFoundError propagates: callers word it for their flag."""
+    with open(path, "rb") as f:
+        head = f.read(_IDX_HEADER.size)
+    if len(head) < _IDX_HEADER.size or head[:9] != _IDX_MAGIC:
+        return None
+    _, version, code, seqs, docs = _IDX_HEADER.unpack(head)
+    return version, code, seqs, docs
+
+
+def idx_token_count(prefix: str) -> int:
+    """Number of tokens in a Megatron ``PREFIX.idx``/``.bin`` pair, read from the index header only.
+
+    No megatron-core import (DECISIONS 8): `regmix synthesize` and the optimiser's token caps only sum lengths.
+    """
+    path = f"{prefix}.idx"
+    try:
+        header = read_index_header(path)
+    except FileNotFoundError:
+        raise RegmixError(f"{path}: not found; build the domain with `regmix corpus build` or give tokens") from None
+    if header is None:
+        raise RegmixError(f"{path}: not a Megatron IndexedDataset index (bad magic); rebuild it")
+    lengths = np.memmap(path, dtype=np.int32, mode="r", offset=_IDX_HEADER.size, shape=(header[2],))
+    return int(lengths.sum(dtype=np.int64))
 
 
 def _check_index_file(prefix: str, where: str) -> None:
     """Refuse a damaged .idx before megatron-core reads it: its asserts and half-built readers are noisy."""
     path = prefix + ".idx"
     size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(_IDX_HEADER.size)
+    header = read_index_header(path)
     problem = None
-    if len(head) < _IDX_HEADER.size or head[:9] != _IDX_MAGIC:
+    if header is None:
         problem = "no MMIDIDX header"
     else:
-        _, version, code, seqs, docs = _IDX_HEADER.unpack(head)
+        version, code, seqs, docs = header
         body = _IDX_HEADER.size + seqs * (4 + 8) + docs * 8  # lengths int32, pointers int64, doc indices int64
         if version != 1 or code not in _DTYPE_CODES:
             problem = f"version {version}, dtype code {code}"

@@ -5,54 +5,54 @@ regmix.json's provenance can say why this predictor was chosen.
 
 Every model is fitted once per fold and shared between the candidates that use it
 (:mod:`regmix_plugin.fit.oof`): the stack's members are the ``eff-law`` and ``lightgbm`` candidates, and
-``log-law`` and ``law-blend`` select on the same three laws. On RegMix's 512 runs this, with one-thread
-BLAS and LightGBM, took ``auto`` from 35 CPU-minutes to a few seconds (DECISIONS 34, BENCHMARKS.md). A :class:`~regmix_plugin.fit.progress.FitListener`
-sees each fold fit begin and each candidate's CV row as soon as it is final.
+``log-law`` and ``law-blend`` select on the same three laws; what that saves is measured in DECISIONS 34 and
+BENCHMARKS.md. A :class:`~regmix_plugin.fit.progress.FitListener` sees each fold fit begin and each
+candidate's CV row as soon as it is final.
 
-When the target is a weighted sum of several columns (``fit_target`` with ``columns``), each of
-``column_candidates`` is also scored in its per-column form (one law per column, summed:
-:mod:`regmix_plugin.fit.percolumn`), on the same folds and against the same target, and competes with the
-rest. When the runs have other metrics (``auxiliary``: e.g. the per-domain losses beside a one-domain
-target), a candidate named in ``auxiliary_candidates`` (``joint-law``) is fitted on the target plus those
-columns (:mod:`regmix_plugin.fit.jointlaw`); it is scored only when it is among ``candidates``. Past
-``max_column_laws`` columns the per-column forms fit one law per group of similar columns instead.
+What ``auto`` sees is the fit's :class:`~regmix_plugin.fit.base.FitData`. When the target is a weighted sum of
+several columns (``columns``), each of ``column_candidates`` is also scored in its per-column form (one law
+per column, summed: :mod:`regmix_plugin.fit.percolumn`), on the same folds and against the same target, and
+competes with the rest. When the target is one column and the runs have other metrics (``auxiliary``: e.g.
+the per-domain losses beside a one-domain target), a candidate whose class declares ``"auxiliary"`` in its
+``needs`` (``joint-law``) is fitted on the target plus those columns (:mod:`regmix_plugin.fit.jointlaw`); it
+is scored only when it is among ``candidates`` (and, when ``auxiliary_candidates`` is given, named there).
+Past ``max_column_laws`` columns the per-column forms fit one law per group of similar columns instead.
+Candidates are registered names or predictor instances.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from regmix_plugin.fit.base import FitError, Predictor, State, is_smooth
+from regmix_plugin.fit.base import FitData, FitError, Predictor, State, is_smooth
 from regmix_plugin.fit.cv import CVResult, kfold_indices, scores
 from regmix_plugin.fit.oof import FoldCache, Spec, members, spec_key
 from regmix_plugin.fit.progress import FitListener
+from regmix_plugin.fit.registry import register
 
-# joint-law is not among the defaults: eff-law ranks better on RegMix's train-only CV at every size measured
-# (64 runs: Pile-CC 98.19 vs 97.73, 13-domain mean 98.33 vs 97.02; from 256 runs the stack is ahead of
-# both), and its 13-column joint fits were two thirds of auto's time (DECISIONS 34). Name it in
+# joint-law is not among the defaults: eff-law ranks better on RegMix's train-only CV at every size measured,
+# and its joint fits were most of auto's time (docs/predictors.md, "joint-law"; DECISIONS 34). Name it in
 # `candidates` to have it scored, fitted with the auxiliary losses.
 DEFAULT_CANDIDATES = ("linear", "lightgbm", "mixing-law", "log-law", "law-blend", "eff-law", "stack")
 # Scored for comparison but never chosen while another candidate is eligible: a model linear in the weights
 # has its minimum over the simplex at a vertex whatever the data say, so the mixture optimised with it is a
-# one-domain mixture; it cannot represent diminishing returns (measured: worst predictor on RegMix's data
-# at every size, docs/predictors.md). With few noisy runs its CV rank can still come out on top by chance.
+# one-domain mixture; it cannot represent diminishing returns (the worst predictor on RegMix's data at every
+# size: docs/predictors.md). With few noisy runs its CV rank can still come out on top by chance.
 DEFAULT_BASELINES = ("linear",)
-# Smooth laws cheap enough to fit once per column inside K-fold CV (7 columns x 5 folds x 48 demo runs: 4 s
-# for mixing-law, 22 s for eff-law, which scored CV rho 96.1 against 86.9 on the demo's mean loss; the
-# log-law, which chooses its eps by an inner CV, took 68 s for the same and scored lower).
+# Smooth laws cheap enough to fit once per column inside K-fold CV; the log-law, which chooses its eps by an
+# inner CV, costs several times more per column and scored lower (DECISIONS 21, docs/predictors.md "Targets").
 DEFAULT_COLUMN_CANDIDATES = ("mixing-law", "eff-law")
-# Fitted on the target and the runs' other losses when scored: with 64 RegMix runs, train-only CV Pile-CC
-# 97.73 vs law-blend's 97.13 and 13-domain mean 97.02 vs 96.78 (docs/predictors.md, "joint-law").
-DEFAULT_AUXILIARY_CANDIDATES = ("joint-law",)
 # Past this many columns the per-column forms fit one law per group of similar columns (column_groups of
-# them, fit/percolumn.py) instead of one per column: a mean over 110 downstream tasks cost 110 fits per
-# candidate and fold (230 s for auto on 64 Olmix runs) and scored lower in auto's own CV than one law on
-# the mean (eff-law 74.5 per column vs 85.7), while two groups scored 97.5 vs 96.3 on held-out runs.
+# them, fit/percolumn.py) instead of one per column: one law per column over a mean of 110 downstream tasks
+# was slow and scored lower than one law on the mean, two groups higher (DECISIONS 37).
 MAX_COLUMN_LAWS = 16
 
 
+@register
 class AutoPredictor(Predictor):
     name = "auto"
+    needs = frozenset({"columns", "auxiliary"})
+    selects_by_cv = True
 
     def __init__(
         self,
@@ -60,7 +60,7 @@ class AutoPredictor(Predictor):
         candidate_params: dict | None = None,
         baselines: tuple[str, ...] | list[str] = DEFAULT_BASELINES,
         column_candidates: tuple[str, ...] | list[str] = DEFAULT_COLUMN_CANDIDATES,
-        auxiliary_candidates: tuple[str, ...] | list[str] = DEFAULT_AUXILIARY_CANDIDATES,
+        auxiliary_candidates: tuple[str, ...] | list[str] | None = None,
         max_column_laws: int = MAX_COLUMN_LAWS,
         column_groups: int = 2,
         n_splits: int = 5,
@@ -72,7 +72,7 @@ class AutoPredictor(Predictor):
         self.candidate_params = candidate_params
         self.baselines = baselines
         self.column_candidates = column_candidates
-        self.auxiliary_candidates = auxiliary_candidates
+        self.auxiliary_candidates = auxiliary_candidates  # None: every candidate that declares it needs them
         self.max_column_laws = max_column_laws
         self.column_groups = column_groups
         self.n_splits = n_splits
@@ -80,91 +80,106 @@ class AutoPredictor(Predictor):
         self.prefer_smooth = prefer_smooth  # see _choose
         self.random_state = random_state
 
-    def _spec(self, name: str) -> Spec:
-        from regmix_plugin.fit.registry import predictor_class
+    def _spec(self, candidate) -> Spec:
+        """(registry name, hyperparameters) of a candidate given by name or as a predictor instance."""
+        from regmix_plugin.fit.registry import as_spec, predictor_class
 
-        if name == "auto":
+        if candidate == "auto" or isinstance(candidate, AutoPredictor):
             raise FitError("auto.candidates: 'auto' cannot be its own candidate")
+        name, params = as_spec(candidate, "auto.candidates")
         predictor_class(name, field="auto.candidates")
-        params = dict((self.candidate_params or {}).get(name, {}))
+        params.update((self.candidate_params or {}).get(name, {}))
         params.setdefault("random_state", self.random_state)
         return name, params
 
-    def _per_column_spec(self, name: str, weights: np.ndarray) -> Spec:
-        """The per-column form of candidate ``name``: one law per column, or per group of columns when the
-        target has more than ``max_column_laws`` columns."""
+    def _per_column_spec(self, candidate, weights: np.ndarray) -> Spec:
+        """The per-column form of a candidate: one law per column, or per group of columns when the target has
+        more than ``max_column_laws`` columns."""
+        name, params = self._spec(candidate)  # validates the candidate
+        base_params = (self.candidate_params or {}).get(name)
+        if not isinstance(candidate, str):  # an instance: its own settings, then candidate_params over them
+            base_params = {**{k: v for k, v in params.items() if k != "random_state"}, **(base_params or {})}
         groups = int(self.column_groups) if len(weights) > int(self.max_column_laws) else 0
         return "per-column", {"base": name, "column_weights": weights.tolist(), "groups": groups,
-                              "base_params": (self.candidate_params or {}).get(name),
-                              "random_state": self.random_state}
+                              "base_params": base_params, "random_state": self.random_state}
 
     def fit_target(self, X, y, columns: np.ndarray | None = None, weights=None,
                    auxiliary: np.ndarray | None = None, listener: FitListener | None = None) -> "AutoPredictor":
-        """``fit(X, y)`` where ``y = columns @ weights``; with two or more columns the per-column forms compete
-        too, and with ``auxiliary`` metrics of the same runs (runs x k, k >= 1) the auxiliary candidates are
-        fitted on them. ``listener`` sees the progress (nothing is shown without one)."""
-        self._columns = None
-        if columns is not None and np.asarray(columns).ndim == 2 and np.asarray(columns).shape[1] >= 2:
-            self._columns = (np.asarray(columns, dtype=float), np.asarray(weights, dtype=float).reshape(-1))
-        self._auxiliary = None
-        if auxiliary is not None and np.asarray(auxiliary).ndim == 2 and np.asarray(auxiliary).shape[1] >= 1:
-            self._auxiliary = np.asarray(auxiliary, dtype=float)
-        self._listener = listener
-        try:
-            return self.fit(X, y)
-        finally:
-            del self._columns, self._auxiliary, self._listener
+        """``fit(FitData(X, y, columns, weights, auxiliary))``: the arrays spelled out."""
+        return self.fit(FitData(X, y, columns, weights, auxiliary), listener=listener)
 
-    def _plan(self, y: np.ndarray) -> list[tuple[str, Spec, str]]:
+    @staticmethod
+    def _extras(data: FitData) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray | None]:
+        """The target's columns and weights when there are two or more; the auxiliary metrics when the target
+        is one column (joint-law competes where the evidence for it is: a composite target is already
+        modelled per column, and on the demo's mean loss joint-law scored lower; docs/predictors.md)."""
+        columns = None
+        if data.columns is not None and np.ndim(data.columns) == 2 and np.shape(data.columns)[1] >= 2:
+            columns = (np.asarray(data.columns, dtype=float), np.asarray(data.column_weights, dtype=float).reshape(-1))
+        auxiliary = None
+        if columns is None and data.auxiliary is not None and np.ndim(data.auxiliary) == 2 and np.shape(data.auxiliary)[1] >= 1:
+            auxiliary = np.asarray(data.auxiliary, dtype=float)
+        return columns, auxiliary
+
+    def _takes_auxiliary(self, spec: Spec) -> bool:
+        from regmix_plugin.fit.registry import predictor_class
+
+        named = self.auxiliary_candidates is None or spec[0] in set(self.auxiliary_candidates)
+        return named and "auxiliary" in predictor_class(spec[0]).needs
+
+    def _plan(self, columns, auxiliary) -> list[tuple[str, Spec, str]]:
         """(label, model spec, what it is fitted on: "y", "aux", "columns" or "column groups") per candidate, in
         table order."""
-        auxiliary = getattr(self, "_auxiliary", None)
-        names = list(self.candidates)
-        if not names:
-            raise FitError("auto.candidates: empty; give at least one predictor name")
-        with_aux = set(self.auxiliary_candidates) if auxiliary is not None else set()
-        plan = [(n, self._spec(n), "aux" if n in with_aux else "y") for n in names]
-        if getattr(self, "_columns", None) is not None:
-            from regmix_plugin.fit.oof import make
+        from regmix_plugin.fit.oof import make
 
-            w = self._columns[1]
-            for n in self.column_candidates:
-                self._spec(n)  # validates the name
-                spec = self._per_column_spec(n, w)
+        if not list(self.candidates):
+            raise FitError("auto.candidates: empty; give at least one predictor name")
+        plan = []
+        for c in self.candidates:
+            spec = self._spec(c)
+            plan.append((spec[0], spec, "aux" if auxiliary is not None and self._takes_auxiliary(spec) else "y"))
+        if columns is not None:
+            w = columns[1]
+            for c in self.column_candidates:
+                spec = self._per_column_spec(c, w)
                 # One law per column shares each column's fold fits across candidates ("columns"); groups are
                 # found inside each fold's fit, so the grouped form is fitted on the column matrix at once.
                 plan.append((make(spec).label, spec, "column groups" if spec[1]["groups"] else "columns"))
         return plan
 
-    def _targets(self, y: np.ndarray, fit_on: str) -> list[tuple[np.ndarray, str, float]]:
-        """(values, cache key, weight) of what a candidate is fitted on; several for the per-column form."""
+    @staticmethod
+    def _targets(data: FitData, columns, auxiliary, fit_on: str) -> list[tuple[np.ndarray | FitData, str, float]]:
+        """(what a candidate is fitted on, cache key, weight); several for the per-column form."""
         if fit_on == "aux":
-            return [(np.column_stack([y, self._auxiliary]), "y+auxiliary", 1.0)]
+            return [(FitData(data.X, data.y, auxiliary=auxiliary), "y+auxiliary", 1.0)]
         if fit_on == "columns":
-            Y, w = self._columns
+            Y, w = columns
             return [(Y[:, j], f"column {j}", float(w[j])) for j in range(Y.shape[1])]
         if fit_on == "column groups":
-            return [(self._columns[0], "columns", 1.0)]
-        return [(y, "y", 1.0)]
+            return [(FitData(data.X, data.y, columns=columns[0], column_weights=columns[1]), "columns", 1.0)]
+        return [(data.y, "y", 1.0)]
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _fit_data(self, data: FitData, listener: FitListener | None = None) -> None:
         from regmix_plugin.errors import check_choice
         from regmix_plugin.fit.cv import METRICS
         from regmix_plugin.fit.oof import make
 
         check_choice("auto.metric", self.metric, METRICS)
-        listener = getattr(self, "_listener", None) or FitListener()
-        plan = self._plan(y)
+        X, y = data.X, data.y
+        columns, auxiliary = self._extras(data)
+        listener = listener or FitListener()
+        plan = self._plan(columns, auxiliary)
         n_splits = min(int(self.n_splits), len(y))
         folds = kfold_indices(len(y), n_splits, self.random_state)
         cache = FoldCache(X, folds, step=listener.step)
-        listener.start(self._count_fits(plan, y, n_splits))
+        listener.start(self._count_fits(plan, data, columns, auxiliary, n_splits))
         results, by_label = [], {}
         try:
             for label, spec, fit_on in plan:
                 # Per column: each column's own law (spec's base), summed with the target's weights.
-                base = self._spec(spec[1]["base"]) if fit_on == "columns" else spec
-                oof = sum(w * cache.predictions(base, t, key, label) for t, key, w in self._targets(y, fit_on))
+                base = self._column_base(spec) if fit_on == "columns" else spec
+                oof = sum(w * cache.predictions(base, t, key, label)
+                          for t, key, w in self._targets(data, columns, auxiliary, fit_on))
                 result = CVResult(label, scores(y, oof), oof)
                 results.append(result)
                 by_label[label] = (spec, fit_on)
@@ -178,12 +193,23 @@ class AutoPredictor(Predictor):
         self.oof_ = best.oof
         self.fits_ = cache.fits
         spec, fit_on = by_label[best.name]
+        self.fitted_on_ = fit_on
         if fit_on in ("columns", "column groups"):
-            self.model_ = make(spec).fit(X, self._columns[0])
+            self.model_ = make(spec).fit(FitData(X, y, columns=columns[0], column_weights=columns[1]))
         elif fit_on == "aux":
-            self.model_ = make(spec).fit(X, np.column_stack([y, self._auxiliary]))
+            self.model_ = make(spec).fit(FitData(X, y, auxiliary=auxiliary))
         else:
             self.model_ = cache.refit(spec, y, "y")
+
+    @staticmethod
+    def _column_base(spec: Spec) -> Spec:
+        """The single law a per-column spec fits to each column."""
+        params = dict(spec[1].get("base_params") or {})
+        params.setdefault("random_state", spec[1]["random_state"])
+        return spec[1]["base"], params
+
+    def uses_auxiliary(self) -> bool:
+        return getattr(self, "fitted_on_", None) == "aux"
 
     def _choose(self, results: list[CVResult], folds, y: np.ndarray, by_label: dict) -> tuple[CVResult, dict]:
         """The best eligible candidate by CV, unless a smooth law is within one standard error of it.
@@ -218,11 +244,11 @@ class AutoPredictor(Predictor):
         from regmix_plugin.fit.oof import make
         from regmix_plugin.fit.registry import predictor_class
 
-        model = make(spec)
-        if spec[0] == "per-column":
+        if fit_on in ("columns", "column groups"):
             return bool(predictor_class(spec[1]["base"]).smooth)
+        model = make(spec)
         subs = members(model)
-        if subs and spec[0] == "stack":
+        if subs:  # a composite over out-of-fold members is as smooth as all of them
             return all(predictor_class(n).smooth for n, _ in subs)
         return bool(type(model).smooth)
 
@@ -246,15 +272,15 @@ class AutoPredictor(Predictor):
                     "larger scale")
         return f"{head} ({best.scores[metric]:.2f}; {others})"
 
-    def _count_fits(self, plan, y: np.ndarray, n_splits: int) -> int:
+    def _count_fits(self, plan, data: FitData, columns, auxiliary, n_splits: int) -> int:
         """Fold fits the plan needs, each (model, fitted-on) once: what the progress bar counts to."""
         from regmix_plugin.fit.oof import make
 
         seen = set()
         for _, spec, fit_on in plan:
-            spec = self._spec(spec[1]["base"]) if fit_on == "columns" else spec
-            for t, key, _ in self._targets(y, fit_on):
-                subs = members(make(spec)) if np.ndim(t) == 1 else []
+            spec = self._column_base(spec) if fit_on == "columns" else spec
+            for t, key, _ in self._targets(data, columns, auxiliary, fit_on):
+                subs = members(make(spec)) if isinstance(t, np.ndarray) and t.ndim == 1 else []
                 seen.update((spec_key(s), key) for s in (subs or [spec]))
         return len(seen) * n_splits
 

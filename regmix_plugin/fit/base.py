@@ -4,6 +4,11 @@ A predictor maps mixture weights ``X`` (n_runs, n_domains), rows on the simplex,
 run (a validation loss, say; lower is better). ``__init__`` stores hyperparameters only, ``fit`` returns
 ``self``, learned state ends in ``_``, and randomness enters through ``random_state``.
 
+What a fit sees is one :class:`FitData`: the mixtures, the target and, when the caller has them, the target's
+columns with their weights and other metrics of the same runs. A predictor declares in ``needs`` which of
+those extras it uses (``"columns"``, ``"auxiliary"``); `fit_model` and `auto` give them by that declaration,
+never by the predictor's name. ``fit(X, y)`` with arrays still works for every predictor.
+
 Artifacts are a folder: ``predictor.json`` (name, hyperparameters, JSON state), ``arrays.npz`` (read with
 ``allow_pickle=False``) and, for LightGBM, the booster's native text model. Loading never executes code:
 there is no pickle anywhere.
@@ -13,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +40,36 @@ class NotFittedError(FitError):
     pass
 
 
+EXTRAS = ("columns", "auxiliary")
+
+
+@dataclass(frozen=True)
+class FitData:
+    """The data one fit sees.
+
+    X: mixture weights (runs x domains). y: the target per run.
+    columns, column_weights: the target's columns (runs x k) and weights when the target is a weighted sum of
+    columns (``mean(valid/*/loss)``); None for a target given as values only.
+    auxiliary, auxiliary_names: other metrics of the same runs (runs x m), e.g. the other domains' losses.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    columns: np.ndarray | None = None
+    column_weights: np.ndarray | None = None
+    auxiliary: np.ndarray | None = None
+    auxiliary_names: tuple[str, ...] = ()
+
+    def take(self, rows: np.ndarray) -> "FitData":
+        """The same data on a subset of runs (a CV fold)."""
+        return FitData(self.X[rows], self.y[rows], None if self.columns is None else self.columns[rows],
+                       self.column_weights, None if self.auxiliary is None else self.auxiliary[rows],
+                       self.auxiliary_names)
+
+    def without_extras(self) -> "FitData":
+        return FitData(self.X, self.y)
+
+
 @dataclass
 class State:
     """What a fitted predictor saves: JSON-able values, numeric arrays and text files (a LightGBM model)."""
@@ -55,6 +89,11 @@ class Predictor:
 
     name: ClassVar[str] = ""
     smooth: ClassVar[bool] = False
+    # Which extras of FitData the fit uses when they are there (a subset of EXTRAS).
+    needs: ClassVar[frozenset[str]] = frozenset()
+    # A composite that cross-validates candidates itself: it takes the fit's fold count as ``n_splits`` and,
+    # fitted, reports ``cv_``, ``oof_``, ``chosen_``, ``reason_`` and ``selection_`` (`auto`).
+    selects_by_cv: ClassVar[bool] = False
 
     # ---- scikit-learn conventions --------------------------------------------------------------
     def get_params(self, deep: bool = False) -> dict[str, Any]:
@@ -73,9 +112,16 @@ class Predictor:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
-    def fit(self, X: Any, y: Any) -> "Predictor":
-        X = check_X(X, self.name)
-        y = np.asarray(y, dtype=float).reshape(-1)
+    def fit(self, X: Any, y: Any = None, *, listener: Any = None) -> "Predictor":
+        """Fit on ``X`` (weights) and ``y`` (the target), or on one :class:`FitData` passed as ``X``.
+
+        ``listener`` (a `regmix_plugin.fit.progress.FitListener`) sees the progress of predictors that report it.
+        """
+        if y is None and not isinstance(X, FitData):
+            raise FitError(f"{self.name}.fit: no target; call fit(X, y) or fit(FitData(...))")
+        data = X if isinstance(X, FitData) else self._as_data(X, y)
+        X = check_X(data.X, self.name)
+        y = np.asarray(data.y, dtype=float).reshape(-1)
         if y.shape[0] != X.shape[0]:
             raise FitError(f"{self.name}.fit: X has {X.shape[0]} rows but y has {y.shape[0]}; give one target per run")
         if not np.all(np.isfinite(y)):
@@ -83,8 +129,12 @@ class Predictor:
         if X.shape[0] < 2:
             raise FitError(f"{self.name}.fit: {X.shape[0]} run(s); a predictor needs at least 2 runs")
         self.n_features_in_ = X.shape[1]
-        self._fit(X, y)
+        self._fit_data(FitData(X, y, data.columns, data.column_weights, data.auxiliary, data.auxiliary_names), listener)
         return self
+
+    def uses_auxiliary(self) -> bool:
+        """Whether the fitted model was fitted on the auxiliary metrics (the fit records them beside it)."""
+        return False
 
     def predict(self, X: Any) -> np.ndarray:
         self._check_fitted()
@@ -104,6 +154,15 @@ class Predictor:
             raise NotFittedError(f"{self.name}: this predictor is not fitted yet; call fit(X, y) or load a saved model first")
 
     # ---- subclass hooks ------------------------------------------------------------------------
+    def _as_data(self, X: Any, y: Any) -> FitData:
+        """``fit(X, y)`` with arrays: ``y`` is the target. A predictor that also reads a matrix ``y`` (its
+        columns, or the target and auxiliaries) turns it into FitData here."""
+        return FitData(X, y)
+
+    def _fit_data(self, data: FitData, listener: Any = None) -> None:
+        """Fit on checked data (X finite 2-D, y finite, rows equal); most predictors use X and y only."""
+        self._fit(data.X, data.y)
+
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         raise NotImplementedError
 
@@ -147,40 +206,10 @@ class Predictor:
         return directory
 
 
-def load_predictor(directory: str | os.PathLike) -> Predictor:
-    """Load a predictor saved with :meth:`Predictor.save`; validates the folder and never runs code."""
-    from regmix_plugin.fit.registry import predictor_class
-
-    directory = Path(directory)
-    path = directory / "predictor.json"
-    if not path.is_file():
-        raise FitError(f"{directory}: no predictor.json; give a folder written by `regmix fit` (or Predictor.save)")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise FitError(f"{path}: cannot read ({e.__class__.__name__}: {e}); refit the model") from None
-    if not isinstance(doc, dict) or doc.get("format") != ARTIFACT_FORMAT:
-        raise FitError(f"{path}: format is not {ARTIFACT_FORMAT!r}; give a folder written by `regmix fit`")
-    if doc.get("version") != ARTIFACT_VERSION:
-        raise FitError(f"{path}: artifact version {doc.get('version')!r} is not supported (expected {ARTIFACT_VERSION}); refit")
-    cls = predictor_class(doc.get("name"), field=f"{path}: name")
-    pred = cls(**doc.get("params", {}))
-    arrays: dict[str, np.ndarray] = {}
-    if doc.get("arrays"):
-        with np.load(directory / "arrays.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in doc["arrays"]}
-    texts = {k: (directory / k).read_text(encoding="utf-8") for k in doc.get("texts", [])}
-    children = {k: load_predictor(directory / k) for k in doc.get("children", [])}
-    pred._set_state(State(meta=doc.get("state", {}), arrays=arrays, texts=texts, children=children))
-    pred.n_features_in_ = int(doc["n_features_in"])
-    return pred
-
-
 def one_blas_thread():
     """A context in which BLAS runs on one thread: the least-squares fits here work on small matrices (an
-    SVD of runs x (domains + 4) per step), where waking a second BLAS thread costs more than it saves. One
-    eff-law fit on 410 RegMix runs took 0.62 s pinned against 2.0-8.3 s unpinned on the shared 2-core
-    machine, with the same result; LightGBM's own OpenMP threads are not affected."""
+    SVD of runs x (domains + 4) per step), where waking a second BLAS thread costs more than it saves, with
+    the same result (measured in DECISIONS 34); LightGBM's own OpenMP threads are not affected."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
@@ -205,6 +234,8 @@ def check_X(X: Any, who: str) -> np.ndarray:
 
 
 def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Predictor):  # a composite's member given as an instance; the registry reads this back
+        return {"predictor": obj.name, "params": _jsonable(obj.get_params())}
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

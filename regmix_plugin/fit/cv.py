@@ -65,9 +65,8 @@ class CVResult:
 
 def format_table(rows: list[dict]) -> str:
     """A markdown table of CV rows (predictor, spearman, pearson, mse, top10_overlap)."""
+    from regmix_plugin.markdown_table import markdown_table
+
     head = ["predictor", "spearman", "pearson", "mse", "top10_overlap"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [str(r["predictor"])] + [f"{r[h]:.2f}" if h != "mse" else f"{r[h]:.5f}" for h in head[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(head, [[str(r["predictor"])] + [f"{r[h]:.2f}" if h != "mse" else f"{r[h]:.5f}" for h in head[1:]]
+                                 for r in rows])

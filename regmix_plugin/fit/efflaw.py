@@ -27,6 +27,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from regmix_plugin.fit.base import FitError, Predictor, State, one_blas_thread
+from regmix_plugin.fit.registry import register
 
 # With 1e-6 the gradient at an absent domain is ~250x its value at 1% and SLSQP crawled (591 evaluations,
 # 3.4x faster than RegMix's search instead of >= 10x); 1e-4 gives the same CV rho (98.19) and 352.
@@ -55,6 +56,7 @@ def _law(p: np.ndarray, X: np.ndarray) -> np.ndarray:
     return c + k * S ** (-a)
 
 
+@register
 class EffectiveDataLawPredictor(Predictor):
     name = "eff-law"
     smooth = True

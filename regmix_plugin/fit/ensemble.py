@@ -13,12 +13,14 @@ from scipy.optimize import nnls
 
 from regmix_plugin.fit.base import FitError, Predictor, State
 from regmix_plugin.fit.cv import kfold_indices, out_of_fold
+from regmix_plugin.fit.registry import register
 
 # Train-only CV, 256 RegMix runs, 8 subsets, Pile-CC: eff-law + LightGBM 98.95, log-law + LightGBM 98.75
 # (docs/predictors.md, "eff-law").
 DEFAULT_MEMBERS = ("eff-law", "lightgbm")
 
 
+@register
 class StackPredictor(Predictor):
     name = "stack"
     smooth = False  # true only when every member is smooth; see `is_smooth`
@@ -37,13 +39,16 @@ class StackPredictor(Predictor):
 
     def _specs(self, oof: bool = False) -> list[tuple[str, dict]]:
         """(registry name, hyperparameters) of each member; ``oof``: for the out-of-fold fits (same here)."""
-        names = list(self.members)
-        if not names:
+        from regmix_plugin.fit.registry import as_spec
+
+        # A member is a registered name or a predictor instance (its settings are kept); member_params adds to either.
+        specs = [as_spec(m, "stack.members") for m in self.members]
+        if not specs:
             raise FitError("stack.members: empty; give at least one predictor name")
-        for name in names:
+        for name, _ in specs:
             if name in ("stack", "auto"):
                 raise FitError(f"stack.members: {name!r} cannot be a member; use base predictors")
-        return [(n, dict((self.member_params or {}).get(n, {}))) for n in names]
+        return [(n, {**p, **(self.member_params or {}).get(n, {})}) for n, p in specs]
 
     def _make(self, name: str, params: dict) -> Predictor:
         from regmix_plugin.fit.registry import get_predictor
@@ -108,6 +113,7 @@ class StackPredictor(Predictor):
         self.members_ = [state.children[f"member_{i}"] for i in range(len(self.weights_))]
 
 
+@register
 class LawBlendPredictor(StackPredictor):
     """The log-law at several floors ``eps`` at once, blended by non-negative least squares on K-fold
     out-of-fold predictions: the small-sample predictor.

@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from regmix_plugin.fit.base import Predictor, State
+from regmix_plugin.fit.registry import register
 
 MODEL_FILE = "lightgbm.txt"
 
 
+@register
 class LightGBMPredictor(Predictor):
     name = "lightgbm"
     smooth = False

@@ -16,6 +16,7 @@ import numpy as np
 from regmix_plugin.errors import check_choice
 from regmix_plugin.fit.base import Predictor, State
 from regmix_plugin.fit.features import FEATURE_MAPS, ridge_gcv, transform
+from regmix_plugin.fit.registry import register
 
 _ALPHAS = np.logspace(-4, 3, 15)
 MEANS = ("ridge", "log-law")
@@ -27,6 +28,7 @@ def _kernel(n_features: int):
     return ConstantKernel(1.0, (1e-3, 1e2)) * RBF(np.full(n_features, 3.0), (1e-2, 1e3)) + WhiteKernel(1e-2, (1e-5, 1.0))
 
 
+@register
 class GPPredictor(Predictor):
     name = "gp"
     smooth = True

@@ -9,9 +9,8 @@ its own ``c``, ``k`` and exponents, but one vector of per-domain floors ``eps_d`
 13 columns x 64 runs estimate 17 floors instead of 64 runs choosing one. Prediction uses the target's
 law only, so new mixtures need no auxiliary metrics; it is still a smooth law with an analytic gradient.
 
-Chosen by CV on RegMix's train runs only (docs/predictors.md, "joint-law"): with 64 runs, Pile-CC rho
-97.73 vs 97.13 for ``law-blend``, 13-domain mean 97.02 vs 96.78. The same per-domain floors fit to the
-target alone (no auxiliary columns) scored 97.32 / 96.65: the gain comes from sharing them.
+Chosen by CV on RegMix's train runs only; docs/predictors.md ("joint-law") has the scores against
+``law-blend`` and against the same per-domain floors fit to the target alone: the gain comes from sharing them.
 """
 
 from __future__ import annotations
@@ -22,8 +21,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
-from regmix_plugin.fit.base import FitError, Predictor, State, check_X, one_blas_thread
+from regmix_plugin.fit.base import FitData, FitError, Predictor, State, check_X, one_blas_thread
 from regmix_plugin.fit.mixing_law import MixingLawPredictor, exp_law
+from regmix_plugin.fit.registry import register
 
 EPS_BOUNDS = (1e-3, 0.5)
 
@@ -35,6 +35,7 @@ def _laws(le: np.ndarray, P: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.
     return value, L, E
 
 
+@register
 class JointLawPredictor(Predictor):
     """``fit(X, Y)``: ``Y[:, 0]`` is the target, the other columns auxiliary metrics of the same runs.
 
@@ -46,6 +47,7 @@ class JointLawPredictor(Predictor):
 
     name = "joint-law"
     smooth = True
+    needs = frozenset({"auxiliary"})
 
     def __init__(
         self,
@@ -61,25 +63,30 @@ class JointLawPredictor(Predictor):
         self.max_nfev = max_nfev
         self.random_state = random_state
 
-    def fit(self, X: Any, Y: Any) -> JointLawPredictor:
+    def _as_data(self, X: Any, Y: Any) -> FitData:
+        """``fit(X, Y)``: ``Y[:, 0]`` is the target, the other columns auxiliary metrics of the same runs."""
         X = check_X(X, self.name)
         Y = np.asarray(Y, dtype=float)
         Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
         if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
             raise FitError(f"{self.name}.fit: X has {X.shape[0]} rows but Y has shape {Y.shape}; give one row per run "
                            "(target first, then auxiliary metric columns)")
+        return FitData(X, Y[:, 0], auxiliary=Y[:, 1:])
+
+    def _fit_data(self, data: FitData, listener: Any = None) -> None:
+        aux = np.zeros((len(data.y), 0)) if data.auxiliary is None else np.asarray(data.auxiliary, dtype=float)
+        Y = np.column_stack([data.y, aux])
         bad = [j for j in range(Y.shape[1]) if not np.all(np.isfinite(Y[:, j])) or np.min(Y[:, j]) <= 0]
         if bad:
             raise FitError(f"{self.name}.fit: Y column(s) {bad} have non-finite or non-positive values; "
                            "drop failed runs and give positive metrics (losses)")
-        if X.shape[0] < 2:
-            raise FitError(f"{self.name}.fit: {X.shape[0]} run(s); a predictor needs at least 2 runs")
         inits = [float(e) for e in self.eps_inits]
         if not inits or not all(EPS_BOUNDS[0] <= e <= EPS_BOUNDS[1] for e in inits):
             raise FitError(f"{self.name}.eps_inits: {self.eps_inits!r} must list floors in [{EPS_BOUNDS[0]}, {EPS_BOUNDS[1]}]")
-        self.n_features_in_ = X.shape[1]
-        self._fit_joint(X, Y, inits)
-        return self
+        self._fit_joint(data.X, Y, inits)
+
+    def uses_auxiliary(self) -> bool:
+        return True
 
     def _fit_joint(self, X: np.ndarray, Y: np.ndarray, inits: list[float]) -> None:
         n, D = X.shape

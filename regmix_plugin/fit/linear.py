@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from regmix_plugin.fit.base import FitError, Predictor, State, one_blas_thread
+from regmix_plugin.fit.registry import register
 
 
+@register
 class LinearPredictor(Predictor):
     """``y = b + X @ w``. The coefficients are the linear law whose interaction heatmap the report draws."""
 

@@ -17,6 +17,7 @@ from regmix_plugin.errors import check_choice
 from regmix_plugin.fit.base import FitError, Predictor, State, one_blas_thread
 from regmix_plugin.fit.cv import kfold_indices, out_of_fold
 from regmix_plugin.fit.features import FEATURE_MAPS, transform
+from regmix_plugin.fit.registry import register
 
 
 # Domains above which each trust-region step is solved iteratively (lsmr) instead of by an SVD. With BLAS on
@@ -34,6 +35,7 @@ def exp_law(p: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.exp(p[..., 0]) + np.exp(p[..., 1]) * e, e
 
 
+@register
 class MixingLawPredictor(Predictor):
     name = "mixing-law"
     smooth = True
@@ -133,6 +135,7 @@ class MixingLawPredictor(Predictor):
         self.t_ = np.asarray(state.arrays["t"], dtype=float)
 
 
+@register
 class LogLawPredictor(MixingLawPredictor):
     """The mixing law on ``log(r + eps)``: ``L = c + k * prod_i (r_i + eps)^a_i``.
 

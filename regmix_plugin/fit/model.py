@@ -21,15 +21,15 @@ import numpy as np
 import pandas as pd
 
 from regmix_plugin.errors import RegmixError
-from regmix_plugin.fit.base import FitError, Predictor, load_predictor
+from regmix_plugin.fit.base import FitData, FitError, Predictor
 from regmix_plugin.fit.cv import CVResult, kfold_indices, scores
 from regmix_plugin.fit.oof import FoldCache
 from regmix_plugin.fit.progress import FitListener
-from regmix_plugin.fit.registry import get_predictor
+from regmix_plugin.fit.registry import get_predictor, load_predictor, predictor_class
 from regmix_plugin.fit.targets import Target, missing_report, parse_target
 from regmix_plugin.io import atomic_write_bytes, atomic_write_json
 from regmix_plugin.table import domains as table_domains
-from regmix_plugin.table import from_regmix_csv, read_runs, weight_matrix
+from regmix_plugin.table import from_regmix_csv, read_runs, weight_domain, weight_matrix
 
 MODEL_FORMAT = "regmix-model"
 USABLE_STATUS = ("completed", "imported")
@@ -46,8 +46,6 @@ class FitConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from regmix_plugin.fit.registry import predictor_class
-
         predictor_class(self.predictor)
         for c in self.compare:
             predictor_class(c, field="--compare")
@@ -182,45 +180,37 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
     listener.runs(len(y), cfg.folds, target.expr, dropped, missing_report(df_all, target))
     params = dict(cfg.params)
     params.setdefault("random_state", cfg.seed)
-    # The target's columns, for predictors that fit one law per column (see fit/percolumn.py).
-    Y = np.column_stack([df[c].to_numpy(dtype=float) for c in target.columns])
-    col_w = [w for w, _ in target.terms]
-    # Predictors whose fit takes a matrix: per-column gets the target's columns; joint-law gets the target and,
-    # as auxiliaries, the runs' other per-domain validation losses (fit/jointlaw.py).
+    # Everything a predictor may use; each takes what its class declares in `needs` (fit/base.py): per-column
+    # the target's columns, joint-law the runs' other per-domain validation losses as auxiliaries.
     aux_names, aux = auxiliary_losses(df, target)
-    multi = {"per-column": Y, "joint-law": np.column_stack([y, aux])}
-    auto_aux = None
-    if cfg.predictor == "auto":
+    data = FitData(X, y, columns=np.column_stack([df[c].to_numpy(dtype=float) for c in target.columns]),
+                   column_weights=np.array([w for w, _ in target.terms], dtype=float), auxiliary=aux,
+                   auxiliary_names=tuple(aux_names))
+    cls = predictor_class(cfg.predictor)
+    if cls.selects_by_cv:  # it cross-validates its candidates itself, on the fit's folds
         params.setdefault("n_splits", cfg.folds)
-        # joint-law competes for one-column targets, where the evidence for it is (a composite target is
-        # already modelled per column; on the demo's mean loss joint-law scored CV rho 91.3 vs 94.8).
-        auto_aux = aux if len(target.columns) == 1 else None
-        model = get_predictor("auto", **params).fit_target(X, y, Y, col_w, auto_aux, listener=listener)
+        model = get_predictor(cfg.predictor, **params).fit(data, listener=listener)
         cv_rows, oof, reason = list(model.cv_), {model.chosen_: model.oof_}, model.reason_
         extra = [c for c in cfg.compare if c not in {r["predictor"] for r in cv_rows}]
         if extra:
-            cv_rows += _cross_validate(extra, y, {}, cfg, {}, oof, _fold_cache(X, y, cfg, listener), listener)
+            cv_rows += _cross_validate(extra, data, cfg, {}, oof, _fold_cache(X, y, cfg, listener), listener)
+        selection = dict(model.selection_)
     else:
-        if cfg.predictor == "per-column":
-            params.setdefault("column_weights", col_w)
         names_cv = [cfg.predictor, *[c for c in cfg.compare if c != cfg.predictor]]
         cache = _fold_cache(X, y, cfg, listener)
-        cv_rows = _cross_validate(names_cv, y, multi, cfg, params, oof := {}, cache, listener)
+        cv_rows = _cross_validate(names_cv, data, cfg, params, oof := {}, cache, listener)
         reason = f"{cfg.predictor} was requested (--predictor)"
-        if cfg.predictor in multi:
-            model = get_predictor(cfg.predictor, **params).fit(X, multi[cfg.predictor])
+        if cls.needs:
+            model = get_predictor(cfg.predictor, **params).fit(data)
         else:  # a composite (the stack) reuses its members' out-of-fold predictions from the CV
             model = cache.refit((cfg.predictor, params), y, "y")
+        selection = {"rule": "requested (--predictor)"}
     if prior is None:
         prior_source = "mean of the proxy runs' weights (no --prior/--base-mixture given)"
         prior = dict(zip(names, (X.mean(axis=0) / X.mean(axis=0).sum()).tolist()))
     else:
         prior_source = "given"
     best = int(np.argmin(y))
-    # The auxiliary losses are part of the model when it is joint-law itself or auto's pick among the
-    # candidates it fitted on them.
-    on_aux = cfg.predictor == "joint-law" or (
-        cfg.predictor == "auto" and auto_aux is not None and model.chosen_ in model.auxiliary_candidates)
     return FittedModel(
         interactions=linear_interactions(df, names),
         predictor=model,
@@ -236,8 +226,8 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         y=y,
         oof=oof,
         X=X,
-        auxiliary=aux_names if on_aux else [],
-        selection=dict(model.selection_) if cfg.predictor == "auto" else {"rule": "requested (--predictor)"},
+        auxiliary=aux_names if model.uses_auxiliary() else [],  # part of the model: recorded beside it
+        selection=selection,
     )
 
 
@@ -245,19 +235,19 @@ def _fold_cache(X: np.ndarray, y: np.ndarray, cfg: FitConfig, listener: FitListe
     return FoldCache(X, kfold_indices(len(y), min(cfg.folds, len(y)), cfg.seed), step=listener.step)
 
 
-def _cross_validate(names: list[str], y: np.ndarray, multi: dict[str, np.ndarray], cfg: FitConfig, params: dict,
-                    oof: dict[str, np.ndarray], cache: FoldCache, listener: FitListener) -> list[dict]:
-    """CV rows of ``names`` on the cache's folds (the requested predictor with ``params`` and, when it is
-    fitted on a matrix (per-column, joint-law), on its matrix ``multi``; the others with their defaults, on
-    ``y``); fills ``oof``."""
+def _cross_validate(names: list[str], data: FitData, cfg: FitConfig, params: dict, oof: dict[str, np.ndarray],
+                    cache: FoldCache, listener: FitListener) -> list[dict]:
+    """CV rows of ``names`` on the cache's folds (the requested predictor with ``params`` and, when its class
+    needs more than the target (per-column, joint-law), on the fit's data; the others with their defaults, on
+    the target); fills ``oof``."""
     specs = {n: (n, params if n == cfg.predictor else {"random_state": cfg.seed}) for n in names}
     listener.start(len(names) * len(cache.folds))
     rows = []
     try:
         for n in names:
-            on_matrix = n == cfg.predictor and n in multi
-            oof[n] = cache.predictions(specs[n], multi[n] if on_matrix else y, n if on_matrix else "y", n)
-            rows.append(CVResult(n, scores(y, oof[n]), oof[n]).row())
+            on_data = n == cfg.predictor and bool(predictor_class(n).needs)
+            oof[n] = cache.predictions(specs[n], data if on_data else data.y, n if on_data else "y", n)
+            rows.append(CVResult(n, scores(data.y, oof[n]), oof[n]).row())
             listener.row(rows[-1])
     finally:
         listener.close()
@@ -274,9 +264,6 @@ def auxiliary_losses(df: pd.DataFrame, target: Target) -> tuple[list[str], np.nd
     return keep, df[keep].to_numpy(dtype=float).reshape(len(df), len(keep))
 
 
-_WEIGHT_PREFIXES = ("weight/", "train_the_pile_", "train_")
-
-
 def read_mixture_rows(path: str | os.PathLike, domain_names: list[str]) -> tuple[list[str], np.ndarray]:
     """Rows of mixtures from a CSV (RegMix's mixture CSV, a runs table, or plain domain columns).
 
@@ -291,14 +278,7 @@ def read_mixture_rows(path: str | os.PathLike, domain_names: list[str]) -> tuple
         raise RegmixError(f"--mixtures {path}: cannot read as CSV ({e.__class__.__name__}: {e})") from None
     id_col = next((c for c in ("index", "run_id") if c in df.columns), None)
     ids = df[id_col].astype(str).tolist() if id_col else [str(i) for i in range(len(df))]
-    by_domain = {}
-    for c in df.columns:
-        key = str(c)
-        for p in _WEIGHT_PREFIXES:
-            if key.startswith(p):
-                key = key[len(p):]
-                break
-        by_domain[key] = c
+    by_domain = {weight_domain(str(c)): c for c in df.columns}
     missing = [d for d in domain_names if d not in by_domain]
     if missing:
         raise RegmixError(
@@ -326,7 +306,7 @@ def linear_interactions(df: pd.DataFrame, names: list[str]) -> dict[str, Any]:
     if not rows:
         return {"rows": rows, "domains": names, "coef": []}
     # The linear predictor's fit (OLS, minimum-norm: fit/linear.py) for every loss at once: one lstsq with
-    # one right-hand side per loss instead of one solve each (64 domains: 4.3 s -> well under a second).
+    # one right-hand side per loss instead of one solve each (BENCHMARKS.md, "Fit time").
     Y = df[rows].to_numpy(float)
     with one_blas_thread():
         W = np.linalg.lstsq(X - X.mean(axis=0), Y - Y.mean(axis=0), rcond=None)[0]

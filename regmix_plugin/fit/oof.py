@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from regmix_plugin.fit.base import Predictor
+from regmix_plugin.fit.base import FitData, Predictor
 
 Spec = tuple[str, dict]
 
@@ -48,6 +48,11 @@ def members(model: Predictor) -> list[Spec]:
     return list(specs()) if callable(specs) else []
 
 
+def _is_target(t) -> bool:
+    """A plain target per run (composites select on it), not the FitData of a model that needs more."""
+    return isinstance(t, np.ndarray) and t.ndim == 1
+
+
 def same_folds(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     return len(a) == len(b) and all(np.array_equal(x, z) for x, z in zip(a, b))
 
@@ -66,10 +71,11 @@ class FoldCache:
     def has(self, spec: Spec, target_key: str) -> bool:
         return (spec_key(spec), target_key) in self._oof
 
-    def base(self, spec: Spec, t: np.ndarray, target_key: str, label: str = "",
+    def base(self, spec: Spec, t: np.ndarray | FitData, target_key: str, label: str = "",
              folds: list[int] | None = None) -> np.ndarray:
-        """Out-of-fold predictions of ``spec`` fitted on ``t`` (runs, or runs x columns); NaN on the folds not
-        yet fitted. ``folds`` limits the work to those fold numbers (the rest stay as they are)."""
+        """Out-of-fold predictions of ``spec`` fitted on ``t`` (the target per run, or the FitData of a model
+        that needs more); NaN on the folds not yet fitted. ``folds`` limits the work to those fold numbers (the
+        rest stay as they are)."""
         key = (spec_key(spec), target_key)
         oof, done = self._oof.setdefault(key, (np.full(len(self.X), np.nan), set()))
         n = len(self.X)
@@ -79,7 +85,9 @@ class FoldCache:
             self.step(label or spec[0], i, len(self.folds))
             test = self.folds[i]
             train = np.setdiff1d(np.arange(n), test)
-            oof[test] = make(spec).fit(self.X[train], t[train]).predict(self.X[test])
+            model = make(spec)
+            model.fit(t.take(train)) if isinstance(t, FitData) else model.fit(self.X[train], t[train])
+            oof[test] = model.predict(self.X[test])
             done.add(i)
             self.fits += 1
         return oof
@@ -104,16 +112,16 @@ class FoldCache:
                     folds: list[int] | None = None) -> np.ndarray:
         """Out-of-fold predictions of any model: a composite through its members, anything else directly."""
         model = make(model_spec)
-        if members(model) and np.ndim(t) == 1:
+        if members(model) and _is_target(t):
             return self.composite(model, t, target_key, label, folds)
         return self.base(model_spec, t, target_key, label, folds)
 
     def refit(self, model_spec: Spec, t: np.ndarray, target_key: str) -> Predictor:
         """The model fitted on every run; a composite whose folds are these reuses its members' predictions."""
         model = make(model_spec)
-        if members(model) and np.ndim(t) == 1 and same_folds(model.oof_folds(len(t)), self.folds) and all(
+        if members(model) and _is_target(t) and same_folds(model.oof_folds(len(t)), self.folds) and all(
                 self.has(s, target_key) for s in members(model)):
             P = self.members_matrix(model, t, target_key)
             if np.all(np.isfinite(P)):
                 return model.fit_from_oof(self.X, t, P)
-        return model.fit(self.X, t)
+        return model.fit(t) if isinstance(t, FitData) else model.fit(self.X, t)

@@ -24,11 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from regmix_plugin.fit.base import FitError, Predictor, State, check_X, is_smooth
+from regmix_plugin.fit.base import FitData, FitError, Predictor, State, check_X, is_smooth
+from regmix_plugin.fit.registry import register
 
 
+@register
 class PerColumnPredictor(Predictor):
     name = "per-column"
+    needs = frozenset({"columns"})
 
     def __init__(
         self,
@@ -47,27 +50,48 @@ class PerColumnPredictor(Predictor):
     @property
     def label(self) -> str:
         """How CV tables and reasons name this form: ``mixing-law (per column)``, ``eff-law (2 column groups)``."""
-        return f"{self.base} ({self.groups} column groups)" if int(self.groups) > 0 else f"{self.base} (per column)"
+        base = self.base.name if isinstance(self.base, Predictor) else self.base
+        return f"{base} ({self.groups} column groups)" if int(self.groups) > 0 else f"{base} (per column)"
 
     def _make(self) -> Predictor:
-        from regmix_plugin.fit.registry import get_predictor
+        """A new base predictor; ``base`` is a registered name or a predictor instance (its settings are kept)."""
+        from regmix_plugin.fit.registry import as_spec, get_predictor
 
-        if self.base in ("per-column", "auto"):
-            raise FitError(f"per-column.base: {self.base!r} cannot be the base; use a single predictor such as mixing-law")
-        params = dict(self.base_params or {})
+        name, params = as_spec(self.base, "per-column.base")
+        if name in ("per-column", "auto"):
+            raise FitError(f"per-column.base: {name!r} cannot be the base; use a single predictor such as mixing-law")
+        params.update(self.base_params or {})
         params.setdefault("random_state", self.random_state)
-        return get_predictor(self.base, **params)
+        return get_predictor(name, **params)
 
-    def fit(self, X: Any, Y: Any) -> "PerColumnPredictor":
+    def _as_data(self, X: Any, Y: Any) -> FitData:
+        """``fit(X, Y)``: one column of ``Y`` per target term, weighted by ``column_weights``; a 1-D ``y`` is one
+        column of weight 1."""
         X = check_X(X, self.name)
         Y = np.asarray(Y, dtype=float)
         Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
-        w = np.ones(1) if self.column_weights is None else np.asarray(self.column_weights, dtype=float).reshape(-1)
+        w = self._weights(None)
+        self._check_columns(X, Y, w)
+        return FitData(X, Y @ w, columns=Y, column_weights=w)
+
+    def _weights(self, given: np.ndarray | None) -> np.ndarray:
+        """``column_weights`` when set, else the target's own (FitData), else one column of weight 1."""
+        if self.column_weights is not None:
+            return np.asarray(self.column_weights, dtype=float).reshape(-1)
+        return np.ones(1) if given is None else np.asarray(given, dtype=float).reshape(-1)
+
+    def _check_columns(self, X: np.ndarray, Y: np.ndarray, w: np.ndarray) -> None:
         if Y.ndim != 2 or Y.shape[1] != len(w):
             raise FitError(f"per-column.fit: Y has {Y.shape[1] if Y.ndim == 2 else Y.shape} column(s) but "
                            f"column_weights has {len(w)}; give one column per target term")
         if Y.shape[0] != X.shape[0]:
             raise FitError(f"per-column.fit: X has {X.shape[0]} rows but Y has {Y.shape[0]}; give one row per run")
+
+    def _fit_data(self, data: FitData, listener: Any = None) -> None:
+        X = data.X
+        Y = data.y.reshape(-1, 1) if data.columns is None else np.asarray(data.columns, dtype=float)
+        w = self._weights(None if data.columns is None else data.column_weights)
+        self._check_columns(X, Y, w)
         if not isinstance(self.groups, int) or self.groups < 0:
             raise FitError(f"per-column.groups: {self.groups!r} must be an integer >= 0 (0 = one law per column)")
         if 0 < self.groups < Y.shape[1]:
@@ -83,8 +107,6 @@ class PerColumnPredictor(Predictor):
             self.assignment_ = np.arange(Y.shape[1])
         self.members_ = [self._make().fit(X, Y[:, j]) for j in range(Y.shape[1])]  # each checks its column
         self.weights_ = w
-        self.n_features_in_ = X.shape[1]
-        return self
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         return sum(w * m.predict(X) for w, m in zip(self.weights_, self.members_))

@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 from regmix_plugin.errors import ConfigError
+from regmix_plugin.sweep.mixtures import token_cap
 
 _KEYS = {"min", "max", "fixed", "target_tokens", "max_epochs", "tokens", "prior_pull"}
 
@@ -109,7 +110,7 @@ class Constraints:
                 if d not in avail:
                     raise ConfigError(f"tokens.{d}: unknown available tokens; give it in the YAML or a --base-mixture with tokens")
                 epochs = self.max_epochs.get(d, 1.0) if isinstance(self.max_epochs, dict) else self.max_epochs
-                cap = float(avail[d]) * float(epochs) / float(self.target_tokens)
+                cap = token_cap(float(avail[d]), float(epochs), float(self.target_tokens))
                 if cap < hi[i]:
                     hi[i], source[d] = cap, "token cap"
         for i, d in enumerate(names):

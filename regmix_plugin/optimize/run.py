@@ -32,18 +32,11 @@ def domain_tokens(base: Mixture | None) -> dict[str, float]:
     """Available training tokens per domain: the base mixture's ``tokens``, else counted from its .idx files."""
     if base is None:
         return {}
-    out: dict[str, float] = {}
-    for d in base.domains:
-        if d.tokens is not None:
-            out[d.name] = float(d.tokens)
-            continue
-        from regmix_plugin.data.indexed import index_stats
+    from regmix_plugin.sweep.mixtures import domain_tokens_or_none
 
-        try:
-            out[d.name] = float(sum(index_stats(base.resolve(p), f"{d.name}.prefixes").tokens for p in d.prefixes))
-        except RegmixError:
-            continue  # unknown here; Constraints.bounds names the domain if a token cap needs it
-    return out
+    counts = {d.name: domain_tokens_or_none(base, d) for d in base.domains}
+    # A domain left uncounted (unreadable .idx) is unknown here; Constraints.bounds names it if a cap needs it.
+    return {name: float(n) for name, n in counts.items() if n is not None}
 
 
 def study_base_mixture(path) -> Mixture:

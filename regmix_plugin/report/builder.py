@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from regmix_plugin.io import atomic_write_bytes, atomic_write_text
+from regmix_plugin.markdown_table import markdown_table
 
 
 def new_figure(width: float = 6.0, height: float = 4.0):
@@ -60,9 +61,7 @@ class Report:
             elif kind == "paragraph":
                 out += [val, ""]
             elif kind == "table":
-                cols, cells = val
-                out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-                out += ["| " + " | ".join(r) + " |" for r in cells] + [""]
+                out += [markdown_table(*val), ""]
             elif kind == "figure":
                 out += [f"![{val[1]}]({val[0]})", "", f"*{val[1]}*" if val[1] else "", ""]
         return "\n".join(out)

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from regmix_plugin import __version__
+from regmix_plugin.data.indexed import idx_token_count
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_json
 from regmix_plugin.mixture import Domain, Mixture
-from regmix_plugin.sweep.mixtures import idx_token_count
 
 PLAN_FILE = "plan.json"
 FULL_BASE_FILE = "full_base.json"

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from regmix_plugin.fit.mixture_match import MATCH_TOL, match_tables
+from regmix_plugin.scale.match import MATCH_TOL, match_tables
 
 
 def pair_order_share(pred: np.ndarray, actual: np.ndarray) -> float:

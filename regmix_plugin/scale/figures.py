@@ -1,4 +1,4 @@
-"""Figures of the scaling and continual-training stages: matplotlib figures for the report builder
+"""Figures of the scaling stage: matplotlib figures for the report builder
 (`regmix_plugin.report.builder.Report.add_figure` saves them as PNG beside the markdown/HTML report)."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from regmix_plugin.fit.scaling import PowerLaw
-from regmix_plugin.optimize.continual import ContinualResult
+from regmix_plugin.laws.saturating import PowerLaw
 from regmix_plugin.report.builder import new_figure
 
 
@@ -74,26 +73,4 @@ def predicted_vs_actual_figure(pred: pd.DataFrame, actual: pd.DataFrame, columns
         ax2.set_xlabel("actual rank (1 = lowest mean)")
         ax2.set_ylabel("predicted rank")
         ax2.set_title("mixtures ranked by the mean over metrics", fontsize=9)
-    return fig
-
-
-def continual_figure(result: ContinualResult):
-    """Old- and new-domain loss against the replay proportion, the fitted laws and the critical proportion."""
-    fig = new_figure(6.0, 4.2)
-    ax = fig.add_subplot()
-    grid = np.linspace(0, 1, 201)
-    pts = result.points
-    ax.plot(pts["proportion"], pts["old_loss"], "o", color="C0", label="old-domain loss (runs)")
-    ax.plot(grid, result.old_law.predict(grid), "-", color="C0", lw=1, label="old-domain law")
-    ax.plot(pts["proportion"], pts["new_loss"], "s", color="C1", label="new-domain loss (runs)")
-    ax.plot(grid, result.new_law.predict(grid), "-", color="C1", lw=1, label="new-domain law")
-    ax.axhline(result.base_old_loss, color="C0", ls=":", lw=1, label="base checkpoint, old domains")
-    if result.tolerance:
-        ax.axhline(result.target, color="C0", ls="--", lw=0.8, label=f"tolerance +{result.tolerance:g}")
-    if result.critical_proportion is not None:
-        ax.axvline(result.critical_proportion, color="k", ls="--", lw=1,
-                   label=f"critical p* = {result.critical_proportion:.3f}")
-    ax.set_xlabel("replay proportion p (share of original data)")
-    ax.set_ylabel("validation loss")
-    ax.legend(fontsize=7)
     return fig

@@ -1,33 +1,16 @@
-"""Small helpers shared by synthesis, the sweep and collection: token counts and moving mixture files."""
+"""Token counts per domain of a base mixture, for synthesis and the optimiser's token caps."""
 
 from __future__ import annotations
 
-import struct
-
-import numpy as np
-
+from regmix_plugin.data.indexed import idx_token_count
 from regmix_plugin.errors import RegmixError
-from regmix_plugin.mixture import Mixture
-
-# Megatron's IndexedDataset .idx header: magic, version <Q, dtype code <B, sequence count <Q,
-# document count <Q, then int32 sequence lengths (one per sequence, in tokens).
-_IDX_MAGIC = b"MMIDIDX\x00\x00"
-_IDX_HEADER = len(_IDX_MAGIC) + 8 + 1 + 8 + 8
+from regmix_plugin.mixture import Domain, Mixture
 
 
-def idx_token_count(prefix: str) -> int:
-    """Number of tokens in a Megatron ``PREFIX.idx``/``.bin`` pair, read from the index header only."""
-    path = f"{prefix}.idx"
-    try:
-        with open(path, "rb") as f:
-            head = f.read(_IDX_HEADER)
-    except FileNotFoundError:
-        raise RegmixError(f"{path}: not found; build the domain with `regmix corpus build` or give tokens") from None
-    if len(head) < _IDX_HEADER or not head.startswith(_IDX_MAGIC):
-        raise RegmixError(f"{path}: not a Megatron IndexedDataset index (bad magic); rebuild it")
-    (n_seq,) = struct.unpack("<Q", head[len(_IDX_MAGIC) + 9:len(_IDX_MAGIC) + 17])
-    lengths = np.memmap(path, dtype=np.int32, mode="r", offset=_IDX_HEADER, shape=(n_seq,))
-    return int(lengths.sum(dtype=np.int64))
+def token_cap(available, max_epochs, target_tokens):
+    """The largest weight a domain may get so that a run of ``target_tokens`` repeats its ``available`` tokens
+    at most ``max_epochs`` times (numbers or numpy arrays): synthesis and the optimiser's constraints."""
+    return available * max_epochs / target_tokens
 
 
 def domain_token_counts(mix: Mixture, source: str) -> dict[str, int]:
@@ -45,5 +28,20 @@ def domain_token_counts(mix: Mixture, source: str) -> dict[str, int]:
                 f"domains.{missing[0]}.tokens: missing in the base mixture; set prior: idx to read the .idx files"
             )
         return {d.name: int(d.tokens) for d in mix.domains}
-    return {d.name: sum(idx_token_count(mix.resolve(p)) for p in d.prefixes) for d in mix.domains}
+    return {d.name: _idx_tokens(mix, d) for d in mix.domains}
+
+
+def _idx_tokens(mix: Mixture, d: Domain) -> int:
+    return sum(idx_token_count(mix.resolve(p)) for p in d.prefixes)
+
+
+def domain_tokens_or_none(mix: Mixture, d: Domain) -> float | int | None:
+    """A domain's ``tokens``, else the sum over its ``.idx`` files; None when those cannot be read (callers that
+    need the count say which domain lacks it)."""
+    if d.tokens is not None:
+        return d.tokens
+    try:
+        return _idx_tokens(mix, d)
+    except RegmixError:
+        return None
 

@@ -20,7 +20,7 @@ from regmix_plugin.sweep.state import METRICS, MIXTURE, PENDING, RUNNING
 
 def check_run_dir(path: str | Path) -> str:
     """One line saying what the directory holds; a one-line RegmixError naming the missing or bad part."""
-    from regmix_plugin.fit.scaling import record_curve
+    from regmix_plugin.sweep.curves import record_curve
     from regmix_plugin.mixture import load_weights_record
     from regmix_plugin.sweep.collect import read_run, weights_from_config
     from regmix_plugin.sweep.imported import tensorboard_dir

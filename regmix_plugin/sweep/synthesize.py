@@ -48,7 +48,7 @@ from regmix_plugin import __version__
 from regmix_plugin.errors import ConfigError, RegmixError, check_choice
 from regmix_plugin.io import atomic_write_json
 from regmix_plugin.mixture import Mixture
-from regmix_plugin.sweep.mixtures import domain_token_counts
+from regmix_plugin.sweep.mixtures import domain_token_counts, token_cap
 from regmix_plugin.table import weight_column, write_runs
 
 PRIOR_SOURCES = ("auto", "tokens", "idx", "weights", "uniform")
@@ -183,7 +183,7 @@ def plan(cfg: SynthConfig, base: Mixture) -> Plan:
         if tokens is None:
             tokens = domain_token_counts(base, "auto")
         avail = np.array([tokens[n] for n in names], dtype=float)
-        upper = np.minimum(upper, avail * cfg.max_epochs / cfg.target_tokens)
+        upper = np.minimum(upper, token_cap(avail, cfg.max_epochs, cfg.target_tokens))
 
     nonzero = names if cfg.nonzero == "all" else list(cfg.nonzero)
     bad = sorted(set(nonzero) - set(names))

@@ -1,5 +1,5 @@
 """Batched robust fit of saturating laws ``log L = logaddexp(e, beta + gamma * z)`` (used by
-`regmix_plugin.fit.scaling.fit_laws`, the one entry point; see its docstring for the laws).
+`regmix_plugin.laws.saturating.fit_laws`, the one entry point; see its docstring for the laws).
 
 Why batched: one model size's step laws are hundreds to thousands of 3-parameter fits (100 runs x 22
 evaluation sets), and choosing the law settings by held-out tails multiplies that by the number of

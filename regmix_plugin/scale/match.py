@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from regmix_plugin.errors import RegmixError
+from regmix_plugin.scale import MATCH_TOL
 from regmix_plugin.table import domains as table_domains
 from regmix_plugin.table import weight_column
 
-MATCH_TOL = 1e-4
 NEAR_MISS = 1e-2  # a nearest mixture closer than this is named as a near miss
 
 

@@ -7,7 +7,7 @@ Following Data Mixing Laws, both losses follow a 1-D mixing law in ``p``:
     L_old(p) = c + k * exp(t * p)   (t < 0: more replay, less forgetting)
     L_new(p) = c' + k' * exp(t' * p)
 
-fitted on a few continual runs (robust Huber fit from `regmix_plugin.fit.scaling`). The *critical
+fitted on a few continual runs (robust Huber fit from `regmix_plugin.laws`). The *critical
 proportion* is the least ``p`` whose predicted old-domain loss stays at or below the base checkpoint's
 (plus a tolerance the user chooses); we report it with the predicted new-domain loss there.
 
@@ -32,9 +32,10 @@ import pandas as pd
 import yaml
 
 from regmix_plugin.errors import ConfigError, RegmixError
-from regmix_plugin.fit.scaling import LawConfig, LawParams, clean_series, fit_laws, read_eval_curve
 from regmix_plugin.io import atomic_write_json, atomic_write_text
+from regmix_plugin.laws.saturating import LawConfig, LawParams, clean_series, fit_laws
 from regmix_plugin.mixture import Domain, Mixture
+from regmix_plugin.sweep.curves import read_eval_curve
 from regmix_plugin.table import loss_column, weight_column
 
 PLAN_FILE = "continual.json"

@@ -1,34 +1,18 @@
-"""Scaling laws across training length and model size (Data Mixing Laws, arXiv 2403.16952, section 3/4).
+"""The scaling stage's laws: step laws on runs' eval curves and size laws across model sizes (Data Mixing
+Laws, arXiv 2403.16952, section 3/4), fitted with the shared saturating law (`regmix_plugin.laws`).
 
-Every law here has the saturating form, fitted by one robust routine (:func:`fit_laws`):
-
-    L(z) = exp(e) + exp(beta + gamma * z)          i.e.  log L = logaddexp(e, beta + gamma * z)
-
-- step law  L(s) = E + (s0/s)^alpha  with z = log s, gamma = -alpha <= 0, beta = alpha * log s0;
-- size law  L(N) = E + (N0/N)^alpha  likewise with z = log N (non-embedding parameters);
-- the 1-D mixing law of continual training L(p) = c + k * exp(t * p) with z = p, gamma = t
-  (`regmix_plugin.optimize.continual`).
-
-Log-parametrisation keeps E and the power term positive without constraints. The loss is Huber on
-log-residuals (as in Chinchilla's fit, delta = 1e-3) so a few noisy evaluation points do not drag the fit.
-The problem is not convex in gamma; `regmix_plugin.fit.law_solver` profiles it over a grid of exponents and
-polishes the best basins, for all series of a call at once. Several series can share gamma (one exponent
-across the evaluation metrics of a run, or of a mixture across sizes).
-
-On top: step laws on runs' eval curves and extrapolation to longer runs (:func:`extrapolate_steps`), size
-laws across runs tables of several model sizes (:func:`extrapolate_size`), the choice of the law settings by
-held-out data (:class:`LawChoice`), the nested prediction (:func:`nested_predict`) and the rank-invariance
-check (:func:`rank_invariance`). Laws are fitted to every evaluation metric (``valid/<set>/<metric>``
-by default, `regmix_plugin.table.eval_columns`), whether or not its set is a training domain.
+Step laws on runs' eval curves and extrapolation to longer runs (:func:`extrapolate_steps`), size laws across
+runs tables of several model sizes (:func:`extrapolate_size`), the choice of the law settings by held-out
+data (:class:`LawChoice`) and the rank-invariance check (:func:`rank_invariance`); the nested prediction
+is `regmix_plugin.scale.nested`. Laws are fitted to every evaluation metric (``valid/<set>/<metric>`` by
+default, `regmix_plugin.table.eval_columns`), whether or not its set is a training domain.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -36,158 +20,16 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from regmix_plugin.errors import ConfigError, RegmixError
-from regmix_plugin.fit.law_solver import solve_laws
-from regmix_plugin.fit.mixture_match import MATCH_TOL, match_tables
+from regmix_plugin.laws.saturating import LawConfig, LawFitError, PowerLaw, fit_power_laws
+from regmix_plugin.scale.match import MATCH_TOL, match_tables
+from regmix_plugin.sweep.curves import curve_metrics
 from regmix_plugin.table import IMPORTED, eval_columns, normalised_name, weight_column
 from regmix_plugin.table import domains as table_domains
 
 
-class LawFitError(RegmixError):
-    """Too few or unusable points for a law."""
-
-
-@dataclass
-class LawConfig:
-    """How a law is fitted.
-
-    huber_delta: Huber threshold on log-loss residuals (1e-3 = 0.1 % relative error, Chinchilla's value).
-    min_points: a series with fewer finite points is an error (a 3-parameter law needs more than 3).
-    max_iter: cap on the polishing steps (Levenberg-Marquardt) per fit.
-    """
-
-    huber_delta: float = 1e-3
-    min_points: int = 4
-    max_iter: int = 500
-
-    def __post_init__(self) -> None:
-        if not self.huber_delta > 0:
-            raise ConfigError(f"huber_delta: {self.huber_delta} must be > 0 (try 1e-3)")
-        if self.min_points < 3:
-            raise ConfigError(f"min_points: {self.min_points} must be >= 3 (a law has 3 parameters)")
-        if self.max_iter < 1:
-            raise ConfigError(f"max_iter: {self.max_iter} must be >= 1")
-
-
-@dataclass(frozen=True)
-class LawParams:
-    """A fitted ``log L = logaddexp(e, beta + gamma * z)``; ``loss`` is the mean Huber objective at the optimum
-    (over the series that share its gamma)."""
-
-    e: float
-    beta: float
-    gamma: float
-    n_points: int
-    loss: float
-
-    def predict_z(self, z) -> np.ndarray:
-        z = np.asarray(z, dtype=float)
-        return np.exp(np.logaddexp(self.e, self.beta + self.gamma * z))
-
-
-def clean_series(z, y, where: str, min_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Finite, positive points only; one-line error naming the series when too few are left."""
-    z = np.asarray(z, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    if z.shape != y.shape:
-        raise LawFitError(f"{where}: {z.size} x values but {y.size} losses; give one loss per point")
-    ok = np.isfinite(z) & np.isfinite(y) & (y > 0)
-    if ok.sum() < min_points:
-        raise LawFitError(
-            f"{where}: {int(ok.sum())} usable points (finite, loss > 0); a law needs at least {min_points}, "
-            "so evaluate more often or fit from an earlier step"
-        )
-    return z[ok], y[ok]
-
-
-def fit_laws(
-    series: Sequence[tuple[np.ndarray, np.ndarray]],
-    config: LawConfig,
-    *,
-    shared_gamma: bool = False,
-    groups: Sequence[Any] | None = None,
-    gamma_bounds: tuple[float | None, float | None] = (None, 0.0),
-) -> list[LawParams]:
-    """Fit one law per series ``(z, y)``, all in one batch; ``shared_gamma`` ties every gamma, ``groups``
-    (one key per series) ties the gammas of series with equal keys.
-
-    Series must be cleaned already (:func:`clean_series`).
-    """
-    if not series:
-        raise LawFitError("series: nothing to fit; give at least one curve")
-    if groups is None:
-        groups = np.zeros(len(series), int) if shared_gamma else np.arange(len(series))
-    elif len(groups) != len(series):
-        raise ValueError("groups: give one group key per series")
-    keys = {k: i for i, k in enumerate(dict.fromkeys(groups))}
-    g = np.array([keys[k] for k in groups])
-    e, beta, gamma, loss = solve_laws([(np.asarray(z, float), np.asarray(y, float)) for z, y in series], g,
-                                      config.huber_delta, gamma_bounds, config.max_iter)
-    return [LawParams(e=float(e[i]), beta=float(beta[i]), gamma=float(gamma[i]), n_points=int(len(series[i][0])),
-                      loss=float(loss[i])) for i in range(len(series))]
-
-
-# ---- power laws in x (steps, tokens or parameters) -------------------------------------------------
-
 # Rows of a table predicted by a law are not runs of this sweep: they carry the status of external results
 # ("imported", which `regmix fit` accepts) and a ``source`` column naming the law.
 DERIVED_STATUS = IMPORTED
-
-
-@dataclass(frozen=True)
-class PowerLaw:
-    """``L(x) = E + (x0 / x)^alpha = E + exp(beta - alpha * log x)``, with ``beta = alpha * log x0``.
-
-    Stored as (E, alpha, beta) because x0 is undefined when alpha = 0 (a flat curve) while beta is not.
-    ``n_points`` and ``loss`` (mean Huber objective at the optimum) describe the fit.
-    """
-
-    E: float
-    alpha: float
-    beta: float
-    n_points: int = 0
-    loss: float = 0.0
-
-    @classmethod
-    def from_params(cls, p: LawParams) -> "PowerLaw":
-        return cls(E=math.exp(p.e), alpha=-p.gamma, beta=p.beta, n_points=p.n_points, loss=p.loss)
-
-    @property
-    def x0(self) -> float:
-        return math.exp(self.beta / self.alpha) if self.alpha > 1e-12 and abs(self.beta / self.alpha) < 700 else math.nan
-
-    def predict(self, x) -> np.ndarray:
-        x = np.asarray(x, dtype=float)
-        return self.E + np.exp(self.beta - self.alpha * np.log(x))
-
-    def to_dict(self) -> dict[str, float]:
-        x0 = self.x0
-        return {"E": self.E, "alpha": self.alpha, "beta": self.beta, "x0": x0 if math.isfinite(x0) else None,
-                "n_points": self.n_points, "loss": self.loss}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PowerLaw":
-        return cls(E=float(d["E"]), alpha=float(d["alpha"]), beta=float(d["beta"]),
-                   n_points=int(d.get("n_points", 0)), loss=float(d.get("loss", 0.0)))
-
-
-def fit_power_laws(
-    curves: Mapping[str, tuple[Any, Any]], config: LawConfig | None = None, *, shared_alpha: bool = False,
-    groups: Mapping[str, Any] | None = None,
-) -> dict[str, PowerLaw]:
-    """Fit ``L(x) = E + (x0/x)^alpha`` to each named curve ``(x, y)``, all at once. ``shared_alpha`` ties every
-    exponent; ``groups`` (name -> key) ties the exponents of curves with equal keys."""
-    config = config or LawConfig()
-    names = list(curves)
-    series = []
-    for name in names:
-        x, y = curves[name]
-        x, y = clean_series(x, y, name, config.min_points)
-        if np.any(x <= 0):
-            raise LawFitError(f"{name}: x must be > 0 for a power law (drop step 0 / give positive sizes)")
-        series.append((np.log(x), y))
-    keys = [groups[n] for n in names] if groups is not None else None
-    fitted = fit_laws(series, config, shared_gamma=shared_alpha, groups=keys, gamma_bounds=(None, 0.0))
-    return {n: PowerLaw.from_params(p) for n, p in zip(names, fitted)}
 
 
 # ---- choosing the law settings by held-out data ------------------------------------------------------
@@ -249,50 +91,6 @@ def _spread(items: list, n: int) -> list:
 
 
 # ---- training curves -------------------------------------------------------------------------------
-
-def record_curve(rec) -> pd.DataFrame:
-    """A run record's eval curve (`regmix_plugin.sweep.collect.RunRecord`): one row per eval step with
-    ``step``, ``tokens`` when known, and every evaluation metric (``valid/<set>/<metric>``)."""
-    rows = []
-    for step, ev in sorted(rec.evals.items()):
-        vals = {k: v for k, v in ev.items() if k in eval_columns(list(ev))}
-        if vals:
-            row = {"step": step, **vals}
-            if ev.get("tokens") is not None:
-                row["tokens"] = ev["tokens"]
-            rows.append(row)
-    if not rows:
-        return pd.DataFrame({"step": []})
-    return pd.DataFrame(rows).apply(pd.to_numeric, errors="coerce").reset_index(drop=True)
-
-
-def read_run_curve(run_dir: str | os.PathLike) -> tuple[dict[str, float] | None, pd.DataFrame]:
-    """A run's mixture weights and its eval curve (:func:`record_curve`), from ``metrics.jsonl`` or, lacking
-    one, TensorBoard event files.
-
-    Parsing is the sweep collector's (`regmix_plugin.sweep.collect.read_run`: torn lines skipped, a resumed
-    run's repeated steps merged). Weights come from the run's ``mixture.json`` (sweep runs, imported runs) or
-    else from the mixture that its ``config.yaml`` names (a plain ``regmix train`` run); None when neither.
-    """
-    from regmix_plugin.sweep.collect import read_run
-
-    run_dir = Path(run_dir)
-    rec = read_run(run_dir, [])
-    curve = record_curve(rec)
-    if len(curve) == 0:
-        raise RegmixError(f"{run_dir}: no evaluations (valid/<set>/<metric> in metrics.jsonl or TensorBoard files); "
-                          "give a run directory that reached its first eval")
-    return rec.weights, curve
-
-
-def read_eval_curve(run_dir: str | os.PathLike) -> pd.DataFrame:
-    return read_run_curve(run_dir)[1]
-
-
-def curve_metrics(curve: pd.DataFrame, patterns: Sequence[str] | None = None) -> list[str]:
-    """The evaluation metrics of a curve that laws are fitted to (default: every ``valid/<set>/<metric>``)."""
-    return eval_columns(curve, patterns)
-
 
 # Held-out tail of the step-law choice: fit on evals up to the last fitted step / HOLDOUT_RATIO, score on
 # the rest; 2 is an extrapolation of 2x, close to the 2-4x a nested prediction asks for.
@@ -436,7 +234,7 @@ class StepResult:
 
 
 def fit_step_laws(curve: pd.DataFrame, config: StepFitConfig, where: str = "run") -> dict[str, PowerLaw]:
-    """Step laws of one run's eval curve (:func:`read_eval_curve`): metric column -> law."""
+    """Step laws of one run's eval curve (`regmix_plugin.sweep.curves.read_eval_curve`): metric column -> law."""
     choice = choose_step_settings({where: curve}, config)
     return _fit_steps({where: curve}, config, choice.alpha, choice.min_step, config.max_step)[where]
 
@@ -625,79 +423,3 @@ def rank_invariance(small: pd.DataFrame, large: pd.DataFrame, threshold: float =
             rho = spearmanr(x[ok], y[ok]).statistic if ok.sum() >= 3 else math.nan
         rows.append({"metric": m, "rho": float(rho), "n": int(ok.sum())})
     return RankCheck(pd.DataFrame(rows), threshold, tuple(match.dropped))
-
-
-# ---- nested prediction (Data Mixing Laws' pipeline) --------------------------------------------------------
-
-@dataclass
-class NestedResult:
-    """What :func:`nested_predict` produced at each stage."""
-
-    steps: dict[float, StepResult]  # per model size: metrics extrapolated to the target step, laws, settings
-    size: SizeResult  # metrics predicted at the target step and size, the size laws and their settings
-    model: Any  # regmix_plugin.fit.model.FittedModel: the mixing law fitted on ``size.table``
-    outcome: Any  # regmix_plugin.optimize.run.OptimizeOutcome: the optimised mixture
-
-    @property
-    def table(self) -> pd.DataFrame:
-        return self.size.table
-
-
-def nested_step_tables(
-    runs_by_size: Mapping[float, Mapping[str, tuple[Mapping[str, float], pd.DataFrame]]],
-    target_step: float,
-    target_params: float,
-    step_config: StepFitConfig | None = None,
-    size_config: LawConfig | None = None,
-    size_alpha: str = "auto",
-    match_tol: float = MATCH_TOL,
-) -> tuple[dict[float, StepResult], SizeResult]:
-    """Stages 1-2 of :func:`nested_predict`: per size along steps to ``target_step``, then along size."""
-    step_config = step_config or StepFitConfig()
-    steps = {n: extrapolate_steps(runs, target_step, step_config) for n, runs in runs_by_size.items()}
-    size = extrapolate_size({n: r.table for n, r in steps.items()}, target_params, size_config, alpha=size_alpha,
-                            metrics=step_config.metrics, match_tol=match_tol)
-    return steps, size
-
-
-def nested_predict(
-    runs_by_size: Mapping[float, Mapping[str, tuple[Mapping[str, float], pd.DataFrame]]],
-    target_step: float,
-    target_params: float,
-    target_expr: str,
-    step_config: StepFitConfig | None = None,
-    size_config: LawConfig | None = None,
-    fit_config: Any = None,
-    constraints: Any = None,
-    search_config: Any = None,
-    base: Any = None,
-    size_alpha: str = "auto",
-) -> NestedResult:
-    """Data Mixing Laws' nested prediction, from proxy curves at several sizes to an optimised mixture.
-
-    1. per size, each mixture's evaluation metrics are extrapolated along steps to ``target_step``;
-    2. across sizes, each mixture's metrics are extrapolated along size to ``target_params``;
-    3. the mixing law (`regmix_plugin.fit`, ``mixing-law`` unless ``fit_config`` says otherwise) is fitted
-       on those predicted metrics for ``target_expr`` (e.g. ``mean(valid/*/loss)``);
-    4. the optimiser (`regmix_plugin.optimize.run.optimize`) searches the simplex with it.
-    ``runs_by_size`` maps non-embedding parameters -> run id -> (weights, eval curve) (:func:`read_run_curve`).
-    The law settings choose themselves (``auto``) unless the configs fix them.
-    """
-    from regmix_plugin.fit.model import FitConfig, fit_model
-    from regmix_plugin.optimize.constraints import Constraints
-    from regmix_plugin.optimize.run import optimize
-    from regmix_plugin.optimize.search import SearchConfig
-
-    step_config = step_config or StepFitConfig()
-    steps, size = nested_step_tables(runs_by_size, target_step, target_params, step_config, size_config, size_alpha)
-    table = size.table
-    if fit_config is None:
-        fit_config = FitConfig(predictor="mixing-law", folds=max(2, min(5, len(table))))
-    model = fit_model(table, target_expr, fit_config)
-    outcome = optimize(model, constraints or Constraints(), search_config or SearchConfig(), base,
-                       name="nested-scaling-opt")
-    outcome.mixture.with_provenance(nested={
-        "target_step": target_step, "target_params": target_params, "sizes": sorted(runs_by_size),
-        "step_axis": step_config.axis, "step_settings": {f"{n:g}": r.choice.to_dict() for n, r in steps.items()},
-        "size_settings": size.choice.to_dict()})
-    return NestedResult(steps, size, model, outcome)

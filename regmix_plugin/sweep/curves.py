@@ -1,0 +1,56 @@
+"""Runs' evaluation curves: one row per eval step, read from a run directory through the sweep collector."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from regmix_plugin.errors import RegmixError
+from regmix_plugin.table import eval_columns
+
+
+def record_curve(rec) -> pd.DataFrame:
+    """A run record's eval curve (`regmix_plugin.sweep.collect.RunRecord`): one row per eval step with
+    ``step``, ``tokens`` when known, and every evaluation metric (``valid/<set>/<metric>``)."""
+    rows = []
+    for step, ev in sorted(rec.evals.items()):
+        vals = {k: v for k, v in ev.items() if k in eval_columns(list(ev))}
+        if vals:
+            row = {"step": step, **vals}
+            if ev.get("tokens") is not None:
+                row["tokens"] = ev["tokens"]
+            rows.append(row)
+    if not rows:
+        return pd.DataFrame({"step": []})
+    return pd.DataFrame(rows).apply(pd.to_numeric, errors="coerce").reset_index(drop=True)
+
+
+def read_run_curve(run_dir: str | os.PathLike) -> tuple[dict[str, float] | None, pd.DataFrame]:
+    """A run's mixture weights and its eval curve (:func:`record_curve`), from ``metrics.jsonl`` or, lacking
+    one, TensorBoard event files.
+
+    Parsing is the sweep collector's (`regmix_plugin.sweep.collect.read_run`: torn lines skipped, a resumed
+    run's repeated steps merged). Weights come from the run's ``mixture.json`` (sweep runs, imported runs) or
+    else from the mixture that its ``config.yaml`` names (a plain ``regmix train`` run); None when neither.
+    """
+    from regmix_plugin.sweep.collect import read_run
+
+    run_dir = Path(run_dir)
+    rec = read_run(run_dir, [])
+    curve = record_curve(rec)
+    if len(curve) == 0:
+        raise RegmixError(f"{run_dir}: no evaluations (valid/<set>/<metric> in metrics.jsonl or TensorBoard files); "
+                          "give a run directory that reached its first eval")
+    return rec.weights, curve
+
+
+def read_eval_curve(run_dir: str | os.PathLike) -> pd.DataFrame:
+    return read_run_curve(run_dir)[1]
+
+
+def curve_metrics(curve: pd.DataFrame, patterns: Sequence[str] | None = None) -> list[str]:
+    """The evaluation metrics of a curve that laws are fitted to (default: every ``valid/<set>/<metric>``)."""
+    return eval_columns(curve, patterns)
