@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 SNAPSHOT = Path(__file__).with_name("cli_pinned.json")
+REPO = str(Path(__file__).resolve().parents[1])
 
 
 def _flags(parser: argparse.ArgumentParser, name: str, out: dict) -> None:
@@ -29,7 +30,8 @@ def _flags(parser: argparse.ArgumentParser, name: str, out: dict) -> None:
                 "nargs": a.nargs,
                 "choices": sorted(map(str, a.choices)) if a.choices else None,
                 "required": a.required,
-                "default": repr(a.default) if a.option_strings else None,
+                # Defaults that are paths in the checkout are pinned relative to it: a clone lives anywhere.
+                "default": repr(a.default).replace(REPO, "<repo>") if a.option_strings else None,
             }
         )
     out[name] = flags
