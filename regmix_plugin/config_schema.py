@@ -18,9 +18,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import types
 import typing
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Annotated, Any, Union
 
 from pydantic import ConfigDict, Discriminator, StrictBool, StrictStr, Tag, TypeAdapter, ValidationError
@@ -57,15 +59,17 @@ def _bounds(ge, gt, le, lt) -> str:
 
 def Number(*, ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
            integer: bool = False, expect: str | None = None, says: str | None = None,
-           parse_str: bool = False) -> Any:
+           parse_str: bool = False, cast: bool = False) -> Any:
     """A finite number (an int when ``integer``) within bounds; never a bool (YAML's ``yes`` is not 1).
 
     A value of the wrong kind reads ``expected a number, got 'four'``. A number out of range reads ``says``
-    formatted with ``value`` (the repr) and ``expect`` (``"a number >= 0"``, or the ``expect`` given); the
-    default is ``expected {expect}, got {value}``. ``parse_str`` accepts numbers PyYAML leaves as strings
-    (``1e-3`` without a dot)."""
+    formatted with ``value`` (its repr), ``expect`` (``"a number >= 0"``, or the ``expect`` given) and
+    ``bound`` (``">= 0"``); the default is ``expected {expect}, got {value}``. The value is kept as written
+    (an int stays an int: digests of configs hash it) unless ``cast`` makes it a float. ``parse_str`` accepts
+    numbers PyYAML leaves as strings (``1e-3`` without a dot)."""
     kind = "an integer" if integer else "a number"
-    expect = expect or kind + _bounds(ge, gt, le, lt)
+    bound = _bounds(ge, gt, le, lt).strip()
+    expect = expect or f"{kind} {bound}".strip()
     says = says or "expected {expect}, got {value}"
 
     def check(v: Any) -> Any:
@@ -78,36 +82,52 @@ def Number(*, ge: float | None = None, gt: float | None = None, le: float | None
             raise _fail(f"expected {kind}, got {v!r}")
         if ((ge is not None and v < ge) or (gt is not None and v <= gt)
                 or (le is not None and v > le) or (lt is not None and v >= lt)):
-            raise _fail(says.format(value=repr(v), expect=expect))
-        return int(v) if integer else float(v)
+            raise _fail(says.format(value=repr(v), expect=expect, bound=bound))
+        return float(v) if cast else v
 
     return Annotated[int if integer else float, PlainValidator(check, json_schema_input_type=int if integer else float)]
 
 
-def Choice(*names: str) -> Any:
-    """One of a fixed list of names; the error lists them (DESIGN: choices are validated against the list)."""
+def Choice(*names: Any, says: str | None = None) -> Any:
+    """One of a fixed list of values; the error lists them (DESIGN: choices are validated against the list).
+    Values may be bools too (``true, false or auto``); 1 is not true."""
 
-    def check(v: Any) -> str:
-        if not isinstance(v, str) or v not in names:
-            raise _fail(f"unknown value {v!r}; choose one of {', '.join(names)}")
+    def check(v: Any) -> Any:
+        if not any(type(v) is type(n) and v == n for n in names):
+            listed = ", ".join("true" if n is True else "false" if n is False else str(n) for n in names)
+            raise _fail((says or "unknown value {value}; choose one of {names}").format(value=repr(v), names=listed))
         return v
 
-    return Annotated[str, PlainValidator(check, json_schema_input_type=str)]
+    return Annotated[Any, PlainValidator(check)]
 
 
-def either(scalar: Any, mapping: Any) -> Any:
-    """A scalar or a mapping (``max_epochs: 4`` or ``max_epochs: {web: 2}``): the input's shape picks the
-    branch, so an error reports that branch's problem only, not one per branch."""
+def _path(v: Any) -> Path:
+    if isinstance(v, os.PathLike) or (isinstance(v, str) and v.strip()):
+        return Path(v)
+    raise _fail(f"expected a path string, got {v!r}")
+
+
+# A path as written in the file; the loader resolves it against the file's folder.
+PathText = Annotated[Path, PlainValidator(_path, json_schema_input_type=str)]
+
+# true, false or auto: a switch whose default the code decides
+Switch = Choice(True, False, "auto", says="expected true, false or auto, got {value}")
+
+
+def either(scalar: Any, container: Any) -> Any:
+    """A scalar or a container (``max_epochs: 4`` or ``max_epochs: {web: 2}``; ``nonzero: all`` or a list):
+    the input's shape picks the branch, so an error reports that branch's problem only, not one per branch."""
     return Annotated[
-        Union[Annotated[scalar, Tag(_SCALAR)], Annotated[mapping, Tag(_MAPPING)]],
-        Discriminator(lambda v: _MAPPING if isinstance(v, dict) else _SCALAR),
+        Union[Annotated[scalar, Tag(_SCALAR)], Annotated[container, Tag(_MAPPING)]],
+        Discriminator(lambda v: _MAPPING if isinstance(v, (dict, list)) else _SCALAR),
     ]
 
 
-def config(cls: type | None = None, *, allowed: str = "allowed: ") -> Any:
+def config(cls: type | None = None, *, allowed: str = "allowed: ", prefix: str = "") -> Any:
     """Declare a config class: a pydantic dataclass (so ``dataclasses.fields/asdict/replace`` keep working)
     whose constructor raises :class:`ConfigError` with the one-line message. ``allowed`` introduces the list
-    of keys in an unknown-key error (studies say ``allowed:``, proxy configs ``allowed keys are``)."""
+    of keys in an unknown-key error (studies say ``allowed:``, proxy configs ``allowed keys are``); ``prefix``
+    is the section's key in its file (``synthesize``), put before field paths when the class is built alone."""
 
     def wrap(cls: type) -> type:
         cls = pydantic_dataclass(cls, config=_PYDANTIC_CONFIG)
@@ -119,7 +139,7 @@ def config(cls: type | None = None, *, allowed: str = "allowed: ") -> Any:
             try:
                 init(self, *args, **kwargs)
             except ValidationError as e:
-                raise ConfigError(format_error(e, type(self))) from None
+                raise ConfigError(format_error(e, type(self), prefix)) from None
 
         cls.__init__ = __init__
         return cls
@@ -147,21 +167,21 @@ def _adapter(tp: Any) -> TypeAdapter:
     return TypeAdapter(tp, config=None if _is_section(tp) else _PYDANTIC_CONFIG)
 
 
-def validate(tp: Any, data: Any, where: str | None = None) -> Any:
-    """Validate ``data`` (parsed YAML/JSON) as ``tp``; any problem is a ConfigError of one line,
-    prefixed by ``where`` (usually the file) when given."""
+def validate(tp: Any, data: Any, where: str | None = None, prefix: str = "") -> Any:
+    """Validate ``data`` (parsed YAML/JSON) as ``tp``; any problem is a ConfigError of one line, prefixed by
+    ``where`` (usually the file) when given. ``prefix``: the key ``data`` sits under in its file, if any."""
     try:
         return _adapter(tp).validate_python(data)
     except ValidationError as e:
-        message = format_error(e, tp)
+        message = format_error(e, tp, prefix)
     except ConfigError as e:  # a cross-field check in a __post_init__: its message names its fields
         message = str(e)
     raise ConfigError(f"{where}: {message}" if where else message)
 
 
-def field_path(loc: tuple) -> str:
+def _loc_text(loc: tuple, prefix: str = "") -> str:
     """``('domains', 0, 'weight')`` -> ``domains[0].weight``: the path as a person reads it in the file."""
-    out = ""
+    out = prefix
     for part in loc:
         if part in (_SCALAR, _MAPPING):
             continue
@@ -209,10 +229,11 @@ _KINDS = {
 }
 
 
-def format_error(error: ValidationError, root: Any) -> str:
+def format_error(error: ValidationError, root: Any, prefix: str = "") -> str:
     """The first of pydantic's errors as one line: ``<field path>: <what is wrong>; <how to fix it>``."""
     err = error.errors(include_url=False)[0]
     loc, kind = tuple(err["loc"]), err["type"]
+    field_path = functools.partial(_loc_text, prefix=prefix)
     if "[key]" in loc:  # a mapping key of the wrong type (YAML reads `1:` as an int): name the mapping
         at = loc.index("[key]")
         return f"{field_path(loc[:at - 1])}: key {loc[at - 1]!r}: expected a name; quote it"
