@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -100,13 +101,14 @@ def _synthesize(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from regmix_plugin.sweep.launch import prepare, sweep
-    from regmix_plugin.sweep.study import LocalConfig, load_study
+    from regmix_plugin.sweep.study import load_study
 
     study = load_study(args.study)
     if args.backend:
         study.backend = args.backend
     if args.max_concurrent is not None:
-        study.local = LocalConfig(max_concurrent=args.max_concurrent)
+        # only that key: the rest of the study's `local` section (preload) stays as written
+        study.local = dataclasses.replace(study.local, max_concurrent=args.max_concurrent)
     if args.prepare_only:
         prep = prepare(study)
         print(f"{prep.spec_path}: {len(prep.run_ids)} runs prepared")
