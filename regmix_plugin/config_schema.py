@@ -73,6 +73,8 @@ def Number(*, ge: float | None = None, gt: float | None = None, le: float | None
     says = says or "expected {expect}, got {value}"
 
     def check(v: Any) -> Any:
+        if v is None:
+            raise _fail(f"null is not allowed; give {kind}")
         if parse_str and isinstance(v, str) and not integer:
             try:
                 v = float(v)
