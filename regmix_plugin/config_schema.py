@@ -81,7 +81,7 @@ def Number(*, ge: float | None = None, gt: float | None = None, le: float | None
             except ValueError:
                 pass
         if isinstance(v, bool) or not isinstance(v, Integral if integer else Real) or not math.isfinite(v):
-            raise _fail(f"expected {kind}, got {v!r}")
+            raise _fail(f"expected {kind}, got {_show(v)}")
         if ((ge is not None and v < ge) or (gt is not None and v <= gt)
                 or (le is not None and v > le) or (lt is not None and v >= lt)):
             raise _fail(says.format(value=repr(v), expect=expect, bound=bound))
@@ -97,7 +97,7 @@ def Choice(*names: Any, says: str | None = None) -> Any:
     def check(v: Any) -> Any:
         if not any(type(v) is type(n) and v == n for n in names):
             listed = ", ".join("true" if n is True else "false" if n is False else str(n) for n in names)
-            raise _fail((says or "unknown value {value}; choose one of {names}").format(value=repr(v), names=listed))
+            raise _fail((says or "unknown value {value}; choose one of {names}").format(value=_show(v), names=listed))
         return v
 
     return Annotated[Any, PlainValidator(check)]
@@ -106,7 +106,7 @@ def Choice(*names: Any, says: str | None = None) -> Any:
 def _path(v: Any) -> Path:
     if isinstance(v, os.PathLike) or (isinstance(v, str) and v.strip()):
         return Path(v)
-    raise _fail(f"expected a path string, got {v!r}")
+    raise _fail(f"expected a path string, got {_show(v)}")
 
 
 # A path as written in the file; the loader resolves it against the file's folder.
@@ -187,7 +187,12 @@ def _loc_text(loc: tuple, prefix: str = "") -> str:
     for part in loc:
         if part in (_SCALAR, _MAPPING):
             continue
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not (part and part.isprintable() and part.strip() == part):  # a key of spaces or a newline: quote it
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}" if out else part
     return out or "<root>"
 
 

@@ -71,7 +71,10 @@ def synth_config_from_args(args: argparse.Namespace):
         path = Path(args.config)
         if not path.is_file():
             raise ConfigError(f"--config {path}: not found; check the path")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
         if isinstance(data, dict) and isinstance(data.get("synthesize"), dict):
             data = data["synthesize"]  # a whole study file works too
     if not isinstance(data, dict):
