@@ -28,10 +28,10 @@ from typing import Annotated, Any, Union
 from pydantic import ConfigDict, Discriminator, StrictBool, StrictStr, Tag, TypeAdapter, ValidationError
 from pydantic import with_config as _with_config
 from pydantic.dataclasses import dataclass as pydantic_dataclass
-from pydantic.functional_validators import PlainValidator
+from pydantic.functional_validators import BeforeValidator, PlainValidator
 from pydantic_core import PydanticCustomError
 
-from regmix_plugin.errors import ConfigError
+from regmix_plugin.errors import ConfigError, RegmixError
 
 Text = StrictStr
 Flag = StrictBool
@@ -90,6 +90,32 @@ def Number(*, ge: float | None = None, gt: float | None = None, le: float | None
     return Annotated[int if integer else float, PlainValidator(check, json_schema_input_type=int if integer else float)]
 
 
+def Checked(check: Any, input_type: Any = Any) -> Any:
+    """A field checked by ``check(value) -> value``, which raises a RegmixError whose message says what is
+    wrong without the field path (the formatter adds it). For rules a bound cannot say (a prefix ends in
+    .bin)."""
+
+    def run(v: Any) -> Any:
+        try:
+            return check(v)
+        except RegmixError as e:
+            raise _fail(str(e)) from None
+
+    return Annotated[input_type, PlainValidator(run)]
+
+
+def BeforeChecked(check: Any) -> BeforeValidator:
+    """Like :func:`Checked`, run before the field's type: to reshape a value (a string where a list goes)."""
+
+    def run(v: Any) -> Any:
+        try:
+            return check(v)
+        except RegmixError as e:
+            raise _fail(str(e)) from None
+
+    return BeforeValidator(run)
+
+
 def Choice(*names: Any, says: str | None = None) -> Any:
     """One of a fixed list of values; the error lists them (DESIGN: choices are validated against the list).
     Values may be bools too (``true, false or auto``); 1 is not true."""
@@ -125,15 +151,18 @@ def either(scalar: Any, container: Any) -> Any:
     ]
 
 
-def config(cls: type | None = None, *, allowed: str = "allowed: ", prefix: str = "") -> Any:
+def config(cls: type | None = None, *, allowed: str = "allowed: ", prefix: str = "",
+           error: type[RegmixError] = ConfigError) -> Any:
     """Declare a config class: a pydantic dataclass (so ``dataclasses.fields/asdict/replace`` keep working)
     whose constructor raises :class:`ConfigError` with the one-line message. ``allowed`` introduces the list
     of keys in an unknown-key error (studies say ``allowed:``, proxy configs ``allowed keys are``); ``prefix``
-    is the section's key in its file (``synthesize``), put before field paths when the class is built alone."""
+    is the section's key in its file (``synthesize``), put before field paths when the class is built alone;
+    ``error`` is the exception raised (a mixture raises MixtureError, still a RegmixError)."""
 
     def wrap(cls: type) -> type:
         cls = pydantic_dataclass(cls, config=_PYDANTIC_CONFIG)
         cls.__regmix_allowed__ = allowed
+        cls.__regmix_error__ = error
         init = cls.__init__
 
         @functools.wraps(init)
@@ -141,7 +170,7 @@ def config(cls: type | None = None, *, allowed: str = "allowed: ", prefix: str =
             try:
                 init(self, *args, **kwargs)
             except ValidationError as e:
-                raise ConfigError(format_error(e, type(self), prefix)) from None
+                raise error(format_error(e, type(self), prefix)) from None
 
         cls.__init__ = __init__
         return cls
@@ -176,9 +205,10 @@ def validate(tp: Any, data: Any, where: str | None = None, prefix: str = "") -> 
         return _adapter(tp).validate_python(data)
     except ValidationError as e:
         message = format_error(e, tp, prefix)
-    except ConfigError as e:  # a cross-field check in a __post_init__: its message names its fields
+    except RegmixError as e:  # a cross-field check in a __post_init__: its message names its fields
         message = str(e)
-    raise ConfigError(f"{where}: {message}" if where else message)
+    error = getattr(tp, "__regmix_error__", ConfigError)
+    raise error(f"{where}: {message}" if where else message)
 
 
 def _loc_text(loc: tuple, prefix: str = "") -> str:

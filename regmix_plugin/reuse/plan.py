@@ -31,7 +31,7 @@ from typing import Any
 from regmix_plugin import __version__
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_json
-from regmix_plugin.mixture import Domain, Mixture
+from regmix_plugin.mixture import Domain, Mixture, MixtureError
 from regmix_plugin.sweep.mixtures import idx_token_count
 
 PLAN_FILE = "plan.json"
@@ -247,9 +247,11 @@ def make_plan(
     for n, prefixes in add.items():
         if prefixes is None:
             continue  # came with --base
-        d = Domain(name=n, weight=1.0, prefixes=[os.path.abspath(p) for p in prefixes],
-                   valid_prefixes=[os.path.abspath(p) for p in valid.get(n, [])])
-        d.validate(f"--add {n}")
+        try:  # a Domain checks its fields when built
+            d = Domain(name=n, weight=1.0, prefixes=[os.path.abspath(p) for p in prefixes],
+                       valid_prefixes=[os.path.abspath(p) for p in valid.get(n, [])])
+        except MixtureError as e:
+            raise MixtureError(f"--add {n}: {e}") from None
         d.tokens = _count(d, f"--add {n}")
         domains.append(d)
         by_name[n] = d
@@ -289,7 +291,7 @@ def make_plan(
     for d in domains:
         d.weight = d.tokens / total if total > 0 else 1.0 / len(domains)
     full = Mixture(domains=domains, name="full-base")
-    full.with_provenance(tool="regmix reuse plan", note="the new domain set with token-proportional weights")
+    full = full.with_provenance(tool="regmix reuse plan", note="the new domain set with token-proportional weights")
 
     # The frozen group repeats as soon as its first member does: give it the tokens at which that happens,
     # so synthesis caps and repetition matching treat it like a domain of that size.
@@ -307,9 +309,10 @@ def make_plan(
     for d in reduced_domains:
         d.weight = d.tokens / rtotal if rtotal > 0 else 1.0 / len(reduced_domains)
     reduced = Mixture(domains=reduced_domains, name="reduced-base")
-    reduced.with_provenance(tool="regmix reuse plan",
-                            note=f"{frozen_name} is the untouched domains in the old mixture's ratios; a sweep with "
-                                 "`reuse:` and `regmix reuse expand` map its mixtures back to the real domains")
+    reduced = reduced.with_provenance(
+        tool="regmix reuse plan",
+        note=f"{frozen_name} is the untouched domains in the old mixture's ratios; a sweep with "
+             "`reuse:` and `regmix reuse expand` map its mixtures back to the real domains")
 
     prov = {k: old.provenance[k] for k in _KEPT_PROVENANCE if k in old.provenance}
     old_info = {"path": str(Path(old_path).resolve()), "name": old.name, "hash": old.content_hash(),
