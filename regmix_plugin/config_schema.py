@@ -152,7 +152,7 @@ def either(scalar: Any, container: Any) -> Any:
 
 
 def config(cls: type | None = None, *, allowed: str = "allowed: ", prefix: str = "",
-           error: type[RegmixError] = ConfigError) -> Any:
+           error: type[RegmixError] = ConfigError, frozen: bool = False) -> Any:
     """Declare a config class: a pydantic dataclass (so ``dataclasses.fields/asdict/replace`` keep working)
     whose constructor raises :class:`ConfigError` with the one-line message. ``allowed`` introduces the list
     of keys in an unknown-key error (studies say ``allowed:``, proxy configs ``allowed keys are``); ``prefix``
@@ -160,7 +160,7 @@ def config(cls: type | None = None, *, allowed: str = "allowed: ", prefix: str =
     ``error`` is the exception raised (a mixture raises MixtureError, still a RegmixError)."""
 
     def wrap(cls: type) -> type:
-        cls = pydantic_dataclass(cls, config=_PYDANTIC_CONFIG)
+        cls = pydantic_dataclass(cls, config=_PYDANTIC_CONFIG, frozen=frozen)
         cls.__regmix_allowed__ = allowed
         cls.__regmix_error__ = error
         init = cls.__init__
