@@ -9,6 +9,7 @@ only failure allowed is a RegmixError of one line, which ``regmix`` prints as on
 from __future__ import annotations
 
 import copy
+import json
 import tempfile
 from pathlib import Path
 
@@ -21,9 +22,11 @@ from proxy_helpers import REPO
 from regmix_plugin.cli import main
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.optimize.constraints import Constraints
+from regmix_plugin.optimize.continual import ContinualPlan
 from regmix_plugin.proxy.config import ProxyConfig
+from regmix_plugin.schedule import Schedule
 from regmix_plugin.sweep.study import load_study
-from regmix_plugin.sweep.synthesize import SynthConfig
+from regmix_plugin.sweep.synthesize import MANIFEST, SynthConfig, manifest_mixtures
 
 SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(10**20), max_value=10**20)
            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8))
@@ -32,15 +35,19 @@ VALUES = st.recursive(SCALARS, lambda c: st.lists(c, max_size=3) | st.dictionari
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def _json(doc) -> str:
+    return json.dumps(doc)  # NaN and Infinity included: files do get them
+
+
 @st.composite
-def damaged(draw, good: dict) -> str:
-    """YAML text of ``good`` with one spot damaged."""
+def damaged(draw, good: dict, dump=yaml.safe_dump) -> str:
+    """The text (YAML, or what ``dump`` writes) of ``good`` with one spot damaged."""
     doc = copy.deepcopy(good)
     how = draw(st.sampled_from(["replace", "replace", "replace", "add", "remove", "whole", "cut"]))
     if how == "whole":
-        return yaml.safe_dump(draw(VALUES))
+        return dump(draw(VALUES))
     if how == "cut":
-        text = yaml.safe_dump(doc)
+        text = dump(doc)
         return text[: draw(st.integers(0, len(text)))]
     node = doc
     while True:  # walk down to a random mapping or list, then damage one of its entries
@@ -59,7 +66,7 @@ def damaged(draw, good: dict) -> str:
         break
     if how == "add" and isinstance(node, dict):
         node[draw(st.text(min_size=1, max_size=8))] = draw(VALUES)
-    return yaml.safe_dump(doc)
+    return dump(doc)
 
 
 def _loads_or_one_line(load, text: str, name: str):
@@ -121,6 +128,38 @@ def _synth_options(path: Path) -> SynthConfig:
 @given(text=damaged(GOOD_STUDY["synthesize"]))
 def test_fuzzed_synthesis_options(text):
     _loads_or_one_line(_synth_options, text, "synth.yaml")
+
+
+GOOD_SCHEDULE = {"phases": [{"start": 0, "mixture": "a.json"}, {"start": 100, "mixture": "sub/b.json"}]}
+
+
+@FUZZ
+@given(text=damaged(GOOD_SCHEDULE))
+def test_fuzzed_schedule(text):
+    _loads_or_one_line(Schedule.load, text, "schedule.yaml")
+
+
+GOOD_PLAN = {"version": 1, "original_mixture": "/d/orig.json", "new_mixture": "/d/new.json", "base_ckpt": "/d/ckpt",
+             "proportions": [0.0, 0.5, 1.0], "mixtures": ["mixtures/p0.000.json", "mixtures/p0.500.json",
+                                                          "mixtures/p1.000.json"], "base_run": None}
+
+
+@FUZZ
+@given(text=damaged(GOOD_PLAN, _json))
+def test_fuzzed_continual_plan(text):
+    _loads_or_one_line(ContinualPlan.load, text, "continual.json")
+
+
+GOOD_MANIFEST = {"version": 1, "tool": "regmix synthesize", "config_digest": "abc", "domains": ["web", "code"],
+                 "mixtures": [{"run_id": "n0001", "split": "train", "file": "n0001.json", "hash": "f00"},
+                              {"run_id": "h0001", "split": "heldout", "file": "heldout/h0001.json", "hash": "b4r"}]}
+
+
+@FUZZ
+@given(text=damaged(GOOD_MANIFEST, _json))
+def test_fuzzed_synthesis_manifest(text):
+    # a study's `mixtures:` folder is read through its manifest
+    _loads_or_one_line(lambda path: manifest_mixtures(path.parent), text, MANIFEST)
 
 
 @pytest.mark.parametrize("text, message", [

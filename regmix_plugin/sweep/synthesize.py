@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from scipy import special
 from scipy.stats import qmc
 
 from regmix_plugin import __version__
-from regmix_plugin.config_schema import Choice, Number, Text, config, either, validate
+from regmix_plugin.config_schema import Checked, Choice, Number, Text, config, either, validate
 from regmix_plugin.errors import ConfigError, RegmixError
 from regmix_plugin.io import atomic_write_json
 from regmix_plugin.mixture import Mixture
@@ -389,13 +390,38 @@ def sample_reference(prior: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).dirichlet(np.ones(len(prior)), size=n)
 
 
+def _run_id(v: Any) -> str:
+    # a run id names a folder under <out>/runs: keep it there
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", v):
+        raise ConfigError(f"{v!r} is not a run id; use letters, digits, '-', '_' or '.'")
+    return v
+
+
+@config
+class ManifestEntry:
+    """One mixture of a synthesis folder's manifest.json."""
+
+    run_id: Checked(_run_id, str)
+    split: Choice("train", "heldout")
+    file: Text  # relative to the folder
+    hash: Text | None = None
+
+
 def manifest_mixtures(folder: str | os.PathLike) -> list[tuple[str, Path, str]]:
     """``(run_id, path, split)`` for every mixture a synthesis folder holds, in manifest order if there is one."""
     folder = Path(folder)
     man = folder / MANIFEST
     if man.is_file():
-        data = json.loads(man.read_text())
-        return [(e["run_id"], folder / e["file"], e["split"]) for e in data["mixtures"]]
+        try:
+            data = json.loads(man.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{man}: not valid JSON ({str(e).splitlines()[0][:80]}); rerun `regmix synthesize` "
+                              "or delete it to use the folder's files") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{man}: expected a JSON object with a mixtures list")
+        # The manifest also describes the synthesis (prior, bounds, stats): only the list of mixtures is read.
+        entries = validate(list[ManifestEntry], data.get("mixtures"), str(man), prefix="mixtures")
+        return [(e.run_id, folder / e.file, e.split) for e in entries]
     found = [(p.stem, p, "train") for p in sorted(folder.glob("*.json")) if p.name != MANIFEST]
     found += [(p.stem, p, "heldout") for p in sorted(folder.glob("heldout/*.json"))]
     return found
