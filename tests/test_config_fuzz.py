@@ -24,6 +24,7 @@ from regmix_plugin.errors import RegmixError
 from regmix_plugin.optimize.constraints import Constraints
 from regmix_plugin.optimize.continual import ContinualPlan
 from regmix_plugin.proxy.config import ProxyConfig
+from regmix_plugin.reuse.plan import ReusePlan
 from regmix_plugin.schedule import Schedule
 from regmix_plugin.sweep.study import load_study
 from regmix_plugin.sweep.synthesize import MANIFEST, SynthConfig, manifest_mixtures
@@ -160,6 +161,18 @@ GOOD_MANIFEST = {"version": 1, "tool": "regmix synthesize", "config_digest": "ab
 def test_fuzzed_synthesis_manifest(text):
     # a study's `mixtures:` folder is read through its manifest
     _loads_or_one_line(lambda path: manifest_mixtures(path.parent), text, MANIFEST)
+
+
+GOOD_REUSE_PLAN = {"version": 1, "tool": "regmix reuse plan", "regmix_version": "0.1.0", "frozen_name": "frozen",
+                   "frozen": {"d0": 0.6, "d1": 0.4}, "free": ["d2", "d3"], "added": ["d3"], "updated": [],
+                   "removed": [], "old_mixture": {"path": "/old.json", "name": "old"}, "old_runs": None,
+                   "notes": ["d3: added"], "full_base_file": "full_base.json", "reduced_base_file": "base.json"}
+
+
+@FUZZ
+@given(text=damaged(GOOD_REUSE_PLAN, _json))
+def test_fuzzed_reuse_plan(text):
+    _loads_or_one_line(ReusePlan.load, text, "plan.json")
 
 
 @pytest.mark.parametrize("text, message", [

@@ -24,11 +24,12 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
 from regmix_plugin import __version__
+from regmix_plugin.config_schema import Number, Text, config, validate
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_json
 from regmix_plugin.mixture import Domain, Mixture, MixtureError
@@ -48,20 +49,23 @@ class ReuseError(RegmixError):
     pass
 
 
-@dataclass
+_FILE_HEADER = ("version", "tool", "regmix_version")  # written by to_dict, checked by load before the fields
+
+
+@config(error=ReuseError)
 class ReusePlan:
-    frozen_name: str
-    frozen: dict[str, float]  # untouched domain -> its share of the frozen group (sums to 1)
-    free: list[str]  # the reduced domains besides the frozen group, in full-base order
-    added: list[str]
-    updated: list[str]
-    removed: list[str]
+    frozen_name: Text
+    frozen: dict[str, Number(ge=0, le=1)]  # untouched domain -> its share of the frozen group (sums to 1)
+    free: list[Text]  # the reduced domains besides the frozen group, in full-base order
+    added: list[Text]
+    updated: list[Text]
+    removed: list[Text]
     old_mixture: dict[str, Any]  # path, name, hash, weights, provenance (the fields that say where it came from)
     old_runs: dict[str, Any] | None = None  # path, sha256, rows
-    notes: list[str] = field(default_factory=list)
-    full_base_file: str = FULL_BASE_FILE
-    reduced_base_file: str = REDUCED_BASE_FILE
-    folder: Path | None = field(default=None, repr=False, compare=False)
+    notes: list[Text] = field(default_factory=list)
+    full_base_file: Text = FULL_BASE_FILE
+    reduced_base_file: Text = REDUCED_BASE_FILE
+    folder: Path | None = field(default=None, repr=False, compare=False, init=False)  # where plan.json lies
 
     # ---- views ---------------------------------------------------------------------------------
     @property
@@ -133,7 +137,7 @@ class ReusePlan:
     # ---- files ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("folder")
+        d.pop("folder", None)
         return {"version": 1, "tool": "regmix reuse plan", "regmix_version": __version__, **d}
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -154,11 +158,7 @@ class ReusePlan:
                              "`regmix reuse plan`") from None
         if not isinstance(data, dict) or data.get("tool") != "regmix reuse plan" or data.get("version") != 1:
             raise ReuseError(f"{path}: not a reuse plan (tool/version); write one with `regmix reuse plan`")
-        names = {f for f in cls.__dataclass_fields__ if f != "folder"}
-        try:
-            plan = cls(**{k: v for k, v in data.items() if k in names})
-        except TypeError as e:
-            raise ReuseError(f"{path}: incomplete reuse plan ({e}); rewrite it with `regmix reuse plan`") from None
+        plan = validate(cls, {k: v for k, v in data.items() if k not in _FILE_HEADER}, str(path))
         if abs(sum(plan.frozen.values()) - 1) > 1e-9 or not plan.free:
             raise ReuseError(f"{path}: frozen ratios must sum to 1 and free must list a domain; rewrite the plan")
         plan.folder = path.resolve().parent
