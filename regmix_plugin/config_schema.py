@@ -9,7 +9,7 @@ would demand an instance).
 
 Whatever goes wrong, :func:`format_error` turns pydantic's error list into the project's one line, naming the
 field path as it is written in the file (``domains[0].weight``, ``max.web``), e.g.
-``constraints.yaml: max_epochs: expected a number >= 0, got 'four'``. Building a config class directly in
+``--constraints c.yaml: max_epochs: expected a number, got 'four'``. Building a config class directly in
 code (``Constraints(max={"web": 1.5})``) raises the same :class:`ConfigError`. See docs/DECISIONS.md (45).
 """
 
@@ -90,30 +90,28 @@ def Number(*, ge: float | None = None, gt: float | None = None, le: float | None
     return Annotated[int if integer else float, PlainValidator(check, json_schema_input_type=int if integer else float)]
 
 
+def _reported(check: Any) -> Any:
+    """``check`` with its RegmixError turned into our pydantic error (so the path gets added)."""
+
+    def run(v: Any) -> Any:
+        try:
+            return check(v)
+        except RegmixError as e:
+            raise _fail(str(e)) from None
+
+    return run
+
+
 def Checked(check: Any, input_type: Any = Any) -> Any:
     """A field checked by ``check(value) -> value``, which raises a RegmixError whose message says what is
     wrong without the field path (the formatter adds it). For rules a bound cannot say (a prefix ends in
     .bin)."""
-
-    def run(v: Any) -> Any:
-        try:
-            return check(v)
-        except RegmixError as e:
-            raise _fail(str(e)) from None
-
-    return Annotated[input_type, PlainValidator(run)]
+    return Annotated[input_type, PlainValidator(_reported(check))]
 
 
 def BeforeChecked(check: Any) -> BeforeValidator:
     """Like :func:`Checked`, run before the field's type: to reshape a value (a string where a list goes)."""
-
-    def run(v: Any) -> Any:
-        try:
-            return check(v)
-        except RegmixError as e:
-            raise _fail(str(e)) from None
-
-    return BeforeValidator(run)
+    return BeforeValidator(_reported(check))
 
 
 def Choice(*names: Any, says: str | None = None) -> Any:
