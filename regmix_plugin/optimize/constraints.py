@@ -106,7 +106,11 @@ class Constraints:
                 source[d] = "fixed"
         bad = [names[i] for i in range(len(names)) if lo[i] > hi[i] + 1e-12]
         if bad:
-            raise ConfigError(f"min.{bad[0]}: lower bound {lo[names.index(bad[0])]:.4g} exceeds its upper bound {hi[names.index(bad[0])]:.4g}; loosen one")
+            d = bad[0]
+            i = names.index(d)
+            # name the rule that set the upper bound: a token cap comes from max_epochs and tokens, not from max
+            why = {"token cap": " (its token cap: tokens x max_epochs / target_tokens)"}.get(source.get(d), "")
+            raise ConfigError(f"min.{d}: lower bound {lo[i]:.4g} exceeds its upper bound {hi[i]:.4g}{why}; loosen one")
         if lo.sum() > 1 + 1e-9:
             raise ConfigError(f"min/fixed: the lower bounds sum to {lo.sum():.4g} > 1; no mixture satisfies them; lower some")
         if hi.sum() < 1 - 1e-9:
