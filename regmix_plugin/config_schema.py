@@ -281,7 +281,10 @@ def format_error(error: ValidationError, root: Any, prefix: str = "") -> str:
     if kind == _ERROR:
         return f"{field_path(loc)}: {err['ctx']['message']}"
     if kind in ("missing", "missing_argument"):
-        return f"{field_path(loc)}: missing; add it"
+        cls = _class_at(root, loc[:-1])
+        needed = [f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
+                  and f.default_factory is dataclasses.MISSING] if dataclasses.is_dataclass(cls) else []
+        return f"{field_path(loc)}: missing; add it" + (f" (required: {', '.join(needed)})" if needed else "")
     if err.get("input") is None and kind in _KINDS:
         return f"{field_path(loc)}: null is not allowed; give {_KINDS[kind]}"
     if kind in _KINDS:
