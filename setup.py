@@ -26,6 +26,8 @@ setup(
         # megatron-core's torch_dist checkpoints (Megatron-LM's default format) start writer workers with
         # psutil, which megatron-core does not declare: without it every --save fails.
         "psutil",
+        # the one validation layer for user-written files (regmix_plugin/config_schema.py, DECISIONS 45)
+        "pydantic>=2.7,<3",
     ],
     extras_require={
         # apex is deliberately absent: it is not on PyPI. megatron-core uses it when it is
@@ -33,7 +35,6 @@ setup(
         "dali": ["nvidia-dali-cuda120"],
         "wandb": ["wandb"],
         "parquet": ["pyarrow"],
-        "slurm": ["submitit"],
         "dev": ["pytest", "hypothesis", "pyarrow"],
     },
     entry_points={"console_scripts": ["regmix=regmix_plugin.cli:main"]},

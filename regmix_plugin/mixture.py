@@ -25,26 +25,24 @@ asserts every blend weight is > 0) and is still evaluated for per-domain validat
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
 import os
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from regmix_plugin import __version__
+from regmix_plugin.config_schema import BeforeChecked, Checked, Number, config, validate
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_json, atomic_write_text
 
 FORMAT_VERSION = 1
 EXPORT_FORMATS = ("megatron-args", "data-args", "per-split-json", "bridge")
-
-_DOMAIN_KEYS = {"name", "weight", "prefixes", "tokens", "valid_prefixes", "test_prefixes"}
-_TOP_KEYS = {"version", "name", "domains", "provenance", "normalization"}
-
 
 class MixtureError(RegmixError):
     """A mixture file is malformed; the message names the field path and the fix."""
@@ -54,63 +52,84 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _check_prefix_list(field_path: str, value: Any, required: bool) -> list[str]:
-    if value is None and not required:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or (required and not value):
-        raise MixtureError(f"{field_path}: expected a non-empty list of Megatron data prefixes (path without .bin/.idx)")
-    for i, p in enumerate(value):
-        if not isinstance(p, str) or not p:
-            raise MixtureError(f"{field_path}[{i}]: expected a path string, got {p!r}")
-        if any(ord(c) < 32 for c in p):
-            raise MixtureError(f"{field_path}[{i}]: {p!r} contains a control character (newline, tab, NUL); fix the path")
-        if p.endswith((".bin", ".idx")):
-            raise MixtureError(f"{field_path}[{i}]: {p!r} ends in .bin/.idx; give the prefix without the extension")
-    return list(value)
+# The rules of single fields: each returns the value or raises with what is wrong, and the validation layer
+# (regmix_plugin/config_schema.py) puts the field path in front.
+def _prefix(p: Any) -> str:
+    if not isinstance(p, str) or not p:
+        raise MixtureError(f"expected a path string, got {p!r}")
+    if any(ord(c) < 32 for c in p):
+        raise MixtureError(f"{p!r} contains a control character (newline, tab, NUL); fix the path")
+    if p.endswith((".bin", ".idx")):
+        raise MixtureError(f"{p!r} ends in .bin/.idx; give the prefix without the extension")
+    return p
 
 
-def _check_name(where: str, name: Any) -> None:
+def _prefix_list(required: bool) -> Any:
+    def check(value: Any) -> Any:
+        if value is None and not required:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or (required and not value):
+            raise MixtureError("expected a non-empty list of Megatron data prefixes (path without .bin/.idx)")
+        return value
+
+    return Annotated[list[Checked(_prefix, str)], BeforeChecked(check)]
+
+
+def _name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
-        raise MixtureError(f"{where}: expected a non-empty string, got {name!r}")
+        raise MixtureError(f"expected a non-empty string, got {name!r}")
     if any(c in name for c in "/\\ \t\n,"):
-        raise MixtureError(f"{where}: {name!r} contains '/', ',' or whitespace; use letters, digits, '-', '_' or '.'")
+        raise MixtureError(f"{name!r} contains '/', ',' or whitespace; use letters, digits, '-', '_' or '.'")
+    return name
 
 
-def _check_weight(where: str, weight: Any) -> None:
+def _weight(weight: Any) -> Any:
     if not _is_number(weight):
-        raise MixtureError(f"{where}: expected a number, got {weight!r}")
+        raise MixtureError(f"expected a number, got {weight!r}")
     try:
         float(weight)
     except OverflowError:
-        raise MixtureError(f"{where}: the integer is too large for a float; weights must be finite numbers >= 0") from None
+        raise MixtureError("the integer is too large for a float; weights must be finite numbers >= 0") from None
     if math.isnan(weight) or math.isinf(weight):
-        raise MixtureError(f"{where}: {weight} is not finite; weights must be finite numbers >= 0")
+        raise MixtureError(f"{weight} is not finite; weights must be finite numbers >= 0")
     if weight < 0:
-        raise MixtureError(f"{where}: {weight} is negative; weights must be >= 0")
+        raise MixtureError(f"{weight} is negative; weights must be >= 0")
+    return weight
 
 
-@dataclass
+def _version(v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v != FORMAT_VERSION:
+        raise MixtureError(f"{v!r} is not supported; this is format version {FORMAT_VERSION}")
+    return v
+
+
+def _mixture_name(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise MixtureError(f"expected a non-empty string, got {v!r}")
+    return v
+
+
+def _object(v: Any) -> dict:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise MixtureError("expected an object (JSON dict)")
+    return dict(v)  # a copy: the mixture never shares (nor changes) the caller's dict
+
+
+@config(allowed="allowed keys are ", error=MixtureError)
 class Domain:
     """One data domain: a name, its Megatron data prefixes and its share of the training tokens."""
 
-    name: str
-    weight: float
-    prefixes: list[str]
-    tokens: int | None = None  # token count of the training prefixes, when known (the prior)
-    valid_prefixes: list[str] = field(default_factory=list)  # per-split override: held-out validation data
-    test_prefixes: list[str] = field(default_factory=list)
-
-    def validate(self, where: str) -> None:
-        _check_name(f"{where}.name", self.name)
-        _check_weight(f"{where}.weight", self.weight)
-        self.prefixes = _check_prefix_list(f"{where}.prefixes", self.prefixes, required=True)
-        self.valid_prefixes = _check_prefix_list(f"{where}.valid_prefixes", self.valid_prefixes, required=False)
-        self.test_prefixes = _check_prefix_list(f"{where}.test_prefixes", self.test_prefixes, required=False)
-        if self.tokens is not None:
-            if not isinstance(self.tokens, int) or isinstance(self.tokens, bool) or self.tokens < 0:
-                raise MixtureError(f"{where}.tokens: expected a non-negative integer token count, got {self.tokens!r}")
+    name: Checked(_name, str)
+    weight: Checked(_weight, float)
+    prefixes: _prefix_list(required=True)
+    # token count of the training prefixes, when known (the prior)
+    tokens: Number(integer=True, ge=0, says="expected a non-negative integer token count, got {value}") | None = None
+    valid_prefixes: _prefix_list(required=False) = field(default_factory=list)  # held-out validation data
+    test_prefixes: _prefix_list(required=False) = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "weight": self.weight, "prefixes": list(self.prefixes)}
@@ -123,15 +142,26 @@ class Domain:
         return d
 
 
-@dataclass
+def check_domain_name(name: Any, where: str) -> str:
+    """The rule for a domain name, for callers that name domains before any mixture exists (corpus build)."""
+    try:
+        return _name(name)
+    except MixtureError as e:
+        raise MixtureError(f"{where}: {e}") from None
+
+
+@config(allowed="allowed keys are ", error=MixtureError)
 class Mixture:
-    """A validated, normalised mixture. Construct with :meth:`from_dict`, :meth:`load` or :meth:`from_weights`."""
+    """A validated, normalised mixture. Construct with :meth:`from_dict`, :meth:`load` or :meth:`from_weights`.
+
+    Building one never changes what it was given: normalising makes new Domain objects and a new
+    ``normalization`` record."""
 
     domains: list[Domain]
-    name: str = "mixture"
-    provenance: dict[str, Any] = field(default_factory=dict)
-    normalization: dict[str, Any] = field(default_factory=dict)
-    version: int = FORMAT_VERSION
+    name: Checked(_mixture_name, str) = "mixture"
+    provenance: Checked(_object, dict) = field(default_factory=dict)
+    normalization: Checked(_object, dict) = field(default_factory=dict)
+    version: Checked(_version, int) = FORMAT_VERSION  # required in a file (from_dict says so)
     # Folder that relative prefixes are resolved against: the mixture file's folder when loaded from disk.
     base_dir: str | None = field(default=None, repr=False, compare=False)
 
@@ -141,22 +171,14 @@ class Mixture:
         self._normalise()
 
     def validate(self) -> None:
-        if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version != FORMAT_VERSION:
-            raise MixtureError(f"version: {self.version!r} is not supported; this is format version {FORMAT_VERSION}")
-        if not isinstance(self.name, str) or not self.name:
-            raise MixtureError(f"name: expected a non-empty string, got {self.name!r}")
-        if not isinstance(self.domains, list) or not self.domains:
+        """The rules across fields (each field's own rules ran when it was built)."""
+        if not self.domains:
             raise MixtureError("domains: the list is empty; give at least one domain")
         seen: dict[str, int] = {}
         for i, d in enumerate(self.domains):
-            d.validate(f"domains[{i}]")
             if d.name in seen:
                 raise MixtureError(f"domains[{i}].name: {d.name!r} duplicates domains[{seen[d.name]}]; names must be unique")
             seen[d.name] = i
-        if not isinstance(self.provenance, dict):
-            raise MixtureError("provenance: expected an object (JSON dict)")
-        if not isinstance(self.normalization, dict):
-            raise MixtureError("normalization: expected an object (JSON dict)")
         raw = self.normalization.get("raw_sum")
         if raw is not None and not (_is_number(raw) and math.isfinite(raw) and raw > 0):
             raise MixtureError(f"normalization.raw_sum: {raw!r} is not a positive number; delete the normalization block")
@@ -173,58 +195,18 @@ class Mixture:
         total = math.fsum(d.weight for d in self.domains)
         if abs(total - 1.0) > 1e-12:
             # Record the raw sum before overwriting it, unless an earlier load already recorded one.
-            self.normalization.setdefault("raw_sum", total)
-            self.normalization["normalized"] = True
-            for d in self.domains:
-                d.weight = d.weight / total
+            self.normalization = {"raw_sum": total, **self.normalization, "normalized": True}
+            self.domains = [dataclasses.replace(d, weight=d.weight / total) for d in self.domains]
+        else:
+            self.domains = list(self.domains)  # our own list: the caller's may change later
 
     @classmethod
     def from_dict(cls, data: Any) -> "Mixture":
         if not isinstance(data, dict):
             raise MixtureError(f"<root>: expected a JSON object, got {type(data).__name__}")
-        unknown = sorted(set(data) - _TOP_KEYS)
-        if unknown:
-            raise MixtureError(f"{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(_TOP_KEYS))}")
-        if "version" not in data:
+        if "version" not in data:  # the one key whose fix the file format itself names
             raise MixtureError(f"version: missing; add \"version\": {FORMAT_VERSION}")
-        if "domains" not in data:
-            raise MixtureError("domains: missing; add a list of {name, weight, prefixes} objects")
-        raw_domains = data["domains"]
-        if not isinstance(raw_domains, list):
-            raise MixtureError("domains: expected a list of {name, weight, prefixes} objects")
-        domains = []
-        for i, rd in enumerate(raw_domains):
-            if not isinstance(rd, dict):
-                raise MixtureError(f"domains[{i}]: expected an object with name, weight and prefixes")
-            unk = sorted(set(rd) - _DOMAIN_KEYS)
-            if unk:
-                raise MixtureError(f"domains[{i}].{unk[0]}: unknown key; allowed keys are {', '.join(sorted(_DOMAIN_KEYS))}")
-            for k in ("name", "weight", "prefixes"):
-                if k not in rd:
-                    raise MixtureError(f"domains[{i}].{k}: missing; every domain needs name, weight and prefixes")
-            domains.append(
-                Domain(
-                    name=rd["name"],
-                    weight=rd["weight"],
-                    prefixes=rd["prefixes"],
-                    tokens=rd.get("tokens"),
-                    valid_prefixes=rd.get("valid_prefixes") or [],
-                    test_prefixes=rd.get("test_prefixes") or [],
-                )
-            )
-        norm = data.get("normalization") or {}
-        if not isinstance(norm, dict):
-            raise MixtureError("normalization: expected an object (JSON dict)")
-        prov = data.get("provenance") or {}
-        if not isinstance(prov, dict):
-            raise MixtureError("provenance: expected an object (JSON dict)")
-        return cls(
-            domains=domains,
-            name=data.get("name", "mixture"),
-            provenance=dict(prov),
-            normalization=dict(norm),
-            version=data["version"],
-        )
+        return validate(cls, data)
 
     @classmethod
     def from_weights(
@@ -341,11 +323,11 @@ class Mixture:
         return out
 
     def with_provenance(self, **fields: Any) -> "Mixture":
+        """A copy whose provenance has ``fields`` added (and tool, version, time where it had none)."""
         prov = {"tool": "regmix", "version": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         prov.update(self.provenance)
         prov.update(fields)
-        self.provenance = prov
-        return self
+        return dataclasses.replace(self, provenance=prov)
 
     # ---- checks and exports ------------------------------------------------------------------
     def resolve(self, prefix: str, base_dir: str | os.PathLike | None = None) -> str:
@@ -500,28 +482,10 @@ def weights_record(data: Any) -> dict[str, float]:
         mix = Mixture.from_dict(data)
         raw = {d["name"]: d["weight"] for d in data["domains"]}  # from_dict checked them; keep them as written
         return {n: float(raw[n]) for n in mix.names}
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        raise MixtureError(f"{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(_TOP_KEYS))}")
-    if "version" in data and data["version"] != FORMAT_VERSION:
-        raise MixtureError(f"version: {data['version']!r} is not supported; this is format version {FORMAT_VERSION}")
-    out: dict[str, float] = {}
-    for i, d in enumerate(data["domains"]):
-        unk = sorted(set(d) - _DOMAIN_KEYS)
-        if unk:
-            raise MixtureError(f"domains[{i}].{unk[0]}: unknown key; allowed keys are {', '.join(sorted(_DOMAIN_KEYS))}")
-        for k in ("name", "weight"):
-            if k not in d:
-                raise MixtureError(f"domains[{i}].{k}: missing; a run's mixture record needs name and weight per domain")
-        _check_name(f"domains[{i}].name", d["name"])
-        _check_weight(f"domains[{i}].weight", d["weight"])
-        if d["name"] in out:
-            raise MixtureError(f"domains[{i}].name: {d['name']!r} appears twice; names must be unique")
-        out[d["name"]] = float(d["weight"])
-    total = math.fsum(out.values())
-    if not (0 < total < math.inf):
-        raise MixtureError("domains[*].weight: the weights sum to 0 or infinity; give at least one positive, finite weight")
-    return out
+    # The same rules as a mixture's, prefixes aside: check the record as the mixture it would be with them.
+    domains = [{**d, "prefixes": ["-"]} for d in data["domains"]]
+    validate(Mixture, {"version": FORMAT_VERSION, **data, "domains": domains})
+    return {d["name"]: float(d["weight"]) for d in data["domains"]}
 
 
 def load_weights_record(path: str | os.PathLike) -> dict[str, float]:

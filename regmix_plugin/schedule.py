@@ -21,28 +21,48 @@ mixture from the loaded iteration, so the same command is simply relaunched. See
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
+from regmix_plugin.config_schema import BeforeChecked, Checked, Number, config, validate
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.mixture import Mixture
 
 
-@dataclass(frozen=True)
+def _path(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ConfigError("expected the path of a regmix.json file")
+    return v
+
+
+def _phase_keys(v: Any) -> Any:
+    # Both keys, always: a phase without its start (or mixture) is a typo, not a default.
+    if isinstance(v, Phase):
+        return v
+    if not isinstance(v, dict) or set(v) != {"start", "mixture"}:
+        raise ConfigError("expected exactly the keys start and mixture")
+    return v
+
+
+@config(frozen=True)
 class Phase:
-    start: int  # the first iteration (0-based optimizer step) that trains on this mixture
-    mixture_path: str
+    # the first iteration (0-based optimizer step) that trains on this mixture
+    start: Number(integer=True, ge=0, says="{value} is not an iteration; give an integer >= 0")
+    mixture: Checked(_path, str)  # as written in the file; Schedule.from_dict resolves it
+
+    @property
+    def mixture_path(self) -> str:
+        return self.mixture
 
     def load(self) -> Mixture:
         return Mixture.load(self.mixture_path)
 
 
-@dataclass(frozen=True)
+@config(frozen=True)
 class Schedule:
-    phases: tuple[Phase, ...]
+    phases: tuple[Annotated[Phase, BeforeChecked(_phase_keys)], ...]
 
     def __post_init__(self) -> None:
         if not self.phases:
@@ -60,17 +80,8 @@ class Schedule:
     def from_dict(cls, data: Any, base_dir: str | os.PathLike = ".") -> "Schedule":
         if not isinstance(data, dict) or not isinstance(data.get("phases"), list):
             raise ConfigError("phases: missing; a schedule is {phases: [{start: 0, mixture: a.json}, ...]}")
-        phases = []
-        for i, p in enumerate(data["phases"]):
-            if not isinstance(p, dict) or set(p) != {"start", "mixture"}:
-                raise ConfigError(f"phases[{i}]: expected exactly the keys start and mixture")
-            start, mix = p["start"], p["mixture"]
-            if not isinstance(start, int) or isinstance(start, bool) or start < 0:
-                raise ConfigError(f"phases[{i}].start: {start!r} is not an iteration; give an integer >= 0")
-            if not isinstance(mix, str) or not mix:
-                raise ConfigError(f"phases[{i}].mixture: expected the path of a regmix.json file")
-            phases.append(Phase(start, os.path.normpath(os.path.join(base_dir, mix))))
-        return cls(tuple(phases))
+        written = validate(cls, data)
+        return cls(tuple(Phase(p.start, os.path.normpath(os.path.join(base_dir, p.mixture))) for p in written.phases))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Schedule":

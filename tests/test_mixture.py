@@ -356,3 +356,17 @@ def test_bridge_export_is_read_the_way_bridge_reads_it(tmp_path, capsys):
     # Every domain's held-out set (books included), each read in full: one epoch of 16-token sequences.
     assert len(valid) == sum(math.ceil((domains[d]["valid_tokens"] - 1) / 16) for d in ("web", "code", "books"))
     assert len(test) == sum((domains[d]["valid_tokens"] - 1) // 16 for d in ("web", "code", "books"))  # test drops partials
+
+
+def test_building_a_mixture_changes_nothing_it_was_given():
+    # Normalising once rescaled the caller's Domain objects, and with_provenance changed the mixture it was
+    # called on; both now return new objects.
+    from regmix_plugin.mixture import Domain
+
+    doms = [Domain(name="a", weight=2.0, prefixes=["a"]), Domain(name="b", weight=2.0, prefixes=["b"])]
+    norm = {"note": "kept"}
+    mix = Mixture(domains=doms, normalization=norm)
+    assert [d.weight for d in doms] == [2.0, 2.0] and norm == {"note": "kept"}
+    assert mix.weights == [0.5, 0.5] and mix.normalization["raw_sum"] == 4.0
+    tagged = mix.with_provenance(tool="test")
+    assert mix.provenance == {} and tagged.provenance["tool"] == "test" and tagged.weights == mix.weights

@@ -92,3 +92,9 @@ def test_prior_pull_moves_toward_the_prior():
     free = search(model, NAMES, PRIOR, lo, hi, SearchConfig(mode="exact", n_samples=500), src)
     pulled = search(model, NAMES, PRIOR, lo, hi, SearchConfig(mode="exact", n_samples=500, pull_strength=2.0), src)
     assert np.abs(pulled.weights - PRIOR).sum() < np.abs(free.weights - PRIOR).sum()
+
+
+def test_a_token_cap_below_a_minimum_names_the_cap():
+    cons = Constraints(min={"web": 0.3}, target_tokens=1000, max_epochs=0.5, tokens={"web": 100})
+    with pytest.raises(RegmixError, match=r"^min.web: lower bound 0.3 exceeds its upper bound 0.05 \(its token cap"):
+        cons.bounds(NAMES, {"code": 1000, "books": 1000, "math": 1000})

@@ -113,3 +113,15 @@ def test_preload_true_needs_a_plain_plugin_command(tmp_path, corpus, command):
 def test_preload_value_is_checked(tmp_path, corpus):
     with pytest.raises(ConfigError, match=r"local\.preload: expected true, false or auto, got 'yes please'"):
         load_study(_study(tmp_path, corpus, "yes please"))
+
+
+def test_max_concurrent_flag_keeps_the_study_preload_setting(tmp_path, corpus):
+    # `--max-concurrent` once replaced the whole `local` section, so `preload: false` silently became
+    # `auto` and the runs were forked. A failing command keeps the run short; the log says how it ran.
+    study = _study(tmp_path, corpus, False, command=COMMAND + " --set train.no_such_key=1",
+                   synthesize={"n": 1, "heldout": 0, "seed": 0, "minimum": 0.001})
+    res = subprocess.run([sys.executable, "-m", "regmix_plugin", "sweep", str(study), "--no-progress",
+                          "--max-concurrent", "1"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1
+    log = (tmp_path / "out" / "runs" / "n0001" / "log.txt").read_text()
+    assert "=== attempt 1" in log and "preloaded" not in log

@@ -19,6 +19,7 @@ of ``p`` and a plan file (``continual.json``) that `regmix continual fit` reads 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from regmix_plugin.config_schema import Number, Text, config, validate
 from regmix_plugin.errors import ConfigError, RegmixError
 from regmix_plugin.io import atomic_write_json, atomic_write_text
 from regmix_plugin.laws.saturating import LawConfig, LawParams, clean_series, fit_laws
@@ -248,20 +250,20 @@ def points_from_table(df: pd.DataFrame, spec: ContinualSpec) -> pd.DataFrame:
 
 # ---- the sweep -----------------------------------------------------------------------------------------
 
-@dataclass
+@config(error=ContinualError)
 class ContinualPlan:
     """What `regmix continual sweep` wrote, read back by `regmix continual fit` (``continual.json``)."""
 
-    original_mixture: str
-    new_mixture: str
-    base_ckpt: str
-    proportions: list[float]
-    mixtures: list[str]  # one file per proportion, relative to the plan's folder
-    base_run: str | None = None
+    original_mixture: Text
+    new_mixture: Text
+    base_ckpt: Text
+    proportions: list[Number(ge=0, le=1)]
+    mixtures: list[Text]  # one file per proportion, relative to the plan's folder
+    base_run: Text | None = None
 
     def __post_init__(self) -> None:
         if len(self.mixtures) != len(self.proportions):
-            raise ConfigError("mixtures: one mixture file per proportion is needed")
+            raise ContinualError("mixtures: one mixture file per proportion is needed")
 
     def spec(self, base_dir: str | os.PathLike) -> ContinualSpec:
         return ContinualSpec.from_mixtures(
@@ -269,7 +271,7 @@ class ContinualPlan:
         )
 
     def save(self, path: str | os.PathLike) -> Path:
-        return atomic_write_json(path, {"version": 1, **self.__dict__})
+        return atomic_write_json(path, {"version": 1, **dataclasses.asdict(self)})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ContinualPlan":
@@ -282,11 +284,12 @@ class ContinualPlan:
             raise ContinualError(f"--plan {path}: not found; write it with `regmix continual sweep`") from None
         except json.JSONDecodeError as e:
             raise ContinualError(f"--plan {path}: malformed JSON ({e.msg} at line {e.lineno})") from None
-        data.pop("version", None)
-        try:
-            return cls(**data)
-        except TypeError as e:
-            raise ContinualError(f"--plan {path}: unexpected fields ({e}); rewrite it with `regmix continual sweep`") from None
+        except (ValueError, UnicodeDecodeError, OSError) as e:
+            raise ContinualError(f"--plan {path}: cannot read it ({e.__class__.__name__}); "
+                                 "rewrite it with `regmix continual sweep`") from None
+        if not isinstance(data, dict) or data.pop("version", 1) != 1:
+            raise ContinualError(f"--plan {path}: not a version 1 plan; rewrite it with `regmix continual sweep`")
+        return validate(cls, data, f"--plan {path}")
 
 
 def _rel(base_dir, p: str) -> str:

@@ -39,7 +39,7 @@ from regmix_plugin.data.indexed import quiet_megatron
 from regmix_plugin.data.tokenizer import CORPUS_FILE, Tokenizer, load_tokenizer
 from regmix_plugin.errors import ConfigError, RegmixError, check_choice
 from regmix_plugin.io import atomic_write_json
-from regmix_plugin.mixture import Domain, Mixture
+from regmix_plugin.mixture import Domain, Mixture, check_domain_name
 
 CORPUS_VERSION = 1
 NATURAL_FILE = "natural.json"
@@ -218,7 +218,7 @@ _FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
 def _check_name(name: Any, i: int) -> None:
-    Domain(name=name, weight=1.0, prefixes=["x"]).validate(f"domains[{i}]")
+    check_domain_name(name, f"domains[{i}].name")
     # The name becomes a folder: keep it portable and inside --out ('..', '.hidden', control characters).
     if not _FOLDER_NAME.fullmatch(name):
         raise RegmixError(

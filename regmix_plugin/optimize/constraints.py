@@ -16,42 +16,38 @@ Token cap of a domain = available tokens x max epochs / target tokens.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import yaml
 
+from regmix_plugin.config_schema import Choice, Number, config, either, validate, with_config
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.sweep.mixtures import token_cap
 
-_KEYS = {"min", "max", "fixed", "target_tokens", "max_epochs", "tokens", "prior_pull"}
+_SAYS = "{value} must be {expect}"
+Fraction = Number(ge=0, le=1, says=_SAYS)
+TokenCount = Number(gt=0, expect="a positive number of tokens", says=_SAYS)
+Epochs = Number(ge=0, says=_SAYS)
 
 
-@dataclass
+@with_config
+class PriorPull(TypedDict, total=False):
+    kind: Choice("kl", "entropy")
+    strength: Number(ge=0, says=_SAYS)
+
+
+@config(allowed="allowed keys are ")
 class Constraints:
-    min: dict[str, float] = field(default_factory=dict)
-    max: dict[str, float] = field(default_factory=dict)
-    fixed: dict[str, float] = field(default_factory=dict)
-    target_tokens: float | None = None
-    max_epochs: float | dict[str, float] = 1.0
-    tokens: dict[str, float] = field(default_factory=dict)
-    prior_pull: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for key in ("min", "max", "fixed"):
-            for d, v in getattr(self, key).items():
-                if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
-                    raise ConfigError(f"{key}.{d}: {v!r} must be a number in [0, 1]")
-        if self.target_tokens is not None and not (isinstance(self.target_tokens, (int, float)) and self.target_tokens > 0):
-            raise ConfigError(f"target_tokens: {self.target_tokens!r} must be a positive number of tokens")
-        if self.prior_pull:
-            kind = self.prior_pull.get("kind", "kl")
-            if kind not in ("kl", "entropy"):
-                raise ConfigError(f"prior_pull.kind: unknown value {kind!r}; choose one of kl, entropy")
-            s = self.prior_pull.get("strength", 0.0)
-            if not isinstance(s, (int, float)) or s < 0:
-                raise ConfigError(f"prior_pull.strength: {s!r} must be a number >= 0")
+    min: dict[str, Fraction] = field(default_factory=dict)
+    max: dict[str, Fraction] = field(default_factory=dict)
+    fixed: dict[str, Fraction] = field(default_factory=dict)
+    target_tokens: TokenCount | None = None
+    max_epochs: either(Epochs, dict[str, Epochs]) = 1.0
+    tokens: dict[str, Number(ge=0, says=_SAYS)] = field(default_factory=dict)
+    prior_pull: PriorPull = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None) -> "Constraints":
@@ -61,18 +57,10 @@ class Constraints:
         if not path.is_file():
             raise ConfigError(f"--constraints {path}: file not found; check the path")
         try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise ConfigError(f"--constraints {path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(doc, dict):
-            raise ConfigError(f"--constraints {path}: expected a mapping with keys {', '.join(sorted(_KEYS))}")
-        unknown = sorted(set(doc) - _KEYS)
-        if unknown:
-            raise ConfigError(f"--constraints {path}: {unknown[0]}: unknown key; allowed keys are {', '.join(sorted(_KEYS))}")
-        try:
-            return cls(**doc)
-        except ConfigError as e:
-            raise ConfigError(f"--constraints {path}: {e}") from None
+        return validate(cls, {} if doc is None else doc, f"--constraints {path}")
 
     def named_for(self, names: list[str]) -> "Constraints":
         """A copy whose per-domain keys are the model's domain names: a domain may also be named as a source
@@ -119,7 +107,11 @@ class Constraints:
                 source[d] = "fixed"
         bad = [names[i] for i in range(len(names)) if lo[i] > hi[i] + 1e-12]
         if bad:
-            raise ConfigError(f"min.{bad[0]}: lower bound {lo[names.index(bad[0])]:.4g} exceeds its upper bound {hi[names.index(bad[0])]:.4g}; loosen one")
+            d = bad[0]
+            i = names.index(d)
+            # name the rule that set the upper bound: a token cap comes from max_epochs and tokens, not from max
+            why = {"token cap": " (its token cap: tokens x max_epochs / target_tokens)"}.get(source.get(d), "")
+            raise ConfigError(f"min.{d}: lower bound {lo[i]:.4g} exceeds its upper bound {hi[i]:.4g}{why}; loosen one")
         if lo.sum() > 1 + 1e-9:
             raise ConfigError(f"min/fixed: the lower bounds sum to {lo.sum():.4g} > 1; no mixture satisfies them; lower some")
         if hi.sum() < 1 - 1e-9:

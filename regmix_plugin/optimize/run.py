@@ -165,5 +165,5 @@ def optimize(
             "no --base-mixture given: each domain's prefix is its name; replace them with Megatron data "
             "prefixes (or rerun with --base-mixture natural.json) before training"
         )
-    mix.with_provenance(**provenance)
+    mix = mix.with_provenance(**provenance)
     return OptimizeOutcome(mix, res, prior, lo, hi, baselines, seconds, interval)

@@ -3,163 +3,145 @@
 A config file has one mapping per section (``model``, ``train``, ``optim``, ``eval``, ``checkpoint``,
 ``data``, ``metrics``, ``fault``); any key left out takes the default below. ``--set section.key=value``
 overrides a key (the value is parsed as YAML, so ``--set optim.lr=1e-3`` is a float). Every field is
-checked in ``__post_init__``; an error names the field path, e.g. ``train.steps: -1 ...``.
+checked by its type (regmix_plugin/config_schema.py); an error names the field path, e.g. ``train.steps: -1 ...``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import yaml
 
-from regmix_plugin.errors import ConfigError, check_choice
+from regmix_plugin.config_schema import Choice, Flag, Number, Text, config, validate
+from regmix_plugin.errors import ConfigError
+
+# "steps: -3 is out of range; give a number > 0". Floats also accept what PyYAML leaves as a string ("1e-3").
+_RANGE = "{value} is out of range; give {expect}"
 
 
-def _positive(where: str, value: Any, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{where}: {value!r} is out of range; give a number {bound}")
+def _int(**bound: float) -> Any:
+    return Number(integer=True, says=_RANGE, expect="a number " + _bound_text(bound), **bound)
 
 
-@dataclass
+def _float(expect: str | None = None, **bound: float) -> Any:
+    return Number(says=_RANGE, expect=expect or ("a number " + _bound_text(bound)), parse_str=True, cast=True, **bound)
+
+
+def _bound_text(bound: dict) -> str:
+    return {("gt",): "> 0", ("ge",): ">= 0", ("ge", "lt"): "in [0, 1)"}[tuple(bound)]
+
+
+Count = _int(gt=0)
+Index = _int(ge=0)
+Positive = _float(gt=0)
+NonNegative = _float(ge=0)
+Fraction = _float(ge=0, lt=1)
+
+
+@config(allowed="allowed keys are ")
 class ModelConfig:
     """The GPTModel shape (megatron-core, local layer spec)."""
 
-    num_layers: int = 2
-    hidden_size: int = 256
-    ffn_hidden_size: int = 512
-    num_attention_heads: int = 8
-    seq_length: int = 512
-    normalization: str = "LayerNorm"  # or "RMSNorm"
-    swiglu: bool = False  # gated SiLU MLP (Llama style) instead of GeLU
-    position_embedding_type: str = "learned_absolute"  # or "rope"
-    dropout: float = 0.0  # hidden and attention dropout
-    attention: str = "sdpa"  # torch's fused causal attention; "megatron" = megatron-core's DotProductAttention
-    init_method_std: float = 0.02
-    untie_embeddings: bool = False
+    num_layers: Count = 2
+    hidden_size: Count = 256
+    ffn_hidden_size: Count = 512
+    num_attention_heads: Count = 8
+    seq_length: Count = 512
+    normalization: Choice("LayerNorm", "RMSNorm") = "LayerNorm"
+    swiglu: Flag = False  # gated SiLU MLP (Llama style) instead of GeLU
+    position_embedding_type: Choice("learned_absolute", "rope") = "learned_absolute"
+    dropout: _float(expect="a probability in [0, 1)", ge=0, lt=1) = 0.0  # hidden and attention dropout
+    # torch's fused causal attention; "megatron" = megatron-core's DotProductAttention
+    attention: Choice("sdpa", "megatron") = "sdpa"
+    init_method_std: Positive = 0.02
+    untie_embeddings: Flag = False
 
     def __post_init__(self) -> None:
-        for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "seq_length"):
-            _positive(f"model.{name}", getattr(self, name))
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"model.num_attention_heads: {self.num_attention_heads} does not divide model.hidden_size "
                 f"{self.hidden_size}; pick a divisor"
             )
-        check_choice("model.normalization", self.normalization, ("LayerNorm", "RMSNorm"))
-        check_choice("model.position_embedding_type", self.position_embedding_type, ("learned_absolute", "rope"))
-        check_choice("model.attention", self.attention, ("sdpa", "megatron"))
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"model.dropout: {self.dropout!r} is out of range; give a probability in [0, 1)")
-        _positive("model.init_method_std", self.init_method_std)
 
 
-@dataclass
+@config(allowed="allowed keys are ")
 class TrainConfig:
     """Run length, batch shape, seed and device."""
 
-    steps: int = 100
-    global_batch_size: int = 16  # sequences per optimizer step, over all data-parallel ranks
-    micro_batch_size: int = 16  # sequences per forward pass on one rank; the rest is gradient accumulation
-    seed: int = 1234
-    device: str = "auto"  # cpu, cuda, or auto (cuda when available)
-    threads: int = 0  # torch intra-op threads per rank on CPU; 0 = torch's default
-    log_every: int = 10
-    progress: bool = True  # tqdm progress bar on rank 0
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "global_batch_size", "micro_batch_size", "log_every"):
-            _positive(f"train.{name}", getattr(self, name))
-        _positive("train.threads", self.threads, allow_zero=True)
-        check_choice("train.device", self.device, ("cpu", "cuda", "auto"))
+    steps: Count = 100
+    global_batch_size: Count = 16  # sequences per optimizer step, over all data-parallel ranks
+    micro_batch_size: Count = 16  # sequences per forward pass on one rank; the rest is gradient accumulation
+    seed: Number(integer=True) = 1234
+    device: Choice("cpu", "cuda", "auto") = "auto"  # cpu, cuda, or auto (cuda when available)
+    threads: Index = 0  # torch intra-op threads per rank on CPU; 0 = torch's default
+    log_every: Count = 10
+    progress: Flag = True  # tqdm progress bar on rank 0
 
 
-@dataclass
+@config(allowed="allowed keys are ")
 class OptimConfig:
     """AdamW with linear warmup, then a constant or cosine learning rate."""
 
-    lr: float = 1e-3
-    min_lr: float = 1e-4  # cosine floor
-    lr_schedule: str = "cosine"
-    warmup_steps: int = 10
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-
-    def __post_init__(self) -> None:
-        check_choice("optim.lr_schedule", self.lr_schedule, ("constant", "cosine"))
-        _positive("optim.lr", self.lr)
-        _positive("optim.min_lr", self.min_lr, allow_zero=True)
-        _positive("optim.warmup_steps", self.warmup_steps, allow_zero=True)
-        _positive("optim.weight_decay", self.weight_decay, allow_zero=True)
-        _positive("optim.grad_clip", self.grad_clip, allow_zero=True)
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"optim.{name}: {getattr(self, name)!r} is out of range; give a number in [0, 1)")
+    lr: Positive = 1e-3
+    min_lr: NonNegative = 1e-4  # cosine floor
+    lr_schedule: Choice("constant", "cosine") = "cosine"
+    warmup_steps: Index = 10
+    weight_decay: NonNegative = 0.1
+    beta1: Fraction = 0.9
+    beta2: Fraction = 0.95
+    eps: Number(parse_str=True, cast=True) = 1e-8
+    grad_clip: NonNegative = 1.0  # max global grad norm; 0 disables clipping
 
 
-@dataclass
+@config(allowed="allowed keys are ")
 class EvalConfig:
     """Per-domain validation: every N steps, over each domain's validation set."""
 
-    every: int = 50  # 0 = only at the end
-    samples_per_domain: int = 32  # validation sequences per domain (each evaluated every time)
-    batch_size: int = 16  # sequences per forward pass on one rank
-    at_end: bool = True
-
-    def __post_init__(self) -> None:
-        _positive("eval.every", self.every, allow_zero=True)
-        _positive("eval.samples_per_domain", self.samples_per_domain)
-        _positive("eval.batch_size", self.batch_size)
+    every: Index = 50  # 0 = only at the end
+    samples_per_domain: Count = 32  # validation sequences per domain (each evaluated every time)
+    batch_size: Count = 16  # sequences per forward pass on one rank
+    at_end: Flag = True
 
 
-@dataclass
+@config(allowed="allowed keys are ")
 class CheckpointConfig:
-    every: int = 0  # save every N steps (0 = only at the end); --resume continues from the latest
-    at_end: bool = True
-
-    def __post_init__(self) -> None:
-        _positive("checkpoint.every", self.every, allow_zero=True)
+    every: Index = 0  # save every N steps (0 = only at the end); --resume continues from the latest
+    at_end: Flag = True
 
 
-@dataclass
+@config(allowed="allowed keys are ")
 class DataConfig:
-    loader: str = "torch"  # "dali" feeds the same samples through an NVIDIA DALI pipeline ([dali] extra)
-    num_workers: int = 0  # DataLoader worker processes per rank
-    cache_dir: str | None = None  # megatron-core index cache; None: rebuilt in a private temporary folder
+    loader: Choice("torch", "dali") = "torch"  # "dali" feeds the same samples through an NVIDIA DALI pipeline ([dali] extra)
+    num_workers: Index = 0  # DataLoader worker processes per rank
+    cache_dir: Text | None = None  # megatron-core index cache; None: rebuilt in a private temporary folder
     # Only for corpora without a corpus.json (e.g. from Megatron-LM's preprocess_data.py):
-    vocab_size: int | None = None
-    eod: int | None = None
+    vocab_size: Count | None = None
+    eod: Index | None = None
 
     def __post_init__(self) -> None:
-        check_choice("data.loader", self.loader, ("torch", "dali"))
-        _positive("data.num_workers", self.num_workers, allow_zero=True)
         if (self.vocab_size is None) != (self.eod is None):
             raise ConfigError("data.vocab_size, data.eod: give both (the corpus tokenizer) or neither")
 
 
-@dataclass
+@config(allowed="allowed keys are ")
 class MetricsConfig:
-    tensorboard: bool = True
-    wandb: bool = False  # needs the wandb package; project/entity from the usual WANDB_* variables
-    wandb_project: str = "regmix"
+    tensorboard: Flag = True
+    wandb: Flag = False  # needs the wandb package; project/entity from the usual WANDB_* variables
+    wandb_project: Text = "regmix"
 
 
-@dataclass
+@config(allowed="allowed keys are ")
 class FaultConfig:
     """Fault injection for testing the failure path (documented in docs/proxy.md); off by default."""
 
-    nan_at_step: int | None = None  # replace the training loss by NaN at this step
-    crash_at_step: int | None = None  # raise an exception at this step
+    nan_at_step: Number(integer=True) | None = None  # replace the training loss by NaN at this step
+    crash_at_step: Number(integer=True) | None = None  # raise an exception at this step
 
 
-@dataclass
+@config(allowed="allowed keys are ")
 class ProxyConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -179,12 +161,8 @@ class ProxyConfig:
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping of sections ({', '.join(_SECTIONS)})")
-        sections = {}
-        for key, value in data.items():
-            if key not in _SECTIONS:
-                raise ConfigError(f"{key}: unknown section; choose one of {', '.join(_SECTIONS)}")
-            sections[key] = _build_section(key, _SECTIONS[key], value)
-        return cls(**sections)
+        # a section left empty (`fault:` alone) keeps its defaults
+        return validate(cls, {k: v for k, v in data.items() if v is not None})
 
     @classmethod
     def load(cls, path: str | os.PathLike, overrides: list[str] | None = None) -> "ProxyConfig":
@@ -201,16 +179,7 @@ class ProxyConfig:
         return cls.from_dict(data, where=str(path))
 
 
-_SECTIONS: dict[str, type] = {
-    "model": ModelConfig,
-    "train": TrainConfig,
-    "optim": OptimConfig,
-    "eval": EvalConfig,
-    "checkpoint": CheckpointConfig,
-    "data": DataConfig,
-    "metrics": MetricsConfig,
-    "fault": FaultConfig,
-}
+_SECTIONS = [f.name for f in dataclasses.fields(ProxyConfig)]
 
 
 def apply_override(data: dict, item: str) -> None:
@@ -230,46 +199,3 @@ def apply_override(data: dict, item: str) -> None:
     if not isinstance(sec, dict):
         raise ConfigError(f"{section}: expected a mapping of keys to values")
     sec[key] = value
-
-
-def _build_section(name: str, cls: type, raw: Any) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{name}: expected a mapping of keys to values, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(f"{name}.{key}: unknown key; allowed keys are {', '.join(sorted(known))}")
-        kwargs[key] = _coerce(f"{name}.{key}", hints[key], value)
-    return cls(**kwargs)
-
-
-_KIND = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-
-
-def _coerce(where: str, hint: Any, value: Any) -> Any:
-    """Check a YAML value against a field's annotation; ints are accepted where floats are expected."""
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), hint) if args else hint
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{where}: null is not allowed; give {_KIND[base]}")
-    if base is float and isinstance(value, str):
-        try:  # PyYAML reads "1e-3" (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
-    ok = (
-        (base is bool and isinstance(value, bool))
-        or (base is int and isinstance(value, int) and not isinstance(value, bool))
-        or (base is float and isinstance(value, (int, float)) and not isinstance(value, bool))
-        or (base is str and isinstance(value, str))
-    )
-    if not ok:
-        raise ConfigError(f"{where}: expected {_KIND[base]}, got {value!r}")
-    return float(value) if base is float else value

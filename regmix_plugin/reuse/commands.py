@@ -165,7 +165,7 @@ def _expand(args: argparse.Namespace) -> int:
     reduced = Mixture.load(args.mixture)
     full = plan.expand(reduced, name=args.name)
     full.provenance = {}
-    full.with_provenance(
+    full = full.with_provenance(
         tool="regmix reuse expand",
         reuse=plan.summary(),
         reduced_mixture={"path": str(Path(args.mixture).resolve()), "name": reduced.name,

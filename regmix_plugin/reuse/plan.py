@@ -24,15 +24,16 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
 from regmix_plugin import __version__
+from regmix_plugin.config_schema import Number, Text, config, validate
 from regmix_plugin.data.indexed import idx_token_count
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_json
-from regmix_plugin.mixture import Domain, Mixture
+from regmix_plugin.mixture import Domain, Mixture, MixtureError
 
 PLAN_FILE = "plan.json"
 FULL_BASE_FILE = "full_base.json"
@@ -48,20 +49,23 @@ class ReuseError(RegmixError):
     pass
 
 
-@dataclass
+_FILE_HEADER = ("version", "tool", "regmix_version")  # written by to_dict, checked by load before the fields
+
+
+@config(error=ReuseError)
 class ReusePlan:
-    frozen_name: str
-    frozen: dict[str, float]  # untouched domain -> its share of the frozen group (sums to 1)
-    free: list[str]  # the reduced domains besides the frozen group, in full-base order
-    added: list[str]
-    updated: list[str]
-    removed: list[str]
+    frozen_name: Text
+    frozen: dict[str, Number(ge=0, le=1)]  # untouched domain -> its share of the frozen group (sums to 1)
+    free: list[Text]  # the reduced domains besides the frozen group, in full-base order
+    added: list[Text]
+    updated: list[Text]
+    removed: list[Text]
     old_mixture: dict[str, Any]  # path, name, hash, weights, provenance (the fields that say where it came from)
     old_runs: dict[str, Any] | None = None  # path, sha256, rows
-    notes: list[str] = field(default_factory=list)
-    full_base_file: str = FULL_BASE_FILE
-    reduced_base_file: str = REDUCED_BASE_FILE
-    folder: Path | None = field(default=None, repr=False, compare=False)
+    notes: list[Text] = field(default_factory=list)
+    full_base_file: Text = FULL_BASE_FILE
+    reduced_base_file: Text = REDUCED_BASE_FILE
+    folder: Path | None = field(default=None, repr=False, compare=False, init=False)  # where plan.json lies
 
     # ---- views ---------------------------------------------------------------------------------
     @property
@@ -133,7 +137,7 @@ class ReusePlan:
     # ---- files ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("folder")
+        d.pop("folder", None)
         return {"version": 1, "tool": "regmix reuse plan", "regmix_version": __version__, **d}
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -154,11 +158,7 @@ class ReusePlan:
                              "`regmix reuse plan`") from None
         if not isinstance(data, dict) or data.get("tool") != "regmix reuse plan" or data.get("version") != 1:
             raise ReuseError(f"{path}: not a reuse plan (tool/version); write one with `regmix reuse plan`")
-        names = {f for f in cls.__dataclass_fields__ if f != "folder"}
-        try:
-            plan = cls(**{k: v for k, v in data.items() if k in names})
-        except TypeError as e:
-            raise ReuseError(f"{path}: incomplete reuse plan ({e}); rewrite it with `regmix reuse plan`") from None
+        plan = validate(cls, {k: v for k, v in data.items() if k not in _FILE_HEADER}, str(path))
         if abs(sum(plan.frozen.values()) - 1) > 1e-9 or not plan.free:
             raise ReuseError(f"{path}: frozen ratios must sum to 1 and free must list a domain; rewrite the plan")
         plan.folder = path.resolve().parent
@@ -247,9 +247,11 @@ def make_plan(
     for n, prefixes in add.items():
         if prefixes is None:
             continue  # came with --base
-        d = Domain(name=n, weight=1.0, prefixes=[os.path.abspath(p) for p in prefixes],
-                   valid_prefixes=[os.path.abspath(p) for p in valid.get(n, [])])
-        d.validate(f"--add {n}")
+        try:  # a Domain checks its fields when built
+            d = Domain(name=n, weight=1.0, prefixes=[os.path.abspath(p) for p in prefixes],
+                       valid_prefixes=[os.path.abspath(p) for p in valid.get(n, [])])
+        except MixtureError as e:
+            raise MixtureError(f"--add {n}: {e}") from None
         d.tokens = _count(d, f"--add {n}")
         domains.append(d)
         by_name[n] = d
@@ -289,7 +291,7 @@ def make_plan(
     for d in domains:
         d.weight = d.tokens / total if total > 0 else 1.0 / len(domains)
     full = Mixture(domains=domains, name="full-base")
-    full.with_provenance(tool="regmix reuse plan", note="the new domain set with token-proportional weights")
+    full = full.with_provenance(tool="regmix reuse plan", note="the new domain set with token-proportional weights")
 
     # The frozen group repeats as soon as its first member does: give it the tokens at which that happens,
     # so synthesis caps and repetition matching treat it like a domain of that size.
@@ -307,9 +309,10 @@ def make_plan(
     for d in reduced_domains:
         d.weight = d.tokens / rtotal if rtotal > 0 else 1.0 / len(reduced_domains)
     reduced = Mixture(domains=reduced_domains, name="reduced-base")
-    reduced.with_provenance(tool="regmix reuse plan",
-                            note=f"{frozen_name} is the untouched domains in the old mixture's ratios; a sweep with "
-                                 "`reuse:` and `regmix reuse expand` map its mixtures back to the real domains")
+    reduced = reduced.with_provenance(
+        tool="regmix reuse plan",
+        note=f"{frozen_name} is the untouched domains in the old mixture's ratios; a sweep with "
+             "`reuse:` and `regmix reuse expand` map its mixtures back to the real domains")
 
     prov = {k: old.provenance[k] for k in _KEPT_PROVENANCE if k in old.provenance}
     old_info = {"path": str(Path(old_path).resolve()), "name": old.name, "hash": old.content_hash(),

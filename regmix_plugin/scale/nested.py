@@ -83,7 +83,7 @@ def nested_predict(
     model = fit_model(table, target_expr, fit_config)
     outcome = optimize(model, constraints or Constraints(), search_config or SearchConfig(), base,
                        name="nested-scaling-opt")
-    outcome.mixture.with_provenance(nested={
+    outcome.mixture = outcome.mixture.with_provenance(nested={
         "target_step": target_step, "target_params": target_params, "sizes": sorted(runs_by_size),
         "step_axis": step_config.axis, "step_settings": {f"{n:g}": r.choice.to_dict() for n, r in steps.items()},
         "size_settings": size.choice.to_dict()})

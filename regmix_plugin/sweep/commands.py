@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -70,7 +71,10 @@ def synth_config_from_args(args: argparse.Namespace):
         path = Path(args.config)
         if not path.is_file():
             raise ConfigError(f"--config {path}: not found; check the path")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
         if isinstance(data, dict) and isinstance(data.get("synthesize"), dict):
             data = data["synthesize"]  # a whole study file works too
     if not isinstance(data, dict):
@@ -100,13 +104,14 @@ def _synthesize(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from regmix_plugin.sweep.launch import prepare, sweep
-    from regmix_plugin.sweep.study import LocalConfig, load_study
+    from regmix_plugin.sweep.study import load_study
 
     study = load_study(args.study)
     if args.backend:
         study.backend = args.backend
     if args.max_concurrent is not None:
-        study.local = LocalConfig(max_concurrent=args.max_concurrent)
+        # only that key: the rest of the study's `local` section (preload) stays as written
+        study.local = dataclasses.replace(study.local, max_concurrent=args.max_concurrent)
     if args.prepare_only:
         prep = prepare(study)
         print(f"{prep.spec_path}: {len(prep.run_ids)} runs prepared")

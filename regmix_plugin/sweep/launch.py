@@ -52,7 +52,10 @@ def _mixture_files(study: Study, base: Mixture) -> list[tuple[str, Path]]:
         folder = study.out / "mixtures"
         man = folder / MANIFEST
         if man.is_file():
-            digest = json.loads(man.read_text()).get("config_digest")
+            try:
+                digest = json.loads(man.read_text(encoding="utf-8")).get("config_digest")
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                digest = None  # unreadable: treated as other settings, and said so below
             if digest != study.synthesize.digest():
                 raise RegmixError(
                     f"synthesize: {folder} was synthesized with other settings; restore them or use a new out folder"

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from regmix_plugin.config_schema import Number, Switch, config, validate
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.io import atomic_write_json
 from regmix_plugin.mixture import Mixture
@@ -38,44 +39,21 @@ AUTO_MATCHES = False
 MANIFEST = "repetition.json"
 
 
-@dataclass
+TokenCount = Number(gt=0, parse_str=True, expect="a positive token count such as 2.5e10")
+
+
+@config(prefix="repetition")
 class RepetitionConfig:
     """The study's ``repetition:`` block."""
 
-    match: bool | str = "auto"  # true, false, or auto: on with target_tokens; with synthesize's, AUTO_MATCHES
-    target_tokens: float | None = None  # tokens of the target run; default: synthesize.target_tokens
-    proxy_tokens: float | None = None  # tokens one proxy run reads; default: from proxy_config
-    seed: int = 0  # which documents each subset keeps
-
-    def __post_init__(self) -> None:
-        if not (self.match is True or self.match is False or self.match == "auto"):
-            raise ConfigError(f"repetition.match: expected true, false or auto, got {self.match!r}")
-        for name in ("target_tokens", "proxy_tokens"):
-            v = getattr(self, name)
-            ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and v < float("inf"))
-            if not ok:
-                raise ConfigError(f"repetition.{name}: expected a positive token count such as 2.5e10, got {v!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"repetition.seed: expected an integer >= 0, got {self.seed!r}")
+    match: Switch = "auto"  # true, false, or auto: on with target_tokens; with synthesize's, AUTO_MATCHES
+    target_tokens: TokenCount | None = None  # tokens of the target run; default: synthesize.target_tokens
+    proxy_tokens: TokenCount | None = None  # tokens one proxy run reads; default: from proxy_config
+    seed: Number(integer=True, ge=0) = 0  # which documents each subset keeps
 
     @classmethod
     def from_dict(cls, data: Any) -> "RepetitionConfig":
-        if data is None:
-            return cls()
-        if not isinstance(data, dict):
-            raise ConfigError("repetition: expected a mapping such as {target_tokens: 2.5e10}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"repetition.{unknown[0]}: unknown key; allowed: {', '.join(sorted(known))}")
-        data = dict(data)
-        for k in ("target_tokens", "proxy_tokens"):
-            if isinstance(data.get(k), str):  # PyYAML reads 2.5e10 (no dot) as a string
-                try:
-                    data[k] = float(data[k])
-                except ValueError:
-                    pass
-        return cls(**data)
+        return validate(cls, {} if data is None else data, prefix="repetition")
 
 
 @dataclass

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,8 @@ from scipy import special
 from scipy.stats import qmc
 
 from regmix_plugin import __version__
-from regmix_plugin.errors import ConfigError, RegmixError, check_choice
+from regmix_plugin.config_schema import Checked, Choice, Number, Text, config, either, validate
+from regmix_plugin.errors import ConfigError, RegmixError
 from regmix_plugin.io import atomic_write_json
 from regmix_plugin.mixture import Mixture
 from regmix_plugin.sweep.mixtures import domain_token_counts, token_cap
@@ -56,86 +57,61 @@ SAMPLERS = ("dirichlet", "sobol")
 MANIFEST = "manifest.json"
 
 
-@dataclass
+_SAYS = "{value} must be {bound}"
+
+
+@config(prefix="synthesize")
 class SynthConfig:
     """Every knob of the sampler. Defaults are RegMix's, except ``n``/``heldout``."""
 
-    n: int = 64  # proxy mixtures to write (n0001.json ...)
-    heldout: int = 8  # extra mixtures written to heldout/ (h0001.json ...) for honest predictor evaluation
-    seed: int = 42
-    prior: str = "auto"  # auto | tokens (mixture's tokens fields) | idx (.idx files) | weights | uniform
-    prior_weights: dict[str, float] | None = None  # explicit prior {domain: share}; overrides `prior`
-    temperature: float = 0.5  # prior ** temperature; 1 keeps the token shares, 0 makes the prior uniform
-    min_strength: float = 0.1  # Dirichlet concentration = strength * prior, strengths log-spaced in [min, max]
-    max_strength: float = 5.0
-    num_strengths: int = 15
-    max_usage: float | None = 15.0  # reject weight_d > max_usage * token share_d (untempered); None: no bound
-    minimum: float = 2e-4  # weights below are zeroed; weights are multiples of it (1/minimum must be an integer)
-    min_weight: float = 0.0  # floor for every domain's weight
-    nonzero: list[str] | str = field(default_factory=list)  # domains (or "all") guaranteed >= minimum
-    sampler: str = "dirichlet"  # dirichlet (i.i.d., RegMix) | sobol (scrambled Sobol, space-filling)
-    target_tokens: float | None = None  # tokens of the large run (e.g. 2.5e10); enables availability caps
-    max_epochs: float = 4.0  # with target_tokens: weight_d <= tokens_d * max_epochs / target_tokens
-    max_candidates: int | None = None  # draws before giving up; default 100 * (n + heldout) as in RegMix
+    n: Number(integer=True, ge=1, says=_SAYS) = 64  # proxy mixtures to write (n0001.json ...)
+    # extra mixtures written to heldout/ (h0001.json ...) for honest predictor evaluation
+    heldout: Number(integer=True, ge=0, says=_SAYS) = 8
+    seed: Number(integer=True) = 42
+    prior: Choice(*PRIOR_SOURCES) = "auto"  # auto | tokens (mixture's tokens fields) | idx (.idx files) | weights | uniform
+    prior_weights: dict[str, Number(ge=0, says=_SAYS)] | None = None  # explicit prior {domain: share}; overrides `prior`
+    # prior ** temperature; 1 keeps the token shares, 0 makes the prior uniform
+    temperature: Number(ge=0, says=_SAYS) = 0.5
+    min_strength: Number() = 0.1  # Dirichlet concentration = strength * prior, strengths log-spaced in [min, max]
+    max_strength: Number() = 5.0
+    num_strengths: Number(integer=True, ge=1, says=_SAYS) = 15
+    # reject weight_d > max_usage * token share_d (untempered); None: no bound
+    max_usage: Number(gt=0, says=_SAYS + " (or null for no bound)") | None = 15.0
+    # weights below are zeroed; weights are multiples of it (1/minimum must be an integer)
+    minimum: Number(gt=0, lt=1, says="{value} must be in (0, 1), e.g. 2e-4") = 2e-4
+    min_weight: Number(ge=0, lt=1, says="{value} must be in [0, 1)") = 0.0  # floor for every domain's weight
+    # domains (or "all") guaranteed >= minimum
+    nonzero: either(Choice("all"), list[Text]) = field(default_factory=list)
+    sampler: Choice(*SAMPLERS) = "dirichlet"  # dirichlet (i.i.d., RegMix) | sobol (scrambled Sobol, space-filling)
+    # tokens of the large run (e.g. 2.5e10); enables availability caps
+    target_tokens: Number(gt=0, says="{value} must be a positive token count (or null)") | None = None
+    # with target_tokens: weight_d <= tokens_d * max_epochs / target_tokens
+    max_epochs: Number(gt=0, says=_SAYS) = 4.0
+    max_candidates: Number(integer=True) | None = None  # draws before giving up; default 100 * (n + heldout) as in RegMix
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise ConfigError(msg)
 
-        def is_num(v: Any, kind: tuple) -> bool:
-            return isinstance(v, kind) and not isinstance(v, bool)
-
-        for name in ("n", "heldout", "seed", "num_strengths", "max_candidates"):
-            v = getattr(self, name)
-            need(v is None and name == "max_candidates" or is_num(v, (int,)),
-                 f"synthesize.{name}: expected an integer, got {v!r}")
-        for name in ("temperature", "min_strength", "max_strength", "max_usage", "minimum", "min_weight",
-                     "max_epochs", "target_tokens"):
-            v = getattr(self, name)
-            need(v is None and name in ("max_usage", "target_tokens") or is_num(v, (int, float)) and math.isfinite(v),
-                 f"synthesize.{name}: expected a number, got {v!r}")
-        need(self.n >= 1, f"synthesize.n: {self.n} must be >= 1")
-        need(self.heldout >= 0, f"synthesize.heldout: {self.heldout} must be >= 0")
-        need(self.num_strengths >= 1, f"synthesize.num_strengths: {self.num_strengths} must be >= 1")
-        check_choice("synthesize.prior", self.prior, PRIOR_SOURCES)
-        check_choice("synthesize.sampler", self.sampler, SAMPLERS)
-        need(self.temperature >= 0, f"synthesize.temperature: {self.temperature} must be >= 0")
         need(0 < self.min_strength <= self.max_strength,
              f"synthesize.min_strength/max_strength: need 0 < min_strength <= max_strength, got "
              f"{self.min_strength}, {self.max_strength}")
-        need(self.max_usage is None or self.max_usage > 0,
-             f"synthesize.max_usage: {self.max_usage} must be > 0 (or null for no bound)")
-        need(0 < self.minimum < 1, f"synthesize.minimum: {self.minimum} must be in (0, 1), e.g. 2e-4")
         units = round(1 / self.minimum)
         need(abs(units * self.minimum - 1) < 1e-9,
              f"synthesize.minimum: 1/{self.minimum} is not an integer; use e.g. 1e-3, 2e-4 or 1e-4")
-        need(0 <= self.min_weight < 1, f"synthesize.min_weight: {self.min_weight} must be in [0, 1)")
         need(self.min_weight == 0 or self.min_weight >= self.minimum,
              f"synthesize.min_weight: {self.min_weight} is below minimum ({self.minimum}), which would zero it; "
              "use 0 or a value >= minimum")
-        if isinstance(self.nonzero, str):
-            need(self.nonzero == "all", f"synthesize.nonzero: {self.nonzero!r}; give a list of domains or 'all'")
-        else:
-            need(isinstance(self.nonzero, list), "synthesize.nonzero: expected a list of domain names or 'all'")
-        need(self.target_tokens is None or self.target_tokens > 0,
-             f"synthesize.target_tokens: {self.target_tokens} must be a positive token count (or null)")
-        need(self.max_epochs > 0, f"synthesize.max_epochs: {self.max_epochs} must be > 0")
         need(self.max_candidates is None or self.max_candidates >= self.n + self.heldout,
              f"synthesize.max_candidates: {self.max_candidates} is below n + heldout")
-        if self.prior_weights is not None:
-            need(isinstance(self.prior_weights, dict) and self.prior_weights,
-                 "synthesize.prior_weights: expected a {domain: share} mapping")
+        need(self.prior_weights is None or len(self.prior_weights) > 0,
+             "synthesize.prior_weights: expected a {domain: share} mapping")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "synthesize") -> "SynthConfig":
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a mapping of sampler settings")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown setting; allowed: {', '.join(sorted(known))}")
-        return cls(**data)
+    def from_dict(cls, data: Any, where: str = "synthesize") -> "SynthConfig":
+        """The ``synthesize:`` block of a study (or a ``--config`` file of sampler settings)."""
+        return validate(cls, data, prefix=where)
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -414,13 +390,38 @@ def sample_reference(prior: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).dirichlet(np.ones(len(prior)), size=n)
 
 
+def _run_id(v: Any) -> str:
+    # a run id names a folder under <out>/runs: keep it there
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", v):
+        raise ConfigError(f"{v!r} is not a run id; use letters, digits, '-', '_' or '.'")
+    return v
+
+
+@config
+class ManifestEntry:
+    """One mixture of a synthesis folder's manifest.json."""
+
+    run_id: Checked(_run_id, str)
+    split: Choice("train", "heldout")
+    file: Text  # relative to the folder
+    hash: Text | None = None
+
+
 def manifest_mixtures(folder: str | os.PathLike) -> list[tuple[str, Path, str]]:
     """``(run_id, path, split)`` for every mixture a synthesis folder holds, in manifest order if there is one."""
     folder = Path(folder)
     man = folder / MANIFEST
     if man.is_file():
-        data = json.loads(man.read_text())
-        return [(e["run_id"], folder / e["file"], e["split"]) for e in data["mixtures"]]
+        try:
+            data = json.loads(man.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{man}: not valid JSON ({str(e).splitlines()[0][:80]}); rerun `regmix synthesize` "
+                              "or delete it to use the folder's files") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{man}: expected a JSON object with a mixtures list")
+        # The manifest also describes the synthesis (prior, bounds, stats): only the list of mixtures is read.
+        entries = validate(list[ManifestEntry], data.get("mixtures"), str(man), prefix="mixtures")
+        return [(e.run_id, folder / e.file, e.split) for e in entries]
     found = [(p.stem, p, "train") for p in sorted(folder.glob("*.json")) if p.name != MANIFEST]
     found += [(p.stem, p, "heldout") for p in sorted(folder.glob("heldout/*.json"))]
     return found
