@@ -22,7 +22,7 @@ from proxy_helpers import REPO
 from regmix_plugin.cli import main
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.optimize.constraints import Constraints
-from regmix_plugin.optimize.continual import ContinualPlan
+from regmix_plugin.continual.replay import ContinualPlan
 from regmix_plugin.proxy.config import ProxyConfig
 from regmix_plugin.reuse.plan import ReusePlan
 from regmix_plugin.schedule import Schedule

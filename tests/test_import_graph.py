@@ -18,7 +18,7 @@ COMMAND_MODULES = {"commands", "mixture_commands", "cli", "__main__"}
 # forked process (DECISIONS 20).
 ENTRY_POINT_CALLERS = {"sweep/runner.py imports regmix_plugin.cli"}
 # Shared modules every stage may use; they must not import a stage.
-CORE = {"errors", "io", "mixture", "table", "metrics", "schedule", "markdown_table"}
+CORE = {"errors", "io", "mixture", "table", "metrics", "schedule", "markdown_table", "config_schema"}
 
 
 def _imports(path: Path) -> set[str]:
