@@ -21,13 +21,6 @@ def test_building_the_parser_imports_no_heavy_library():
     assert json.loads(out) == []
 
 
-def test_optimize_modes_match_the_search_module():
-    from regmix_plugin.optimize.commands import MODES as cli_modes
-    from regmix_plugin.optimize.search import MODES
-
-    assert sorted(cli_modes) == sorted(MODES)
-
-
 def test_install_warns_in_one_line_when_the_disk_is_too_small(tmp_path):
     # CI once failed deep in pip with "[Errno 28] No space left on device"; the Makefile now says so first.
     script = Path(__file__).resolve().parents[1] / "scripts" / "check_disk.sh"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # Heavy modules (scipy, pandas, lightgbm) are imported inside the command, not here: every `regmix`
 # invocation builds the whole parser, and `regmix train` must not pay for the fitter's imports.
-MODES = ("auto", "exact", "sample")  # regmix_plugin.optimize.search.MODES; a test keeps them equal
+from regmix_plugin.optimize.search_config import MODES
 
 
 def register(sub) -> None:

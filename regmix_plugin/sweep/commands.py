@@ -12,12 +12,27 @@ import yaml
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.mixture import Mixture
 
-# SynthConfig fields that get a flag of their own, with how to parse the value.
-_SYNTH_FLAGS = {
-    "n": int, "heldout": int, "seed": int, "prior": str, "temperature": float, "min_strength": float,
-    "max_strength": float, "num_strengths": int, "max_usage": float, "minimum": float, "min_weight": float,
-    "sampler": str, "target_tokens": float, "max_epochs": float, "max_candidates": int,
-}
+# Every scalar setting of the sampler gets a flag of its own, read from its config class; these two take a
+# mapping or a list (`--nonzero` is parsed below, prior_weights only in a file).
+_NO_FLAG = {"prior_weights", "nonzero"}
+
+
+def _synth_flags() -> list[str]:
+    from dataclasses import fields
+
+    from regmix_plugin.sweep.synth_config import SynthConfig
+
+    return [f.name for f in fields(SynthConfig) if f.name not in _NO_FLAG]
+
+
+def _scalar(text: str):
+    """A flag's value as the YAML file would hold it (int, float or text); SynthConfig checks it."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return None if text.lower() in ("null", "none") else text
 
 
 def register(sub) -> None:
@@ -28,8 +43,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="folder for n*.json, heldout/h*.json, weights.csv, manifest.json")
     p.add_argument("--config", help="YAML mapping of sampler settings (the `synthesize:` block of a study)")
     p.add_argument("--overwrite", action="store_true", help="replace mixtures already in --out")
-    for name, typ in _SYNTH_FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
+    for name in _synth_flags():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=_scalar, default=None,
                        help=f"synthesize.{name} (see docs/sweeps.md)")
     p.add_argument("--nonzero", help="comma-separated domains (or 'all') that always get weight >= minimum")
     p.add_argument("--no-max-usage", action="store_true", help="disable the max_usage rejection bound")
@@ -79,7 +94,7 @@ def synth_config_from_args(args: argparse.Namespace):
             data = data["synthesize"]  # a whole study file works too
     if not isinstance(data, dict):
         raise ConfigError(f"--config {args.config}: expected a mapping of sampler settings")
-    for name in _SYNTH_FLAGS:
+    for name in _synth_flags():
         if getattr(args, name) is not None:
             data[name] = getattr(args, name)
     if args.nonzero:
