@@ -10,11 +10,6 @@ from regmix_plugin.errors import ConfigError, RegmixError
 from regmix_plugin.io import json_safe
 from regmix_plugin.scale import MATCH_TOL
 
-# Figures for at most this many runs: a sweep of hundreds would otherwise write hundreds of PNGs.
-MAX_RUN_FIGURES = 12
-# Rows of a results table printed to the terminal; the report has all of them.
-MAX_PRINTED_ROWS = 24
-
 
 def _alpha_flags(p, shared_help: str) -> None:
     p.add_argument("--alpha", choices=("auto", "shared", "per-metric"), default="auto",
@@ -91,33 +86,12 @@ def _targets(values: list[str]) -> list[float]:
     return out
 
 
-def _run_params(records, flag: str | None) -> tuple[float | None, str]:
-    """The runs' non-embedding parameter count: --params, else their config.yaml's when all agree."""
-    if flag:
-        from regmix_plugin.scale.params import parse_params
-
-        return parse_params(flag, "--params")
-    import yaml
-
-    counts = set()
-    for rec in records:
-        try:
-            cfg = yaml.safe_load((rec.path / "config.yaml").read_text(encoding="utf-8"))
-            counts.add(float(cfg["run"]["non_embedding_parameters"]))
-        except (OSError, TypeError, KeyError, ValueError, yaml.YAMLError):
-            return None, "unknown (give --params to record it)"
-    if len(counts) == 1:
-        return counts.pop(), "from the runs' config.yaml"
-    return None, "unknown: the runs' config.yaml files disagree"
-
-
 def run_scale_fit(args: argparse.Namespace) -> int:
+    from regmix_plugin.scale import reports
     from regmix_plugin.scale.laws import StepFitConfig, extrapolate_steps
-    from regmix_plugin.sweep.curves import record_curve
-    from regmix_plugin.io import atomic_write_json
-    from regmix_plugin.report.builder import Report
-    from regmix_plugin.scale.figures import step_fit_figure
+    from regmix_plugin.scale.params import params_of_runs
     from regmix_plugin.sweep.collect import load_records
+    from regmix_plugin.sweep.curves import curves_to_fit
     from regmix_plugin.table import write_runs
 
     targets = _targets(args.target)
@@ -126,29 +100,11 @@ def run_scale_fit(args: argparse.Namespace) -> int:
     if not args.run_dirs and not args.curves:
         raise ConfigError("RUN_DIR: give run directories or --curves files")
     notes: list[str] = []
-    runs, used = {}, []
-    for rec in load_records(args.run_dirs, args.curves, args.mixtures, notes):
-        # A running run's early curve is what a step law is for; a failed one may end in NaN or a crash.
-        if rec.status == "failed":
-            notes.append(f"{rec.run_id}: the run failed; skipped")
-            continue
-        curve = record_curve(rec)
-        if len(curve) == 0:
-            notes.append(f"{rec.run_id}: no evaluations yet; skipped")
-            continue
-        weights = rec.weights
-        if weights is None:
-            raise ConfigError(f"{rec.run_id}: no mixture (mixture.json, the mixture in config.yaml, weight/<domain> "
-                              "columns, or a row in --mixtures); cannot tell the run's weights")
-        if rec.run_id in runs:
-            raise ConfigError(f"{rec.run_id}: two runs have this id; rename one (a run directory, or the run column)")
-        runs[rec.run_id] = (weights, curve)
-        used.append(rec)
+    runs, used = curves_to_fit(load_records(args.run_dirs, args.curves, args.mixtures, notes), notes)
     if not runs:
         raise ConfigError(f"RUN_DIR: no run with evaluations among {', '.join(args.run_dirs + args.curves)}")
-    params, params_how = _run_params(used, args.params)
+    params, params_how = params_of_runs([rec.path for rec in used], args.params)
     result = extrapolate_steps(runs, targets, cfg)
-    choice = result.choice
     out = Path(args.out)
     files = {}
     for t, table in result.tables.items():
@@ -156,39 +112,12 @@ def run_scale_fit(args: argparse.Namespace) -> int:
             table["params"] = params
         name = "extrapolated.csv" if len(targets) == 1 else f"extrapolated_{args.axis}{t:g}.csv"
         files[t] = write_runs(table, out / name)
-    atomic_write_json(out / "step_laws.json", json_safe({
-        "law": "L(x) = E + (x0/x)^alpha", "axis": args.axis, "targets": targets,
-        "tables": {f"{t:g}": p.name for t, p in files.items()}, "max_step": args.max_step,
-        "min_step": choice.min_step, "alpha": choice.alpha, "settings": choice.to_dict(),
-        "params": params, "params_source": params_how, "notes": notes,
-        "runs": {r: {m: law.to_dict() for m, law in per.items()} for r, per in result.laws.items()},
-    }))
-    rows = []
-    for run_id, (_, curve) in runs.items():
-        for m, law in result.laws[run_id].items():
-            row = {"run": run_id, "metric": m, "E": law.E, "alpha": law.alpha,
-                   "last observed": float(curve[m].dropna().iloc[-1])}
-            row.update({f"at {t:g}": float(law.predict(t)) for t in targets})
-            rows.append(row)
-    settings = choice.summary("step law")
-    report = Report(f"Step laws ({len(runs)} runs)", out)
-    report.add_paragraph(f"L({args.axis}) = E + ({args.axis}0/{args.axis})^alpha, fitted on evals from step "
-                         f"{choice.min_step} to {args.max_step or 'the end'}, extrapolated to {args.axis} "
-                         f"{', '.join(f'{t:g}' for t in targets)}.")
-    report.add_paragraph(settings + ".")
-    if choice.scores:
-        report.add_table(choice.scores)
-    report.add_table(rows)
-    for run_id, (_, curve) in list(runs.items())[:MAX_RUN_FIGURES]:
-        fig = step_fit_figure(run_id, curve, result.laws[run_id], args.axis, (choice.min_step, args.max_step), targets)
-        report.add_figure(fig, f"steps_{run_id}", f"{run_id}: {args.axis} curves with the fitted step laws")
-    for n in notes:
-        report.add_paragraph(f"note: {n}")
-    report.write()
-    print(_markdown_table(rows[:MAX_PRINTED_ROWS]))
-    if len(rows) > MAX_PRINTED_ROWS:
-        print(f"... {len(rows) - MAX_PRINTED_ROWS} more rows in {out / 'report.md'}")
-    print(settings)
+    reports.write_step_laws(out / "step_laws.json", result, args.axis, targets, files, args.max_step, params,
+                            params_how, notes)
+    rows = reports.step_law_rows(runs, result, targets)
+    md = reports.write_step_report(out, runs, result, rows, args.axis, targets, args.max_step, notes)
+    print(reports.printed_table(rows, more_in=md))
+    print(result.choice.summary("step law"))
     print(f"non-embedding parameters: {params:,.0f} ({params_how})" if params is not None
           else f"non-embedding parameters: {params_how}")
     for n in notes:
@@ -196,13 +125,6 @@ def run_scale_fit(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(str(p) for p in files.values())} (runs tables: `regmix fit --runs` or "
           "`regmix scale predict --scale`)")
     return 0
-
-
-def _markdown_table(rows: list[dict]) -> str:
-    from regmix_plugin.markdown_table import markdown_table
-
-    cols = list(rows[0])
-    return markdown_table(cols, [[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows])
 
 
 def _scale_item(item: str) -> tuple[float, str, str]:
@@ -223,9 +145,10 @@ def _scale_item(item: str) -> tuple[float, str, str]:
 
 
 def run_scale_predict(args: argparse.Namespace) -> int:
-    from regmix_plugin.scale.laws import extrapolate_size
     from regmix_plugin.io import atomic_write_json
+    from regmix_plugin.scale.laws import extrapolate_size
     from regmix_plugin.scale.params import parse_params
+    from regmix_plugin.scale.reports import size_laws_doc
     from regmix_plugin.table import read_runs, write_runs
 
     tables, how = {}, {}
@@ -242,11 +165,7 @@ def run_scale_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     laws_path = out.with_name(out.stem + "_size_laws.json")
     write_runs(res.table, out)
-    doc = {"law": "L(N) = E + (N0/N)^alpha", "sizes": sorted(tables),
-           "size_sources": {f"{n:g}": how[n] for n in sorted(tables)}, "target_params": target,
-           "target_source": target_how, "match_tol": args.match_tol, "metrics": res.metrics,
-           "settings": res.choice.to_dict(), "dropped": res.dropped,
-           "runs": {r: {c: law.to_dict() for c, law in per.items()} for r, per in res.laws.items()}}
+    doc = size_laws_doc(res, tables, how, target, target_how, args.match_tol)
     # Written before scoring: the laws are kept even when --actual cannot be scored.
     atomic_write_json(laws_path, json_safe(doc))
     print(res.choice.summary("size law"))
@@ -264,38 +183,17 @@ def run_scale_predict(args: argparse.Namespace) -> int:
 
 def _score_actual(args, res, actual, target, tables, doc, out: Path, laws_path: Path) -> None:
     from regmix_plugin.io import atomic_write_json
-    from regmix_plugin.report.builder import Report
+    from regmix_plugin.scale import reports
     from regmix_plugin.scale.accuracy import score
-    from regmix_plugin.scale.figures import predicted_vs_actual_figure
 
     acc = score(res.table, actual, res.metrics, match_tol=args.match_tol)
-    print("| metric | MARE % | bias % | Spearman rho | pairs in order % |\n|---|---|---|---|---|")
-    for r in acc.metrics:
-        print(f"| {r['metric']} | {100 * r['mare']:.2f} | {100 * r['bias']:+.2f} | {r['spearman']:.3f} | "
-              f"{100 * r['pairs_in_order']:.0f} |")
-    o = acc.overall
-    print(f"overall: MARE {100 * o['mare']:.2f}%, bias {100 * o['bias']:+.2f}%, max {100 * o['max_abs_rel_error']:.2f}% "
-          f"over {o['n']} predictions of {o['mixtures']} mixtures; mixtures ranked by their mean over metrics: "
-          f"{100 * o['pairs_in_order_mean']:.0f}% of pairs in order (Spearman {o['spearman_mean']:.3f})")
-    mix_rows = acc.mixtures.to_dict(orient="records")
-    print(_markdown_table(mix_rows[:MAX_PRINTED_ROWS]))
+    print(reports.accuracy_summary(acc))
+    print(reports.printed_table(acc.mixtures.to_dict(orient="records")))
     for d in acc.dropped:
         print(f"note: --actual: {d}", file=sys.stderr)
     doc["actual"] = {"path": str(args.actual), **acc.to_dict()}
     atomic_write_json(laws_path, json_safe(doc))
-    fig = predicted_vs_actual_figure(acc.pred, acc.actual, [r["metric"] for r in acc.metrics],
-                                     f"size law: predicted vs actual at {target:.3g}", acc.mixtures)
-    report = Report(f"Size law: predicted vs actual at {target:.4g} parameters", out.parent)
-    report.add_paragraph(f"Sizes fitted: {', '.join(f'{n:.4g}' for n in sorted(tables))}; actual: {args.actual}. "
-                         f"{res.choice.summary('size law')}.")
-    report.add_paragraph(f"Overall: MARE {100 * o['mare']:.2f}%, bias {100 * o['bias']:+.2f}%; "
-                         f"{100 * o['pairs_in_order_mean']:.0f}% of mixture pairs in the right order.")
-    report.add_table(acc.metrics)
-    report.add_table(mix_rows)
-    report.add_figure(fig, out.stem + "_vs_actual", "predicted vs actual per mixture and metric; mixture ranks")
-    for d in res.dropped + acc.dropped:
-        report.add_paragraph(f"note: {d}")
-    md, _ = report.write(out.stem + "_report.md", out.stem + "_report.html")
+    md = reports.write_accuracy_report(out, res, acc, target, list(tables), args.actual)
     print(f"wrote {md}")
 
 

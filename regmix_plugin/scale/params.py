@@ -48,3 +48,22 @@ def parse_params(text: str, where: str) -> tuple[float, str]:
                 "embeddings)")
     raise ConfigError(f"{where}: {text!r} is not a parameter count{hint}; write the non-embedding parameter count "
                       f"as a number (e.g. 1.89e7) or a known model name ({', '.join(k for k in KNOWN_MODELS if 'deduped' not in k)})")
+
+
+def params_of_runs(run_dirs, given: str | None) -> tuple[float | None, str]:
+    """The runs' non-embedding parameter count and where it came from: ``given`` (``--params``) when set, else
+    the ``run.non_embedding_parameters`` their config.yaml files agree on, else None with the reason."""
+    if given:
+        return parse_params(given, "--params")
+    import yaml
+
+    counts = set()
+    for d in run_dirs:
+        try:
+            cfg = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8"))
+            counts.add(float(cfg["run"]["non_embedding_parameters"]))
+        except (OSError, TypeError, KeyError, ValueError, yaml.YAMLError):
+            return None, "unknown (give --params to record it)"
+    if len(counts) == 1:
+        return counts.pop(), "from the runs' config.yaml"
+    return None, "unknown: the runs' config.yaml files disagree"

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from regmix_plugin.errors import RegmixError
+from regmix_plugin.errors import ConfigError, RegmixError
 from regmix_plugin.table import eval_columns
 
 
@@ -54,3 +54,27 @@ def read_eval_curve(run_dir: str | os.PathLike) -> pd.DataFrame:
 def curve_metrics(curve: pd.DataFrame, patterns: Sequence[str] | None = None) -> list[str]:
     """The evaluation metrics of a curve that laws are fitted to (default: every ``valid/<set>/<metric>``)."""
     return eval_columns(curve, patterns)
+
+
+def curves_to_fit(records, notes: list[str]) -> tuple[dict[str, tuple[dict[str, float], pd.DataFrame]], list]:
+    """run id -> (weights, eval curve) of the run records a step law can be fitted to, and those records.
+
+    A running run's early curve is what a step law is for; a failed one may end in NaN or a crash, and is
+    skipped with a note, as is a run with no evaluations yet."""
+    runs, used = {}, []
+    for rec in records:
+        if rec.status == "failed":
+            notes.append(f"{rec.run_id}: the run failed; skipped")
+            continue
+        curve = record_curve(rec)
+        if len(curve) == 0:
+            notes.append(f"{rec.run_id}: no evaluations yet; skipped")
+            continue
+        if rec.weights is None:
+            raise ConfigError(f"{rec.run_id}: no mixture (mixture.json, the mixture in config.yaml, weight/<domain> "
+                              "columns, or a row in --mixtures); cannot tell the run's weights")
+        if rec.run_id in runs:
+            raise ConfigError(f"{rec.run_id}: two runs have this id; rename one (a run directory, or the run column)")
+        runs[rec.run_id] = (rec.weights, curve)
+        used.append(rec)
+    return runs, used
