@@ -23,18 +23,16 @@ import dataclasses
 import json
 import math
 import os
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from regmix_plugin.config_schema import Number, Text, config, validate
 from regmix_plugin.errors import ConfigError, RegmixError
-from regmix_plugin.io import atomic_write_json, atomic_write_text
+from regmix_plugin.io import atomic_write_json
 from regmix_plugin.laws.saturating import LawConfig, LawParams, clean_series, fit_laws
 from regmix_plugin.mixture import Domain, Mixture
 from regmix_plugin.sweep.curves import read_eval_curve
@@ -357,15 +355,6 @@ class SweepConfig:
             raise ConfigError(f"--config: {self.proxy_config} not found; give the proxy trainer's YAML")
 
 
-def command_template(base_ckpt: str) -> str:
-    """The sweep's default trainer command, resuming every run from the base checkpoint."""
-    from regmix_plugin.sweep.study import DEFAULT_COMMAND
-
-    # The path is a literal in a str.format template: quote it for the shell, double its braces.
-    literal = shlex.quote(base_ckpt).replace("{", "{{").replace("}", "}}")
-    return f"{DEFAULT_COMMAND} --init-from {literal}"
-
-
 def write_sweep(original_path: str, new_path: str, base_ckpt: str, out_dir: str | os.PathLike,
                 config: SweepConfig, base_run: str | None = None) -> ContinualPlan:
     """Write ``OUT/mixtures/p0.200.json``…, ``OUT/continual.json`` and ``OUT/study.yaml``; return the plan.
@@ -388,12 +377,14 @@ def write_sweep(original_path: str, new_path: str, base_ckpt: str, out_dir: str 
         base_run=os.path.abspath(base_run) if base_run else None,
     )
     plan.save(out_dir / PLAN_FILE)
+    from regmix_plugin.sweep.study import trainer_command, write_study
+
     study: dict[str, Any] = {
         "name": config.name,
         "base_mixture": files[0],  # only the domain list is read from it; every file has the same domains
         "mixtures": "mixtures",
         "out": ".",
-        "command": command_template(plan.base_ckpt),
+        "command": trainer_command("--init-from", plan.base_ckpt),  # every run resumes from the base
         "proxy_config": os.path.abspath(config.proxy_config),
         "env": dict(config.env),
         "backend": config.backend,
@@ -401,5 +392,5 @@ def write_sweep(original_path: str, new_path: str, base_ckpt: str, out_dir: str 
     }
     if config.slurm:
         study["slurm"] = dict(config.slurm)
-    atomic_write_text(out_dir / STUDY_FILE, yaml.safe_dump(study, sort_keys=False))
+    write_study(out_dir / STUDY_FILE, study)
     return plan

@@ -25,6 +25,7 @@ Placeholders in ``command``: ``{python}`` (this interpreter), ``{mixture}`` (the
 
 from __future__ import annotations
 
+import shlex
 import string
 from dataclasses import field
 from pathlib import Path
@@ -34,6 +35,7 @@ import yaml
 
 from regmix_plugin.config_schema import Choice, Flag, Number, PathText, Switch, Text, config, validate
 from regmix_plugin.errors import ConfigError
+from regmix_plugin.io import atomic_write_text
 from regmix_plugin.sweep.repetition import RepetitionConfig
 from regmix_plugin.sweep.synthesize import SynthConfig
 
@@ -168,3 +170,18 @@ def study_from_dict(data: dict[str, Any], study_dir: Path) -> Study:
             setattr(study, key, (study_dir / getattr(study, key)).resolve())
     study.out = study.out or (study_dir / study.name).resolve()
     return study
+
+
+def trainer_command(*extra: str) -> str:
+    """The default trainer command with more ``regmix train`` arguments, each a literal: shell-quoted, and its
+    braces doubled so that the study's ``str.format`` placeholders leave it alone."""
+    literals = [shlex.quote(a).replace("{", "{{").replace("}", "}}") for a in extra]
+    return " ".join([DEFAULT_COMMAND, *literals])
+
+
+def write_study(path: str | Path, settings: dict[str, Any]) -> Path:
+    """Write ``settings`` as a study file at ``path`` after validating them as :func:`load_study` will read them
+    (relative paths against the file's folder), so a tool that writes a study never writes one that fails."""
+    path = Path(path)
+    study_from_dict(dict(settings), path.resolve().parent)
+    return atomic_write_text(path, yaml.safe_dump(settings, sort_keys=False))
