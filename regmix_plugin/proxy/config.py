@@ -112,11 +112,21 @@ class EvalConfig:
     samples_per_domain: int = 32  # validation sequences per domain (each evaluated every time)
     batch_size: int = 16  # sequences per forward pass on one rank
     at_end: bool = True
+    # Evaluation sets that are not training domains: {name: data prefix (.bin/.idx), absolute or relative to
+    # the working directory}. Evaluated whole (not samples_per_domain) beside the domains as valid/<name>/loss,
+    # never trained on (DECISIONS 39, 45).
+    sets: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _positive("eval.every", self.every, allow_zero=True)
         _positive("eval.samples_per_domain", self.samples_per_domain)
         _positive("eval.batch_size", self.batch_size)
+        for name, prefix in self.sets.items():
+            if not isinstance(name, str) or not name or "/" in name:
+                raise ConfigError(f"eval.sets: {name!r} is not a set name; give a name without '/' such as held_out")
+            if not isinstance(prefix, str) or not prefix:
+                raise ConfigError(f"eval.sets.{name}: {prefix!r} is not a data prefix; give the path of a .bin/.idx pair "
+                                  "without the extension")
 
 
 @dataclass
@@ -252,6 +262,10 @@ _KIND = {int: "an integer", float: "a number", bool: "true or false", str: "a st
 
 def _coerce(where: str, hint: Any, value: Any) -> Any:
     """Check a YAML value against a field's annotation; ints are accepted where floats are expected."""
+    if typing.get_origin(hint) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of names to values, got {value!r}")
+        return dict(value)
     args = typing.get_args(hint)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if args else hint
