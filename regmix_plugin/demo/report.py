@@ -77,8 +77,9 @@ def _verdict(summary: pd.DataFrame, paired: pd.DataFrame, target: str) -> tuple[
     facts = {"regmix": regmix, "best_baseline": best_name, "best_baseline_loss": best, "gap": gap, "seeds": n,
              "paired": {b: {k: (None if isinstance(v, float) and not np.isfinite(v) else float(v))
                             for k, v in r.items()} for b, r in paired.iterrows()}}
-    sig_better = [b for b, r in paired.iterrows() if r["gain"] > 0 and r["p"] < ALPHA]
-    sig_worse = [b for b, r in paired.iterrows() if r["gain"] < 0 and r["p"] < ALPHA]
+    # With fewer than 3 seeds a t-test has 1 degree of freedom or none: no difference is called real.
+    sig_better = [b for b, r in paired.iterrows() if n >= 3 and r["gain"] > 0 and r["p"] < ALPHA]
+    sig_worse = [b for b, r in paired.iterrows() if n >= 3 and r["gain"] < 0 and r["p"] < ALPHA]
     facts["won_beyond_noise"] = len(sig_better) == len(paired) and len(paired) > 0
     test = f"two-sided paired t-test over {n} seeds, p < {ALPHA}"
     if n < 3:
@@ -377,7 +378,9 @@ def write_demo_report(demo: "Demo") -> str:
     record = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
               for k, v in {**facts, **gains_facts, **held_facts, **check_facts}.items()}
     atomic_write_json(out / "demo.json", {**record, "target": target, "figures": figs})
-    return "RegMix won" if facts["gap"] > 0 else "RegMix did not win"
+    if facts["won_beyond_noise"]:
+        return "RegMix won beyond seed noise"
+    return "RegMix lowest, within seed noise" if facts["gap"] > 0 else "RegMix did not win"
 
 
 def megatron_launch_line(demo: "Demo") -> str:
