@@ -75,6 +75,11 @@ def test_verdict_says_plainly_who_won_and_whether_it_beats_noise():
     assert text.startswith("**The RegMix mixture has the lowest loss, but not beyond seed noise against natural.**")
     assert not facts["won_beyond_noise"] and "better on 2 of 3 seeds" in text
 
+    # Beyond noise against one baseline, within it against another: both said.
+    text, _ = _judge({"regmix": [3.0, 3.1, 3.2], "natural": [3.2, 3.31, 3.41], "uniform": [3.05, 3.05, 3.3]})
+    assert text.startswith("**The RegMix mixture has the lowest loss: beyond seed noise against natural, "
+                           "within it against uniform.**")
+
     # Worse on every seed by a steady margin: a real loss, said so.
     text, facts = _judge({"regmix": [3.3, 3.4, 3.5], "natural": [3.2, 3.31, 3.39]})
     assert text.startswith("**The RegMix mixture did not win.**") and facts["gap"] < 0

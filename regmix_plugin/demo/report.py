@@ -94,8 +94,10 @@ def _verdict(summary: pd.DataFrame, paired: pd.DataFrame, target: str) -> tuple[
                 f"{gap:.4f} below the best baseline ({best_name}, {best:.4f}), and lower than every baseline "
                 f"by more than the seed noise. Gain over each baseline: {pairs} ({test}).")
     elif gap > 0:
-        text = (f"**The RegMix mixture has the lowest loss, but not beyond seed noise against "
-                f"{', '.join(b for b in paired.index if b not in sig_better)}.** Its mean target loss is "
+        within = ", ".join(b for b in paired.index if b not in sig_better)
+        head = (f"lowest loss: beyond seed noise against {', '.join(sig_better)}, within it against {within}"
+                if sig_better else f"lowest loss, but not beyond seed noise against {within}")
+        text = (f"**The RegMix mixture has the {head}.** Its mean target loss is "
                 f"{regmix:.4f}, {gap:.4f} below the best baseline ({best_name}, {best:.4f}). Gain over each "
                 f"baseline: {pairs} ({test}).")
     else:

@@ -337,12 +337,27 @@ class Demo:
         self.regmix("scale", "rank-check", self.path("runs_heldout.csv"), self.path("target_heldout_runs.csv"),
                     *[a for m in metrics for a in ("--metric", m)], "--out", self.path("rank_check.json"))
         # The four evaluated mixtures at proxy scale too: whether the chosen mixture already wins there (is
-        # the regression right?) or only loses at the target scale (does the ranking transfer?).
+        # the regression right?) or only loses at the target scale (does the ranking transfer?). The best
+        # proxy mixture is a proxy run already, with the same config and seed, and runs are deterministic
+        # (a retrained copy matched it to the last digit), so that run is read back instead of trained again.
         out = self.path("proxy_eval", _digest(self.proxy_config.read_text()))
+        folder = self.path("proxy_eval_mixtures")
+        for stale in folder.glob("*.json"):
+            stale.unlink()  # the study runs every *.json here
         evaluated = sorted(self.path("target_mixtures").glob("*.json"))
-        self.regmix("sweep", self._study("proxy-eval", self.path("target_mixtures"), self.proxy_config, out))
-        self.collect_with_target(*[out / "runs" / p.stem for p in evaluated], out=self.path("proxy_eval_runs.csv"))
-        return f"{self.cfg.heldout} target-scale runs, {len(evaluated)} proxy runs"
+        best = next(p for p in evaluated if p.stem.startswith("best-proxy-"))
+        for p in evaluated:
+            if p != best:
+                Mixture.load(p).rebased(folder).save(folder / p.name)
+        self.regmix("sweep", self._study("proxy-eval", folder, self.proxy_config, out))
+        runs = read_runs(self.path("runs.csv"))
+        best_id = str(runs.loc[runs[self.target].idxmin(), "run_id"])
+        self.collect_with_target(*[out / "runs" / p.stem for p in evaluated if p != best],
+                                 self.proxy_dir / "runs" / best_id, out=self.path("proxy_eval_runs.csv"))
+        table = read_runs(self.path("proxy_eval_runs.csv"))
+        table.loc[table["run_id"] == best_id, "run_id"] = best.stem
+        write_runs(table, self.path("proxy_eval_runs.csv"))
+        return f"{self.cfg.heldout} target-scale runs, {len(evaluated) - 1} proxy runs (+1 reused)"
 
 
 def _cpu_seconds() -> float:
