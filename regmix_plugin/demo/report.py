@@ -81,6 +81,7 @@ def _verdict(summary: pd.DataFrame, paired: pd.DataFrame, target: str) -> tuple[
     sig_better = [b for b, r in paired.iterrows() if n >= 3 and r["gain"] > 0 and r["p"] < ALPHA]
     sig_worse = [b for b, r in paired.iterrows() if n >= 3 and r["gain"] < 0 and r["p"] < ALPHA]
     facts["won_beyond_noise"] = len(sig_better) == len(paired) and len(paired) > 0
+    facts["beyond_noise_against"] = sig_better
     test = f"two-sided paired t-test over {n} seeds, p < {ALPHA}"
     if n < 3:
         test += f"; with {n} seed{'s' if n > 1 else ''} there is no usable test, so no difference is called real"
@@ -382,7 +383,10 @@ def write_demo_report(demo: "Demo") -> str:
     atomic_write_json(out / "demo.json", {**record, "target": target, "figures": figs})
     if facts["won_beyond_noise"]:
         return "RegMix won beyond seed noise"
-    return "RegMix lowest, within seed noise" if facts["gap"] > 0 else "RegMix did not win"
+    if facts["gap"] > 0:
+        beaten = len(facts["beyond_noise_against"])
+        return f"RegMix lowest; beyond seed noise against {beaten} of {len(facts['paired'])} baselines"
+    return "RegMix did not win"
 
 
 def megatron_launch_line(demo: "Demo") -> str:
