@@ -187,7 +187,11 @@ class Demo:
         corpus = json.loads(self.path("eval_corpus", "corpus.json").read_text())
         cfg.setdefault("eval", {})["sets"] = {
             name: str(self.path("eval_corpus", d["valid_prefix"])) for name, d in sorted(corpus["domains"].items())}
-        text = f"# {source.name} with the demo's evaluation sets (docs/DECISIONS.md 45)\n" + yaml.safe_dump(cfg, sort_keys=False)
+        # The sets' text digest is part of the file, so runs scored on other text are never reused (the run
+        # folders are named by a digest of this file).
+        stamp = self.path("eval_corpus", "source-digest").read_text()
+        text = (f"# {source.name} with the demo's evaluation sets (docs/DECISIONS.md 45; text {stamp})\n"
+                + yaml.safe_dump(cfg, sort_keys=False))
         path = self.path("configs", source.name)
         if not path.is_file() or path.read_text() != text:
             atomic_write_text(path, text)
