@@ -15,12 +15,13 @@ import yaml
 from regmix_plugin.demo.config import CONFIG_DIR, DemoConfig
 from regmix_plugin.demo.report import _verdict, paired_differences
 from regmix_plugin.demo.run import TARGET, summarize_targets, with_target
-from regmix_plugin.demo.sources import DEMO_SOURCES, available_sources
+from regmix_plugin.demo.sources import DEMO_SOURCES, EVAL_SOURCES, available_sources
 from regmix_plugin.errors import ConfigError, RegmixError
 
 
-def test_sources_are_capped_deterministic_and_real():
-    found = available_sources(log=lambda m: None)
+@pytest.mark.parametrize("sources", [DEMO_SOURCES, EVAL_SOURCES], ids=["training", "evaluation"])
+def test_sources_are_capped_deterministic_and_real(sources):
+    found = available_sources(log=lambda m: None, sources=sources)
     if not found:
         pytest.skip("no demo text sources installed (run scripts/install_system_packages.sh)")
     for src in found:
@@ -29,6 +30,14 @@ def test_sources_are_capped_deterministic_and_real():
         assert sum(len(d.encode()) for d in docs) <= src.max_bytes
         assert all(len(d) >= 20 for d in docs)
         assert docs[:5] == src.read()[:5], f"{src.domain}: document order is not deterministic"
+
+
+def test_evaluation_sets_are_not_training_domains():
+    # DECISIONS 45: no evaluation set may share a name or a file with a training domain.
+    assert not {s.domain for s in EVAL_SOURCES} & {s.domain for s in DEMO_SOURCES}
+    assert all(s.domain.startswith("eval_") for s in EVAL_SOURCES)  # how mean(valid/eval_*/loss) finds them
+    train_files = {f for s in DEMO_SOURCES for f in s.files()}
+    assert not train_files & {f for s in EVAL_SOURCES for f in s.files()}
 
 
 def test_missing_sources_are_skipped_with_a_message(monkeypatch):
