@@ -161,3 +161,38 @@ def test_trains_on_gpu(corpus, tmp_path):
     assert outcome.status == "completed", outcome
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert cfg["run"]["device"].startswith("cuda")
+
+
+def test_evaluation_sets_are_evaluated_whole_and_never_trained_on(corpus, tmp_path, capsys):
+    """eval.sets (DECISIONS 39, 49): a set beside the mixture is scored at every evaluation, read whole, and
+    changes nothing else: the same run without it has the same training and domain losses."""
+    from regmix_plugin.data.blend import BlendConfig, build_datasets
+    from regmix_plugin.mixture import Mixture
+    from regmix_plugin.proxy.trainer import _with_eval_sets
+
+    root = corpus.parent
+    two = Mixture.from_weights({"web": 0.7, "code": 0.3}, template=Mixture.load(corpus), name="two")
+    mix = two.save(root / "two.json")
+    books = str(root / "books" / "valid")
+    plain = train(_cfg(), Schedule.single(mix), tmp_path / "plain")
+    with_set = train(_cfg("eval.sets={held_books: %s}" % books), Schedule.single(mix), tmp_path / "set")
+    assert plain.status == with_set.status == "completed"
+    a, b = read_metrics(tmp_path / "plain" / "metrics.jsonl"), read_metrics(tmp_path / "set" / "metrics.jsonl")
+    evals = [r for r in b if "valid/held_books/loss" in r]
+    assert [r["step"] for r in evals] == [6, 12] and all(math.isfinite(r["valid/held_books/loss"]) for r in evals)
+    drop = lambda rs: [{k: v for k, v in r.items() if k != "time" and "held_books" not in k} for r in rs]  # noqa: E731
+    assert drop(a) == drop(b)  # same training, same domain losses: the set is only evaluated
+
+    # Read whole: every held-out sequence, not eval.samples_per_domain (6) of them.
+    blend = BlendConfig(seq_length=32, train_samples=8, valid_samples_per_domain=6, valid_whole=("held_books",))
+    ds = build_datasets(_with_eval_sets(Mixture.load(mix), {"held_books": books}), blend)
+    assert len(ds.valid["web"]) == 6 and len(ds.valid["held_books"]) > 6
+    assert ds.train_counts()["held_books"] == 0
+
+    # Bad input: one line naming the field.
+    assert cli_main(train_args(mix, tmp_path / "bad", "--set", "eval.sets={web: %s}" % books)) == 2
+    assert capsys.readouterr().err.strip().startswith("regmix: error: eval.sets.web: is also a training domain")
+    assert cli_main(train_args(mix, tmp_path / "bad2", "--set", "eval.sets={held: /nope/x}")) == 2
+    assert "eval.sets.held: /nope/x.bin does not exist" in capsys.readouterr().err
+    assert cli_main(train_args(mix, tmp_path / "bad3", "--set", "eval.sets=[1, 2]")) == 2
+    assert "eval.sets: expected a mapping" in capsys.readouterr().err

@@ -70,6 +70,7 @@ class BlendConfig:
     seq_length: int
     train_samples: int  # samples of seq_length tokens in the train blend
     valid_samples_per_domain: int | None = None  # None: one full epoch of each domain's validation set
+    valid_whole: tuple[str, ...] = ()  # domains evaluated on one full epoch whatever valid_samples_per_domain says
     seed: int = 1234
     cache_dir: str | None = None  # megatron-core index cache; None: a private temp folder, removed after the build
     tokenizer: TokenizerInfo | None = None  # None: read from the corpus.json next to the prefixes
@@ -311,5 +312,6 @@ def _build_valid(
     ds = _build(config, [0, None, 0], cfg.build_on_this_rank)[1]
     if ds is None:
         return None, source
-    n = len(ds) if cfg.valid_samples_per_domain is None else min(cfg.valid_samples_per_domain, len(ds))
+    whole = cfg.valid_samples_per_domain is None or d.name in cfg.valid_whole
+    n = len(ds) if whole else min(cfg.valid_samples_per_domain, len(ds))
     return DomainTaggedDataset(ds, np.full(n, k, dtype=np.int64)), source

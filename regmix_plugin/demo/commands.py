@@ -17,7 +17,11 @@ def register(sub) -> None:
     p.add_argument("--heldout", type=int, default=d["heldout"].default, help="held-out proxy mixtures")
     p.add_argument("--workers", type=int, default=d["workers"].default, help="runs at once")
     p.add_argument("--seed", type=int, default=d["seed"].default, help="synthesis seed")
-    p.add_argument("--target-seeds", type=_seeds, default=[1, 2], help="comma-separated seeds of the target runs")
+    p.add_argument("--target-seeds", type=_seeds, default=d["target_seeds"].default_factory(),
+                   help="comma-separated seeds of the target runs (default: 1,2,3)")
+    p.add_argument("--target", default=d["target"].default,
+                   help="what to minimise: eval (default; the mean loss on evaluation sets that are not training "
+                        "domains) or train-mean (the mean of the training domains' own validation losses)")
     p.add_argument("--predictor", default=d["predictor"].default, help="predictor name, or auto (cross-validated)")
     p.add_argument("--proxy-config", default=str(d["proxy_config"].default), help="proxy model/run YAML")
     p.add_argument("--target-config", default=str(d["target_config"].default), help="target model/run YAML")
@@ -46,6 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
         proxy_config=Path(args.proxy_config),
         target_config=Path(args.target_config),
         domains=args.domains.split(",") if args.domains else None,
+        target=args.target,
     )
     import json
 

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
+from scipy.stats import t as student_t  # noqa: E402
 
 from regmix_plugin.io import atomic_write_json, atomic_write_text  # noqa: E402
 from regmix_plugin.mixture import Mixture  # noqa: E402
@@ -36,31 +37,106 @@ def _md_table(df: pd.DataFrame, fmt: str = "{:.4f}") -> str:
     return "\n".join(lines)
 
 
-def _verdict(summary: pd.DataFrame, target: str) -> tuple[str, dict]:
-    std_col = f"{target} (std)"
-    regmix = summary.loc["regmix", target]
+ALPHA = 0.05  # two-sided paired t-test across seeds (docs/DECISIONS.md 49)
+
+
+def paired_differences(df: pd.DataFrame, target: str) -> pd.DataFrame:
+    """RegMix against each baseline, seed by seed: ``df`` has one row per (mixture, seed) with ``target``.
+
+    The runs of one seed share the initial weights and data order, so the difference of two mixtures on the
+    same seed removes that seed's luck; the test is a two-sided paired t-test on those differences.
+    Columns: gain (baseline minus RegMix, mean over seeds; > 0 means RegMix is better), its std over seeds,
+    the t statistic and p-value (n - 1 degrees of freedom), and on how many seeds RegMix was better.
+    """
+    wide = df.pivot_table(index="seed", columns="mixture", values=target)
+    rows = {}
+    for base in [n for n in ORDER if n != "regmix" and n in wide.columns]:
+        d = (wide[base] - wide["regmix"]).dropna().to_numpy()
+        n = len(d)
+        mean = float(d.mean()) if n else float("nan")
+        std = float(d.std(ddof=1)) if n > 1 else float("nan")
+        if n > 1 and std > 0:
+            t = mean / (std / np.sqrt(n))
+            p = float(2 * student_t.sf(abs(t), n - 1))
+        else:
+            t = p = float("nan")
+        rows[base] = {"gain": mean, "gain std": std, "t": t, "p": p, "seeds": n,
+                      "RegMix better on": int((d > 0).sum())}
+    out = pd.DataFrame(rows).T
+    out.index.name = "baseline"
+    return out
+
+
+def _verdict(summary: pd.DataFrame, paired: pd.DataFrame, target: str) -> tuple[str, dict]:
+    regmix = float(summary.loc["regmix", target])
     others = summary.drop(index="regmix")
     best_name = others[target].idxmin()
-    best = others.loc[best_name, target]
+    best = float(others.loc[best_name, target])
     gap = best - regmix  # > 0: RegMix is better (lower loss)
-    spread = float(np.nanmax(summary[std_col].to_numpy())) if summary["seeds"].min() > 1 else float("nan")
-    facts = {"regmix": float(regmix), "best_baseline": best_name, "best_baseline_loss": float(best),
-             "gap": float(gap), "max_seed_std": spread, "seeds": int(summary["seeds"].min())}
-    if gap > 0:
-        sure = (f"larger than the largest seed-to-seed standard deviation ({spread:.4f})" if np.isfinite(spread)
-                and gap > spread else f"but within seed noise (largest seed std {spread:.4f})" if np.isfinite(spread)
-                else "with a single seed, so the spread is unknown")
-        text = (f"**The RegMix mixture won.** Its mean target loss is {regmix:.4f}, {gap:.4f} below the best "
-                f"baseline ({best_name}, {best:.4f}), {sure}.")
+    n = int(summary["seeds"].min())
+    facts = {"regmix": regmix, "best_baseline": best_name, "best_baseline_loss": best, "gap": gap, "seeds": n,
+             "paired": {b: {k: (None if isinstance(v, float) and not np.isfinite(v) else float(v))
+                            for k, v in r.items()} for b, r in paired.iterrows()}}
+    # With fewer than 3 seeds a t-test has 1 degree of freedom or none: no difference is called real.
+    sig_better = [b for b, r in paired.iterrows() if n >= 3 and r["gain"] > 0 and r["p"] < ALPHA]
+    sig_worse = [b for b, r in paired.iterrows() if n >= 3 and r["gain"] < 0 and r["p"] < ALPHA]
+    facts["won_beyond_noise"] = len(sig_better) == len(paired) and len(paired) > 0
+    facts["beyond_noise_against"] = sig_better
+    test = f"two-sided paired t-test over {n} seeds, p < {ALPHA}"
+    if n < 3:
+        test += f"; with {n} seed{'s' if n > 1 else ''} there is no usable test, so no difference is called real"
+    elif n < 5:
+        test += (f"; with {n} seeds the test has little power: it needs the gain to be about "
+                 f"{student_t.ppf(1 - ALPHA / 2, n - 1):.1f} standard errors")
+    pairs = "; ".join(f"{b} {r['gain']:+.4f} (p = {r['p']:.2g}, better on {int(r['RegMix better on'])} of "
+                      f"{int(r['seeds'])} seeds)" for b, r in paired.iterrows())
+    if facts["won_beyond_noise"]:
+        text = (f"**The RegMix mixture won, beyond seed noise.** Its mean target loss is {regmix:.4f}, "
+                f"{gap:.4f} below the best baseline ({best_name}, {best:.4f}), and lower than every baseline "
+                f"by more than the seed noise. Gain over each baseline: {pairs} ({test}).")
+    elif gap > 0:
+        within = ", ".join(b for b in paired.index if b not in sig_better)
+        head = (f"lowest loss: beyond seed noise against {', '.join(sig_better)}, within it against {within}"
+                if sig_better else f"lowest loss, but not beyond seed noise against {within}")
+        text = (f"**The RegMix mixture has the {head}.** Its mean target loss is "
+                f"{regmix:.4f}, {gap:.4f} below the best baseline ({best_name}, {best:.4f}). Gain over each "
+                f"baseline: {pairs} ({test}).")
     else:
-        noise = (f", within seed noise (largest seed std {spread:.4f}): a tie" if np.isfinite(spread) and -gap <= spread
-                 else f", more than the largest seed std ({spread:.4f})" if np.isfinite(spread) else "")
+        worse = (f" It is worse than {', '.join(sig_worse)} beyond seed noise." if sig_worse
+                 else " The difference is within seed noise: a tie.")
         text = (f"**The RegMix mixture did not win.** Its mean target loss is {regmix:.4f}; the best baseline "
-                f"({best_name}) reached {best:.4f}, {-gap:.4f} lower{noise}. See 'Why it may lose' below.")
+                f"({best_name}) reached {best:.4f}, {-gap:.4f} lower.{worse} Gain over each baseline: {pairs} "
+                f"({test}). See 'Why it may lose' below.")
     return text, facts
 
 
-def _figures(demo: "Demo", summary: pd.DataFrame, mixes: dict[str, Mixture], target: str) -> list[str]:
+def _gains(demo: "Demo", paired: pd.DataFrame, target: str) -> tuple[str, dict]:
+    """What the proxies promised against what the target model delivered, per baseline."""
+    pred_path = demo.path("target_mixture_predictions.csv")
+    if not pred_path.is_file():
+        return "", {}
+    names = pd.read_csv(demo.path("target_mixtures.csv"))["run_id"]
+    pred = pd.Series(pd.read_csv(pred_path)["prediction"].to_numpy(), index=names)
+    table = pd.DataFrame(index=paired.index)
+    table["predicted gain (proxy scale)"] = [pred[b] - pred["regmix"] for b in paired.index]
+    actual_path = demo.path("proxy_eval_runs.csv")
+    if actual_path.is_file():
+        actual = read_runs(actual_path)
+        proxy = pd.Series(actual[target].to_numpy(), index=actual["run_id"].str.rsplit("-", n=1).str[0])
+        table["measured gain (proxy scale, 1 run)"] = [proxy.get(b, np.nan) - proxy.get("regmix", np.nan)
+                                                       for b in paired.index]
+    table["realised gain (target model)"] = paired["gain"]
+    table["± std over seeds"] = paired["gain std"]
+    text = ("Gains are the baseline's loss minus the RegMix mixture's (positive: RegMix is better). The "
+            "predictor's promise, the proxies' own measurement, and what the target model realised:\n\n"
+            + _md_table(table))
+    facts = {"gains": {b: {k: (None if not np.isfinite(v) else float(v)) for k, v in r.items()}
+                       for b, r in table.iterrows()}}
+    return text, facts
+
+
+def _figures(demo: "Demo", summary: pd.DataFrame, df: pd.DataFrame, mixes: dict[str, Mixture],
+             target: str) -> list[str]:
     fig_dir = demo.path("report")
     names = [n for n in ORDER if n in summary.index]
     paths = []
@@ -69,10 +145,16 @@ def _figures(demo: "Demo", summary: pd.DataFrame, mixes: dict[str, Mixture], tar
     vals = [summary.loc[n, target] for n in names]
     errs = [summary.loc[n, f"{target} (std)"] if summary.loc[n, "seeds"] > 1 else 0 for n in names]
     ax.bar(names, vals, yerr=errs, capsize=4, color=["tab:red" if n == "regmix" else "tab:gray" for n in names])
-    lo = min(vals) - 3 * max(max(errs), 0.005)
-    ax.set_ylim(lo, max(vals) + 3 * max(max(errs), 0.005))
-    ax.set_ylabel("mean per-domain valid loss (nats)")
-    ax.set_title("Target model: loss by training mixture (mean ± std over seeds)")
+    # Each seed as a dot, joined across mixtures: a seed's runs share initial weights and data order, so the
+    # lines show the paired comparison the verdict tests.
+    wide = df.pivot_table(index="seed", columns="mixture", values=target).reindex(columns=names)
+    for seed, row in wide.iterrows():
+        ax.plot(names, row.to_numpy(), "o-", color="black", alpha=0.5, lw=0.8, ms=3)
+    seeds = wide.to_numpy()[np.isfinite(wide.to_numpy())]
+    pad = 2 * max(max(errs), 0.002)
+    ax.set_ylim(min(seeds.min(), min(vals)) - pad, max(seeds.max(), max(vals)) + pad)
+    ax.set_ylabel("eval-set loss (nats/byte)" if demo.cfg.target == "eval" else "mean per-domain valid loss (nats)")
+    ax.set_title("Target model: loss by mixture (bars: mean ± std; dots: seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(fig_dir / "target_loss.png", dpi=110)
     plt.close(fig)
@@ -175,24 +257,42 @@ def _timings(demo: "Demo") -> pd.DataFrame:
     return df
 
 
-def write_demo_report(demo: "Demo") -> str:
-    from regmix_plugin.demo.run import TARGET, summarize_targets, target_table
+def _target_description(demo: "Demo") -> str:
+    if demo.cfg.target == "eval":
+        return ("the mean validation loss (nats per byte) on the evaluation sets eval_devil, eval_licenses and "
+                "eval_changelogs, which no mixture trains on (docs/DECISIONS.md 49)")
+    return "the mean over training domains of their own validation losses (the old target, `--target train-mean`)"
 
+
+def write_demo_report(demo: "Demo") -> str:
+    from regmix_plugin.demo.run import summarize_targets, target_table
+
+    target = demo.target
     out = demo.path("report")
     out.mkdir(parents=True, exist_ok=True)
     df = target_table(demo)
-    summary = summarize_targets(df)
+    summary = summarize_targets(df, target)
+    done = df[df["status"] == "completed"]
+    paired = paired_differences(done, target)
     mixes = {n: Mixture.load(next(demo.path("target_mixtures").glob(f"{n}-*.json"))) for n in ORDER}
-    verdict, facts = _verdict(summary, TARGET)
-    held_text, held_facts = _heldout_check(demo, TARGET)
-    check_text, check_facts = _rank_check(demo, TARGET)
-    figs = _figures(demo, summary, mixes, TARGET)
+    verdict, facts = _verdict(summary, paired, target)
+    gains_text, gains_facts = _gains(demo, paired, target)
+    held_text, held_facts = _heldout_check(demo, target)
+    check_text, check_facts = _rank_check(demo, target)
+    figs = _figures(demo, summary, done, mixes, target)
     model = json.loads(demo.path("model", "model.json").read_text())
     runs = read_runs(demo.path("runs.csv"))
 
-    rank_text = _four_mixtures(demo, summary, facts, TARGET)
+    rank_text = _four_mixtures(demo, summary, facts, target)
 
-    per_domain = summary[[c for c in summary.columns if c.startswith("valid/")] + [TARGET]].copy()
+    # The headline table: mean ± std and each seed's loss, per mixture.
+    wide = done.pivot_table(index="mixture", columns="seed", values=target)
+    headline = pd.DataFrame({"mean": summary[target], "std over seeds": summary[f"{target} (std)"]})
+    for seed in wide.columns:
+        headline[f"seed {seed}"] = wide[seed]
+    headline = headline.loc[[n for n in ORDER if n in headline.index]]
+    headline.index.name = "mixture"
+    per_domain = summary[[c for c in summary.columns if c.startswith("valid/")] + [target]].copy()
     per_domain.columns = [c.replace("valid/", "").replace("/loss", "") for c in per_domain.columns]
     per_domain.index.name = "mixture"
     weights = pd.DataFrame({n: [m.weight_of(d) for d in mixes["natural"].names] for n, m in mixes.items()},
@@ -200,24 +300,36 @@ def write_demo_report(demo: "Demo") -> str:
     weights.index.name = "mixture"
     timings = _timings(demo)
     cv = pd.DataFrame(model.get("cv", [])).set_index("predictor") if model.get("cv") else pd.DataFrame()
+    paired_table = paired.copy()
+    paired_table["RegMix better on"] = [f"{int(r['RegMix better on'])} of {int(r['seeds'])}"
+                                        for _, r in paired.iterrows()]
+    paired_table = paired_table.drop(columns="seeds")
 
     lines = [
         "# RegMix demo report",
         "",
         verdict,
         "",
-        f"Target: `{TARGET}`, the mean over domains of the per-domain validation loss of the target model "
-        f"({demo.cfg.target_config.name}) trained on each mixture with seeds {demo.cfg.target_seeds}. "
-        f"The proxies ({demo.cfg.proxy_config.name}) were trained on {len(runs)} mixtures.",
+        f"Target: `{target}`, {_target_description(demo)}, of the target model ({demo.target_config.name}) "
+        f"trained on each mixture with seeds {demo.cfg.target_seeds}. The proxies ({demo.proxy_config.name}) "
+        f"were trained on {len(runs)} mixtures.",
         "",
-        "## Target-scale results (mean over seeds)",
-        "",
-        _md_table(per_domain),
-        "",
-        f"Seeds per mixture: {int(summary['seeds'].min())}; std of the target loss over seeds: "
-        + ", ".join(f"{n} {summary.loc[n, TARGET + ' (std)']:.4f}" for n in summary.index),
+        _md_table(headline),
         "",
         "![target loss](target_loss.png)",
+        "",
+        "## RegMix against each baseline, seed by seed",
+        "",
+        "Gain = the baseline's loss minus the RegMix mixture's on the same seed (positive: RegMix is better); "
+        f"t and p from a two-sided paired t-test over the seeds (significant when p < {ALPHA}).",
+        "",
+        _md_table(paired_table),
+        "",
+        gains_text,
+        "",
+        "## Target-scale results per evaluation set and domain (mean over seeds)",
+        "",
+        _md_table(per_domain),
         "",
         "## The mixtures",
         "",
@@ -267,9 +379,14 @@ def write_demo_report(demo: "Demo") -> str:
     html = markdown.markdown(md, extensions=["tables", "fenced_code"])
     atomic_write_text(out / "demo.html", f"<!doctype html><meta charset='utf-8'><title>RegMix demo</title>\n{html}\n")
     record = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-              for k, v in {**facts, **held_facts, **check_facts}.items()}
-    atomic_write_json(out / "demo.json", {**record, "figures": figs})
-    return "RegMix won" if facts["gap"] > 0 else "RegMix did not win"
+              for k, v in {**facts, **gains_facts, **held_facts, **check_facts}.items()}
+    atomic_write_json(out / "demo.json", {**record, "target": target, "figures": figs})
+    if facts["won_beyond_noise"]:
+        return "RegMix won beyond seed noise"
+    if facts["gap"] > 0:
+        beaten = len(facts["beyond_noise_against"])
+        return f"RegMix lowest; beyond seed noise against {beaten} of {len(facts['paired'])} baselines"
+    return "RegMix did not win"
 
 
 def megatron_launch_line(demo: "Demo") -> str:

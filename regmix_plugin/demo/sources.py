@@ -165,11 +165,42 @@ DEMO_SOURCES: tuple[Source, ...] = (
 )
 
 
-def available_sources(names: Iterable[str] | None = None, log: Callable[[str], None] = print) -> list[Source]:
+def _paragraph_files(paths: list[str]) -> Iterator[str]:
+    # Long files (a licence, a package's changelog) as paragraphs, so the held-out split spans many of them.
+    for p in paths:
+        opener = gzip.open if p.endswith(".gz") else open
+        try:
+            with opener(p, "rt", encoding="utf-8", errors="replace") as f:
+                yield from _paragraphs(_WS_LINE.sub("\n", f.read()))
+        except OSError:
+            continue
+
+
+def _license_files() -> list[str]:
+    # GPL, LGPL and GFDL are symlinks to a numbered version there: each text once.
+    files = {os.path.realpath(p) for p in _glob("/usr/share/common-licenses/*")()}
+    return sorted(files)
+
+
+# The demo's evaluation sets (docs/DECISIONS.md 49): real text that no training domain above draws from.
+# They are never trained on; the demo minimises their mean validation loss. Their names start with
+# "eval_", which is how the demo's target (mean(valid/eval_*/loss)) finds them.
+EVAL_SOURCES: tuple[Source, ...] = (
+    Source("eval_devil", "Ambrose Bierce's The Devil's Dictionary", "dict-devil",
+           _glob("/usr/share/dictd/devil.dict.dz"), _dictzip_entries, 80_000),
+    Source("eval_licenses", "Debian's licence texts (/usr/share/common-licenses)", "base-files",
+           _license_files, _paragraph_files, 80_000),
+    Source("eval_changelogs", "Debian package changelogs (changelog.Debian.gz)", "",
+           _glob("/usr/share/doc/*/changelog.Debian.gz"), _paragraph_files, 80_000),
+)
+
+
+def available_sources(names: Iterable[str] | None = None, log: Callable[[str], None] = print,
+                      sources: tuple[Source, ...] = DEMO_SOURCES) -> list[Source]:
     """The demo sources present on this machine; missing ones are reported and skipped."""
     wanted = set(names) if names else None
     out = []
-    for s in DEMO_SOURCES:
+    for s in sources:
         if wanted is not None and s.domain not in wanted:
             continue
         if s.available():

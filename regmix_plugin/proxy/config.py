@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from regmix_plugin.config_schema import Choice, Flag, Number, Text, config, validate
+from regmix_plugin.config_schema import Checked, Choice, Flag, Number, Text, config, validate
 from regmix_plugin.errors import ConfigError
 
 # "steps: -3 is out of range; give a number > 0". Floats also accept what PyYAML leaves as a string ("1e-3").
@@ -96,6 +96,18 @@ class OptimConfig:
     grad_clip: NonNegative = 1.0  # max global grad norm; 0 disables clipping
 
 
+def _set_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ConfigError(f"{name!r} is not a set name; give a name without '/' such as held_out")
+    return name
+
+
+def _data_prefix(prefix: Any) -> str:
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigError(f"{prefix!r} is not a data prefix; give the path of a .bin/.idx pair without the extension")
+    return prefix
+
+
 @config(allowed="allowed keys are ")
 class EvalConfig:
     """Per-domain validation: every N steps, over each domain's validation set."""
@@ -104,6 +116,10 @@ class EvalConfig:
     samples_per_domain: Count = 32  # validation sequences per domain (each evaluated every time)
     batch_size: Count = 16  # sequences per forward pass on one rank
     at_end: Flag = True
+    # Evaluation sets that are not training domains: {name: data prefix (.bin/.idx), absolute or relative to
+    # the working directory}. Evaluated whole (not samples_per_domain) beside the domains as valid/<name>/loss,
+    # never trained on (DECISIONS 39, 49).
+    sets: dict[Checked(_set_name), Checked(_data_prefix)] = field(default_factory=dict)
 
 
 @config(allowed="allowed keys are ")

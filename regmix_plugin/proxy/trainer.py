@@ -83,6 +83,31 @@ def _tokenizer(cfg: ProxyConfig, mixture: Mixture) -> TokenizerInfo:
     return infer_tokenizer(mixture)
 
 
+def _with_eval_sets(mixture: Mixture, sets: dict[str, str]) -> Mixture:
+    """``mixture`` with each evaluation set appended as a weight-0 domain: the datasets code then evaluates it
+    like a domain and never samples it for training. Appended last, so the domains keep their indices (and
+    their validation samples). The mixture the run records (its hash, ``mixture.json``) stays the one given."""
+    if not sets:
+        return mixture
+    from regmix_plugin.mixture import Domain
+
+    taken = [n for n in sets if n in mixture.names]
+    if taken:
+        raise ConfigError(f"eval.sets.{taken[0]}: is also a training domain of mixture {mixture.name!r}; rename the set "
+                          "(a set is evaluated, never trained on)")
+    out = Mixture.from_dict(mixture.to_dict())
+    out.base_dir = mixture.base_dir  # the domains' relative prefixes still resolve against the mixture's folder
+    for name, prefix in sets.items():
+        full = os.path.abspath(prefix)
+        out.domains.append(Domain(name=name, weight=0.0, prefixes=[full], valid_prefixes=[full]))
+    for ext in (".bin", ".idx"):
+        for name, prefix in sets.items():
+            if not os.path.isfile(os.path.abspath(prefix) + ext):
+                raise ConfigError(f"eval.sets.{name}: {os.path.abspath(prefix)}{ext} does not exist; build it with "
+                                  "`regmix corpus build` or fix the prefix")
+    return out
+
+
 def _load_phases(schedule: Schedule) -> list[Mixture]:
     mixtures = [p.load() for p in schedule.phases]
     for i, m in enumerate(mixtures[1:], start=1):
@@ -114,11 +139,13 @@ class Trainer:
                 seq_length=cfg.model.seq_length,
                 train_samples=(end - start) * cfg.train.global_batch_size,
                 valid_samples_per_domain=cfg.eval.samples_per_domain,
+                # An evaluation set is read whole, so every run (any seed) is scored on the same text.
+                valid_whole=tuple(cfg.eval.sets),
                 seed=cfg.train.seed,
                 cache_dir=cache_dir,
                 tokenizer=tokenizer,
             ))
-            for m, (start, end) in zip(self.mixtures, self.bounds)
+            for m, (start, end) in zip([_with_eval_sets(m, cfg.eval.sets) for m in self.mixtures], self.bounds)
         ]
         self.domain_names = self.datasets[0].domain_names
         self.vocab_size = tokenizer.vocab_size
