@@ -26,8 +26,10 @@ setup(
         # megatron-core's torch_dist checkpoints (Megatron-LM's default format) start writer workers with
         # psutil, which megatron-core does not declare: without it every --save fails.
         "psutil",
-        # the one validation layer for user-written files (regmix_plugin/config_schema.py, DECISIONS 45)
+        # the one validation layer for user-written files (regmix_plugin/config_schema.py, DECISIONS 48)
         "pydantic>=2.7,<3",
+        # the demo report's HTML page (regmix_plugin/demo/report.py); tensorboard pulls it in too, but we import it
+        "markdown",
     ],
     extras_require={
         # apex is deliberately absent: it is not on PyPI. megatron-core uses it when it is

@@ -9,18 +9,16 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+from scipy.stats import t as student_t
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
-from scipy.stats import t as student_t  # noqa: E402
-
-from regmix_plugin.io import atomic_write_json, atomic_write_text  # noqa: E402
-from regmix_plugin.mixture import Mixture  # noqa: E402
-from regmix_plugin.table import read_runs  # noqa: E402
+from regmix_plugin.io import atomic_write_json, atomic_write_text, json_safe
+from regmix_plugin.markdown_table import markdown_table
+from regmix_plugin.mixture import Mixture
+from regmix_plugin.report.builder import new_figure, save_figure
+from regmix_plugin.table import read_runs
 
 if TYPE_CHECKING:
     from regmix_plugin.demo.run import Demo
@@ -29,12 +27,10 @@ ORDER = ["regmix", "natural", "uniform", "best-proxy"]
 
 
 def _md_table(df: pd.DataFrame, fmt: str = "{:.4f}") -> str:
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join([df.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    for idx, *row in df.itertuples(name=None):  # column by column: an int column stays int (iterrows casts rows)
-        cells = [fmt.format(v) if isinstance(v, (float, np.floating)) and np.isfinite(v) else str(v) for v in row]
-        lines.append("| " + " | ".join([str(idx)] + cells) + " |")
-    return "\n".join(lines)
+    cols = [df.index.name or ""] + [str(c) for c in df.columns]
+    rows = [[str(idx)] + [fmt.format(v) if isinstance(v, (float, np.floating)) and np.isfinite(v) else str(v) for v in row]
+            for idx, *row in df.itertuples(name=None)]  # column by column: an int column stays int (iterrows casts rows)
+    return markdown_table(cols, rows)
 
 
 ALPHA = 0.05  # two-sided paired t-test across seeds (docs/DECISIONS.md 49)
@@ -141,7 +137,8 @@ def _figures(demo: "Demo", summary: pd.DataFrame, df: pd.DataFrame, mixes: dict[
     names = [n for n in ORDER if n in summary.index]
     paths = []
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = new_figure(6, 3.5)
+    ax = fig.add_subplot(111)
     vals = [summary.loc[n, target] for n in names]
     errs = [summary.loc[n, f"{target} (std)"] if summary.loc[n, "seeds"] > 1 else 0 for n in names]
     ax.bar(names, vals, yerr=errs, capsize=4, color=["tab:red" if n == "regmix" else "tab:gray" for n in names])
@@ -155,13 +152,12 @@ def _figures(demo: "Demo", summary: pd.DataFrame, df: pd.DataFrame, mixes: dict[
     ax.set_ylim(min(seeds.min(), min(vals)) - pad, max(seeds.max(), max(vals)) + pad)
     ax.set_ylabel("eval-set loss (nats/byte)" if demo.cfg.target == "eval" else "mean per-domain valid loss (nats)")
     ax.set_title("Target model: loss by mixture (bars: mean ± std; dots: seeds)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(fig_dir / "target_loss.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, fig_dir / "target_loss.png")
     paths.append("target_loss.png")
 
     domains = mixes["natural"].names
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = new_figure(7, 3.5)
+    ax = fig.add_subplot(111)
     width = 0.8 / len(names)
     for i, n in enumerate(names):
         w = [mixes[n].weight_of(d) for d in domains]
@@ -170,9 +166,7 @@ def _figures(demo: "Demo", summary: pd.DataFrame, df: pd.DataFrame, mixes: dict[
     ax.set_ylabel("weight")
     ax.legend()
     ax.set_title("Mixture weights")
-    fig.tight_layout()
-    fig.savefig(fig_dir / "weights.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, fig_dir / "weights.png")
     paths.append("weights.png")
     return paths
 
@@ -378,9 +372,8 @@ def write_demo_report(demo: "Demo") -> str:
 
     html = markdown.markdown(md, extensions=["tables", "fenced_code"])
     atomic_write_text(out / "demo.html", f"<!doctype html><meta charset='utf-8'><title>RegMix demo</title>\n{html}\n")
-    record = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-              for k, v in {**facts, **gains_facts, **held_facts, **check_facts}.items()}
-    atomic_write_json(out / "demo.json", {**record, "target": target, "figures": figs})
+    record = {**facts, **gains_facts, **held_facts, **check_facts, "target": target, "figures": figs}
+    atomic_write_json(out / "demo.json", json_safe(record))
     if facts["won_beyond_noise"]:
         return "RegMix won beyond seed noise"
     if facts["gap"] > 0:

@@ -227,23 +227,22 @@ class Demo:
                     "--n", self.cfg.proxies, "--heldout", self.cfg.heldout, "--seed", self.cfg.seed)
         return None
 
-    def _study(self, name: str, mixtures: Path, config: Path, out: Path, extra: str = "") -> Path:
+    def _study(self, name: str, mixtures: Path, config: Path, out: Path, extra: tuple[str, ...] = ()) -> Path:
+        from regmix_plugin.sweep.study import trainer_command, write_study
+
         study = {
             "name": name,
             "base_mixture": str(self.path("corpus", "natural.json")),
             "proxy_config": str(config),
             "mixtures": str(mixtures),
             "out": str(out),
-            "command": "{python} -m regmix_plugin train --mixture {mixture} --config {config} --run-dir {run_dir}"
-                       + extra,
+            "command": trainer_command(*extra),
             "env": {"OMP_NUM_THREADS": "1"},
             "runs": {"retries": 1},
             "backend": "local",
             "local": {"max_concurrent": self.cfg.workers},
         }
-        path = self.path(f"study-{name}.yaml")
-        atomic_write_text(path, yaml.safe_dump(study, sort_keys=False))
-        return path
+        return write_study(self.path(f"study-{name}.yaml"), study)
 
     def proxy_sweep(self) -> str:
         study = self._study("proxy", self.mixtures_dir, self.proxy_config, self.proxy_dir)
@@ -311,7 +310,7 @@ class Demo:
         for seed in self.cfg.target_seeds:
             out = self.target_dir(seed)
             study = self._study(f"target-seed{seed}", folder, self.target_config, out,
-                                extra=f" --set train.seed={seed}")
+                                extra=("--set", f"train.seed={seed}"))
             self.regmix("sweep", study)
             self.regmix("collect", *[out / "runs" / stem for stem in stems.values()],
                         "--out", self.path(f"target_runs_seed{seed}.csv"))
@@ -332,7 +331,7 @@ class Demo:
         seed = self.cfg.target_seeds[0]
         out = self.path("target", _digest(self.target_config.read_text()), f"heldout-seed{seed}")
         study = self._study(f"target-heldout-seed{seed}", held, self.target_config, out,
-                            extra=f" --set train.seed={seed}")
+                            extra=("--set", f"train.seed={seed}"))
         self.regmix("sweep", study)
         self.collect_with_target(out, out=self.path("target_heldout_runs.csv"))
         metrics = [loss_column(d) for d in table_domains(read_runs(self.path("runs_heldout.csv")))]

@@ -22,6 +22,16 @@ def new_figure(width: float = 6.0, height: float = 4.0):
     return Figure(figsize=(width, height), dpi=110)
 
 
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """``fig`` as a PNG at ``path``, written atomically (a report never points at half a file)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 class Report:
     def __init__(self, title: str, out_dir: str | os.PathLike) -> None:
         self.title = title
@@ -44,12 +54,7 @@ class Report:
 
     def add_figure(self, fig, name: str, caption: str = "") -> "Report":
         """Save ``fig`` as ``<out_dir>/<name>.png`` and reference it."""
-        import io
-
-        buf = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buf, format="png")
-        atomic_write_bytes(self.out_dir / f"{name}.png", buf.getvalue())
+        save_figure(fig, self.out_dir / f"{name}.png")
         self._blocks.append(("figure", (f"{name}.png", caption)))
         return self
 
