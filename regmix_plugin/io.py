@@ -60,3 +60,18 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     return obj
+
+
+def read_json_file(path: str | os.PathLike, error: type[Exception], label: str, what: str, remedy: str) -> Any:
+    """The JSON in a file a tool wrote (a plan, a manifest), or ``error`` with one line: ``{label}: {what} not
+    found; {remedy}`` when it is missing, ``{label}: not a readable {what} (malformed JSON at line N); {remedy}``
+    when it cannot be read."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{label}: {what} not found; {remedy}") from None
+    except json.JSONDecodeError as e:
+        raise error(f"{label}: not a readable {what} (malformed JSON: {e.msg} at line {e.lineno}); {remedy}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise error(f"{label}: not a readable {what} ({type(e).__name__}); {remedy}") from None

@@ -132,7 +132,7 @@ def test_the_sweep_study_launches_every_proportion_from_the_base_checkpoint(tmp_
 
 
 @pytest.mark.parametrize("args, message", [
-    (["continual", "fit", "--plan", "{tmp}/nowhere"], "--plan {tmp}/nowhere: not found; write it with `regmix continual sweep`"),
+    (["continual", "fit", "--plan", "{tmp}/nowhere"], "--plan {tmp}/nowhere: continual plan not found; write it with `regmix continual sweep`"),
     (["continual", "sweep", "--original", "{tmp}/old.json", "--new", "{tmp}/new.json", "--base-ckpt", "{tmp}",
       "--config", "{tmp}/proxy.yaml", "--out", "{tmp}/s", "--proportions", "0,0.5,1.5"], "--proportions: 1.5 is outside [0, 1]"),
     (["continual", "sweep", "--original", "{tmp}/old.json", "--new", "{tmp}/new.json", "--base-ckpt", "{tmp}",

@@ -20,7 +20,6 @@ of ``p`` and a plan file (``continual.json``) that `regmix continual fit` reads 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import pandas as pd
 
 from regmix_plugin.config_schema import Number, Text, config, validate
 from regmix_plugin.errors import ConfigError, RegmixError
-from regmix_plugin.io import atomic_write_json
+from regmix_plugin.io import atomic_write_json, read_json_file
 from regmix_plugin.laws.saturating import LawConfig, LawParams, clean_series, fit_laws
 from regmix_plugin.mixture import Domain, Mixture
 from regmix_plugin.sweep.curves import read_eval_curve
@@ -276,15 +275,8 @@ class ContinualPlan:
         path = Path(path)
         if path.is_dir():
             path = path / PLAN_FILE
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ContinualError(f"--plan {path}: not found; write it with `regmix continual sweep`") from None
-        except json.JSONDecodeError as e:
-            raise ContinualError(f"--plan {path}: malformed JSON ({e.msg} at line {e.lineno})") from None
-        except (ValueError, UnicodeDecodeError, OSError) as e:
-            raise ContinualError(f"--plan {path}: cannot read it ({e.__class__.__name__}); "
-                                 "rewrite it with `regmix continual sweep`") from None
+        data = read_json_file(path, ContinualError, f"--plan {path}", "continual plan",
+                              "write it with `regmix continual sweep`")
         if not isinstance(data, dict) or data.pop("version", 1) != 1:
             raise ContinualError(f"--plan {path}: not a version 1 plan; rewrite it with `regmix continual sweep`")
         return validate(cls, data, f"--plan {path}")

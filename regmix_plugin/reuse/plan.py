@@ -21,7 +21,6 @@ validation loss), and ``regmix reuse expand`` does the same for the optimized mi
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from dataclasses import asdict, field
@@ -32,7 +31,7 @@ from regmix_plugin import __version__
 from regmix_plugin.config_schema import Number, Text, config, validate
 from regmix_plugin.data.indexed import idx_token_count
 from regmix_plugin.errors import RegmixError
-from regmix_plugin.io import atomic_write_json
+from regmix_plugin.io import atomic_write_json, read_json_file
 from regmix_plugin.mixture import Domain, Mixture, MixtureError
 
 PLAN_FILE = "plan.json"
@@ -149,13 +148,7 @@ class ReusePlan:
         path = Path(path)
         if path.is_dir():
             path = path / PLAN_FILE
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ReuseError(f"{path}: reuse plan not found; write one with `regmix reuse plan`") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ReuseError(f"{path}: not a readable reuse plan ({type(e).__name__}); rewrite it with "
-                             "`regmix reuse plan`") from None
+        data = read_json_file(path, ReuseError, str(path), "reuse plan", "write one with `regmix reuse plan`")
         if not isinstance(data, dict) or data.get("tool") != "regmix reuse plan" or data.get("version") != 1:
             raise ReuseError(f"{path}: not a reuse plan (tool/version); write one with `regmix reuse plan`")
         plan = validate(cls, {k: v for k, v in data.items() if k not in _FILE_HEADER}, str(path))
