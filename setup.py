@@ -28,8 +28,6 @@ setup(
         "psutil",
         # the one validation layer for user-written files (regmix_plugin/config_schema.py, DECISIONS 48)
         "pydantic>=2.7,<3",
-        # the demo report's HTML page (regmix_plugin/demo/report.py); tensorboard pulls it in too, but we import it
-        "markdown",
     ],
     extras_require={
         # apex is deliberately absent: it is not on PyPI. megatron-core uses it when it is

@@ -42,3 +42,26 @@ def test_fit_mixture_tool_end_to_end(tmp_path):
     md = (tmp_path / "fit" / "report" / "report.md").read_text()
     for png in ("predicted_vs_actual.png", "weights_vs_prior.png", "interactions.png"):
         assert png in md and (tmp_path / "fit" / "report" / png).is_file()
+
+
+def test_the_one_html_writer_renders_what_the_reports_write():
+    from regmix_plugin.report.html import markdown_to_html
+
+    md = "\n".join([
+        "# Title <x> & y", "", "A **bold** claim with `code` and a [link](https://example.org/a?b=1&c=2).",
+        "", "| mixture | loss |", "|---|---|", "| regmix | 2.79 |", "| natural | 2.84 |", "",
+        "![target loss](target_loss.png)", "", "*target loss by mixture*", "",
+        "- first item", "  continues here", "- second", "", "1. one", "2. two", "",
+        "```bash", "torchrun -m x --flag <value>", "```", "",
+        "## Section", "ρ < 0.8 is weak",
+    ])
+    h = markdown_to_html(md, "Title <x>")
+    assert "<title>Title &lt;x&gt;</title>" in h and "<h1>Title &lt;x&gt; &amp; y</h1>" in h
+    assert "<strong>bold</strong>" in h and "<code>code</code>" in h
+    assert "<a href='https://example.org/a?b=1&amp;c=2'>link</a>" in h
+    assert "<tr><th>mixture</th><th>loss</th></tr>" in h and "<tr><td>regmix</td><td>2.79</td></tr>" in h
+    assert "---" not in h  # the separator row is not a table row
+    assert "<img src='target_loss.png' alt='target loss'>" in h and "<em>target loss by mixture</em>" in h
+    assert "<ul><li>first item continues here</li><li>second</li></ul>" in h and "<ol><li>one</li><li>two</li></ol>" in h
+    assert "<pre><code>torchrun -m x --flag &lt;value&gt;</code></pre>" in h
+    assert "<h2>Section</h2>" in h and "<p>ρ &lt; 0.8 is weak</p>" in h

@@ -18,6 +18,7 @@ from regmix_plugin.io import atomic_write_json, atomic_write_text, json_safe
 from regmix_plugin.markdown_table import markdown_table
 from regmix_plugin.mixture import Mixture
 from regmix_plugin.report.builder import new_figure, save_figure
+from regmix_plugin.report.html import markdown_to_html
 from regmix_plugin.table import read_runs
 
 if TYPE_CHECKING:
@@ -368,10 +369,7 @@ def write_demo_report(demo: "Demo") -> str:
     ]
     md = "\n".join(lines)
     atomic_write_text(out / "demo.md", md)
-    import markdown
-
-    html = markdown.markdown(md, extensions=["tables", "fenced_code"])
-    atomic_write_text(out / "demo.html", f"<!doctype html><meta charset='utf-8'><title>RegMix demo</title>\n{html}\n")
+    atomic_write_text(out / "demo.html", markdown_to_html(md, "RegMix demo report"))
     record = {**facts, **gains_facts, **held_facts, **check_facts, "target": target, "figures": figs}
     atomic_write_json(out / "demo.json", json_safe(record))
     if facts["won_beyond_noise"]:

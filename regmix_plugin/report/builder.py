@@ -6,13 +6,13 @@ Figures are matplotlib figures saved as PNG next to the report (Agg backend: no 
 
 from __future__ import annotations
 
-import html
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from regmix_plugin.io import atomic_write_bytes, atomic_write_text
 from regmix_plugin.markdown_table import markdown_table
+from regmix_plugin.report.html import markdown_to_html
 
 
 def new_figure(width: float = 6.0, height: float = 4.0):
@@ -72,25 +72,7 @@ class Report:
         return "\n".join(out)
 
     def html(self) -> str:
-        e = html.escape
-        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(self.title)}</title>",
-               "<style>body{font-family:sans-serif;max-width:60em;margin:auto}table{border-collapse:collapse}"
-               "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}</style></head><body>",
-               f"<h1>{e(self.title)}</h1>"]
-        for kind, val in self._blocks:
-            if kind == "heading":
-                out.append(f"<h{val[1]}>{e(val[0])}</h{val[1]}>")
-            elif kind == "paragraph":
-                out.append(f"<p>{e(val)}</p>")
-            elif kind == "table":
-                cols, cells = val
-                out.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>")
-                out += ["<tr>" + "".join(f"<td>{e(x)}</td>" for x in r) + "</tr>" for r in cells]
-                out.append("</table>")
-            elif kind == "figure":
-                out.append(f"<figure><img src='{e(val[0])}' alt='{e(val[1])}'><figcaption>{e(val[1])}</figcaption></figure>")
-        out.append("</body></html>")
-        return "\n".join(out)
+        return markdown_to_html(self.markdown(), self.title)
 
     def write(self, md_name: str = "report.md", html_name: str = "report.html") -> tuple[Path, Path]:
         md = atomic_write_text(self.out_dir / md_name, self.markdown())
