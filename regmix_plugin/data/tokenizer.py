@@ -18,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from regmix_plugin.config_schema import Choice, Number, Text, config, validate
 from regmix_plugin.errors import RegmixError
 
 CORPUS_FILE = "corpus.json"
@@ -37,7 +38,7 @@ class TokenizerMismatchError(RegmixError):
     """Two parts of one mixture (or a mixture and a config) were tokenized differently."""
 
 
-@dataclass(frozen=True)
+@config(frozen=True, error=RegmixError, prefix="tokenizer")
 class TokenizerInfo:
     """What the dataset builder must know about the tokenizer that produced the ``.bin`` files.
 
@@ -45,19 +46,15 @@ class TokenizerInfo:
     ``tokenizer.json`` for HF tokenizers so that two corpora are only mixed when their ids mean the same.
     """
 
-    vocab_size: int
-    eod: int
-    name: str = "byte"
-    type: str = "byte"
-    sha256: str | None = None
+    vocab_size: Number(integer=True, ge=1)
+    eod: Number(integer=True, ge=0)
+    name: Text = "byte"
+    type: Choice("byte", "hf") = "byte"
+    sha256: Text | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.vocab_size, int) or isinstance(self.vocab_size, bool) or self.vocab_size < 1:
-            raise RegmixError(f"tokenizer.vocab_size: expected a positive integer, got {self.vocab_size!r}")
-        if not isinstance(self.eod, int) or isinstance(self.eod, bool) or not 0 <= self.eod < self.vocab_size:
+        if self.eod >= self.vocab_size:
             raise RegmixError(f"tokenizer.eod: {self.eod!r} is not a token id in [0, {self.vocab_size}); fix the eod id")
-        if self.type not in ("byte", "hf"):
-            raise RegmixError(f"tokenizer.type: unknown value {self.type!r}; choose one of byte, hf")
 
     @property
     def unique_identifiers(self) -> dict[str, Any]:
@@ -85,7 +82,7 @@ class TokenizerInfo:
         if missing:
             raise RegmixError(f"{where}.{missing[0]}: missing; rebuild the corpus with `regmix corpus build`")
         # Unknown keys are ignored here on purpose: corpus.json may carry descriptive extras (path, ...).
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return validate(cls, {k: v for k, v in data.items() if k in known}, prefix=where)
 
     def same_ids_as(self, other: "TokenizerInfo") -> bool:
         """True when token ids mean the same in both (name and file hash agree, or both are byte-level)."""
