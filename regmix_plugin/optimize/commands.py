@@ -32,7 +32,7 @@ def cmd_optimize(args) -> int:
     from regmix_plugin.mixture import Mixture
     from regmix_plugin.optimize.constraints import Constraints
     from regmix_plugin.optimize.run import optimize
-    from regmix_plugin.optimize.search import SearchConfig
+    from regmix_plugin.optimize.search_config import SearchConfig
     from regmix_plugin.optimize.uncertainty import interval_text
 
     model = FittedModel.load(args.model)

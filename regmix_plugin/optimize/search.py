@@ -24,7 +24,7 @@ import numpy as np
 
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.fit.base import Predictor, is_smooth
-from regmix_plugin.optimize.search_config import MODES, SearchConfig  # noqa: F401  (re-exported)
+from regmix_plugin.optimize.search_config import SearchConfig
 
 @dataclass
 class SearchResult:

@@ -73,7 +73,7 @@ def nested_predict(
     from regmix_plugin.fit.model import FitConfig, fit_model
     from regmix_plugin.optimize.constraints import Constraints
     from regmix_plugin.optimize.run import optimize
-    from regmix_plugin.optimize.search import SearchConfig
+    from regmix_plugin.optimize.search_config import SearchConfig
 
     step_config = step_config or StepFitConfig()
     steps, size = nested_step_tables(runs_by_size, target_step, target_params, step_config, size_config, size_alpha)

@@ -79,7 +79,7 @@ def register(sub) -> None:
 
 
 def synth_config_from_args(args: argparse.Namespace):
-    from regmix_plugin.sweep.synthesize import SynthConfig
+    from regmix_plugin.sweep.synth_config import SynthConfig
 
     data = {}
     if args.config:

@@ -37,7 +37,7 @@ from regmix_plugin.config_schema import Choice, Flag, Number, PathText, Switch, 
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.io import atomic_write_text
 from regmix_plugin.sweep.repetition import RepetitionConfig
-from regmix_plugin.sweep.synthesize import SynthConfig
+from regmix_plugin.sweep.synth_config import SynthConfig
 
 DEFAULT_COMMAND = "{python} -m regmix_plugin train --mixture {mixture} --config {config} --run-dir {run_dir}"
 PLACEHOLDERS = ("python", "mixture", "config", "run_dir", "run_id", "study_dir")
