@@ -22,7 +22,6 @@ import glob
 import gzip
 import hashlib
 import io
-import json
 import os
 import re
 import shutil
@@ -38,7 +37,7 @@ from regmix_plugin import __version__
 from regmix_plugin.data.indexed import quiet_megatron
 from regmix_plugin.data.tokenizer import CORPUS_FILE, Tokenizer, load_tokenizer
 from regmix_plugin.errors import ConfigError, RegmixError, check_choice
-from regmix_plugin.io import atomic_write_json
+from regmix_plugin.io import atomic_write_json, read_json_file
 from regmix_plugin.mixture import Domain, Mixture, check_domain_name
 
 CORPUS_VERSION = 1
@@ -383,12 +382,8 @@ def natural_mixture(corpus: Mapping[str, Any], name: str = "natural") -> Mixture
 def load_corpus(folder: str | os.PathLike) -> dict[str, Any]:
     """Read ``corpus.json`` of a corpus folder, with a one-line error if it is missing or broken."""
     path = Path(folder) / CORPUS_FILE
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RegmixError(f"{path}: not found; give a folder made by `regmix corpus build`") from None
-    except (OSError, ValueError) as e:
-        raise RegmixError(f"{path}: cannot read ({e.__class__.__name__}); rebuild the corpus") from None
+    doc = read_json_file(path, RegmixError, str(path), "corpus.json",
+                         "give a folder made by `regmix corpus build`, or rebuild it")
     if not isinstance(doc, dict) or doc.get("version") != CORPUS_VERSION or not isinstance(doc.get("domains"), dict):
         raise RegmixError(f"{path}: not a version-{CORPUS_VERSION} corpus.json; rebuild the corpus with `regmix corpus build`")
     return doc

@@ -16,7 +16,6 @@ with different tokenizers.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from regmix_plugin.config_schema import Choice, Number, Text, config, validate
 from regmix_plugin.errors import RegmixError
+from regmix_plugin.io import read_json_file
 
 CORPUS_FILE = "corpus.json"
 BYTE_VOCAB_SIZE = 257
@@ -164,10 +164,8 @@ def find_corpus_json(prefix: str) -> Path | None:
 
 
 def read_corpus_tokenizer(corpus_json: Path) -> TokenizerInfo:
-    try:
-        data = json.loads(corpus_json.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise RegmixError(f"{corpus_json}: cannot read ({e.__class__.__name__}); rebuild it with `regmix corpus build`") from None
+    data = read_json_file(corpus_json, RegmixError, str(corpus_json), "corpus.json",
+                          "rebuild it with `regmix corpus build`")
     if not isinstance(data, dict):
         raise RegmixError(f"{corpus_json}: expected a JSON object; rebuild it with `regmix corpus build`")
     return TokenizerInfo.from_dict(data.get("tokenizer"), where=f"{corpus_json}: tokenizer")
