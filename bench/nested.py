@@ -21,7 +21,14 @@ largest size's metrics at the last step: step laws extrapolate each size 3x alon
 - **naive**: "no further progress", the largest fitted size's last seen value.
 
 The curves after the first third (all sizes) also give the step law's own error at each size, and the size
-law alone (every fitted size measured at the last step) is scored too, to tell the two stages apart.
+law alone (every fitted size measured at the last step) is scored too, to tell the two stages apart. The
+evaluation noise of the target (relative spread of the largest model's evals about a smooth curve over the
+last third of its run) says how close to 0 any prediction of one eval can come.
+
+``--target-step S`` measures at step S of the same runs instead of the last. With the largest width left out
+of ``--widths`` and S = the seen step (``--widths 24,32,48,64 --target-step 1500``) it is the same nested
+protocol one size and 3x in steps earlier, on data the full prediction sees: a backtest that could choose the
+law settings without looking at the target.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ def main() -> int:
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--corpus-chars", type=int, default=2_500_000, help="characters per domain (at most what exists)")
     ap.add_argument("--seen", type=float, default=1 / 3, help="fraction of the run the prediction sees")
+    ap.add_argument("--target-step", type=int, default=None,
+                    help="measure at this step of the runs (default: --steps); see the module docstring")
     ap.add_argument("--train-only", action="store_true", help="train (or finish training) and stop")
     args = ap.parse_args()
 
@@ -114,7 +123,8 @@ def measure(args, runs: dict, params: dict, widths: list[int]) -> dict:
     from regmix_plugin.table import eval_columns
 
     target_w, fit_w = widths[-1], widths[:-1]
-    seen = int(round(args.steps * args.seen))
+    last = args.target_step or args.steps
+    seen = int(round(last * args.seen))
     curves = {h: {name: read_run_curve(d) for name, d in runs[h].items()} for h in widths}
 
     def at_step(h: int, step: float) -> pd.DataFrame:
@@ -126,26 +136,26 @@ def measure(args, runs: dict, params: dict, widths: list[int]) -> dict:
                          **{c: float(last[c]) for c in eval_columns(curve)}})
         return pd.DataFrame(rows)
 
-    actual = at_step(target_w, args.steps)
+    actual = at_step(target_w, last)
     metrics = eval_columns(actual)
     variants = {
         "default (settings choose themselves)": (StepFitConfig(max_step=seen), "auto"),
         "previous defaults (per-metric, all evals)": (StepFitConfig(max_step=seen, alpha="per-metric", min_step=1),
                                                        "per-metric"),
     }
-    out: dict = {"widths": widths, "non_embedding_parameters": [params[h] for h in widths], "steps": args.steps,
+    out: dict = {"widths": widths, "non_embedding_parameters": [params[h] for h in widths], "steps": last,
                  "seen_steps": seen, "metrics": metrics, "variants": {}}
-    print(f"\nNested prediction at width {target_w} ({params[target_w]:.0f} parameters), step {args.steps}, from "
+    print(f"\nNested prediction at width {target_w} ({params[target_w]:.0f} parameters), step {last}, from "
           f"widths {', '.join(map(str, fit_w))} seen up to step {seen}; {len(actual)} mixtures x {len(metrics)} "
           "evaluation sets\n")
     print("| settings | MARE % | bias % | max % | pairs in order (mean over sets) % | step law MARE % per fitted width |")
     print("|---|---|---|---|---|---|")
     for label, (cfg, size_alpha) in variants.items():
         t = time.time()
-        steps = {params[h]: extrapolate_steps(curves[h], float(args.steps), cfg) for h in fit_w}
+        steps = {params[h]: extrapolate_steps(curves[h], float(last), cfg) for h in fit_w}
         size = extrapolate_size({n: r.table for n, r in steps.items()}, params[target_w], alpha=size_alpha)
         acc = score(size.table, actual, metrics)
-        step_err = {h: score(steps[params[h]].table, at_step(h, args.steps), metrics).overall["mare"] for h in fit_w}
+        step_err = {h: score(steps[params[h]].table, at_step(h, last), metrics).overall["mare"] for h in fit_w}
         o = acc.overall
         out["variants"][label] = {
             "overall": o, "per_metric": acc.metrics, "mixtures": acc.mixtures.to_dict(orient="records"),
@@ -155,11 +165,11 @@ def measure(args, runs: dict, params: dict, widths: list[int]) -> dict:
               f"{100 * o['pairs_in_order_per_metric']:.0f} | "
               f"{', '.join(f'{h}: {100 * e:.2f}' for h, e in step_err.items())} |")
     # The size stage alone: every fitted size measured at the last step, the largest predicted from them.
-    size_only = extrapolate_size({params[h]: at_step(h, args.steps) for h in fit_w}, params[target_w])
+    size_only = extrapolate_size({params[h]: at_step(h, last) for h in fit_w}, params[target_w])
     acc = score(size_only.table, actual, metrics)
     o = acc.overall
     out["size_law_only"] = {"overall": o, "per_metric": acc.metrics, "size_settings": size_only.choice.to_dict()}
-    print(f"| size law only: widths {', '.join(map(str, fit_w))} measured at step {args.steps} | {100 * o['mare']:.2f} | "
+    print(f"| size law only: widths {', '.join(map(str, fit_w))} measured at step {last} | {100 * o['mare']:.2f} | "
           f"{100 * o['bias']:+.2f} | {100 * o['max_abs_rel_error']:.2f} | {100 * o['pairs_in_order_per_metric']:.0f} | - |")
     naive = at_step(fit_w[-1], seen)
     acc = score(naive, actual, metrics)
@@ -167,6 +177,10 @@ def measure(args, runs: dict, params: dict, widths: list[int]) -> dict:
     out["naive"] = {"overall": o, "per_metric": acc.metrics}
     print(f"| naive: width {fit_w[-1]} at step {seen} (no further progress) | {100 * o['mare']:.2f} | "
           f"{100 * o['bias']:+.2f} | {100 * o['max_abs_rel_error']:.2f} | {100 * o['pairs_in_order_per_metric']:.0f} | - |")
+    noise = eval_noise(curves[target_w], last)
+    out["target_eval_noise"] = noise
+    print(f"| evaluation noise of the target: relative std of width {target_w}'s evals about a smooth curve, "
+          f"steps {last * 2 // 3}-{last} | {100 * noise:.2f} | - | - | - | - |")
     print("\nper evaluation set, MARE % (default / previous defaults / naive):")
     for i, m in enumerate(metrics):
         vals = [out["variants"][k]["per_metric"][i]["mare"] for k in variants] + [out["naive"]["per_metric"][i]["mare"]]
@@ -176,6 +190,21 @@ def measure(args, runs: dict, params: dict, widths: list[int]) -> dict:
         choices = "; ".join(f"w{h}: {c['alpha']}, from step {c['min_step']}" for h, c in v["step_settings"].items())
         print(f"{label}: step settings {choices}; size law {v['size_settings']['alpha']} ({v['size_settings']['how']})")
     return out
+
+
+def eval_noise(runs: dict, last: int) -> float:
+    """Median over runs and metrics of the relative std of the evals in the last third up to ``last`` about a
+    quadratic in log step (a smooth curve), i.e. the error any prediction of a single eval there is left with."""
+    from regmix_plugin.table import eval_columns
+
+    spreads = []
+    for _, curve in runs.values():
+        tail = curve[(curve["step"] > last * 2 / 3) & (curve["step"] <= last)]
+        z = np.log(tail["step"].to_numpy(float))
+        for m in eval_columns(curve):
+            ly = np.log(tail[m].to_numpy(float))
+            spreads.append(float(np.std(ly - np.polyval(np.polyfit(z, ly, 2), z))))
+    return float(np.median(spreads))
 
 
 if __name__ == "__main__":
