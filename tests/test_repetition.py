@@ -135,3 +135,14 @@ def test_study_key_points_every_run_at_the_subsets_once(tmp_path, capsys):
     assert main(["sweep", str(study), "--prepare-only"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("regmix: error: repetition.target_tokens: matching needs") and err.count("\n") == 1
+
+
+def test_a_corrupt_repetition_manifest_is_one_line_naming_the_folder_to_delete(tmp_path):
+    corpus, natural = make_tiny_corpus(tmp_path, domains=2, docs_per_domain=200, doc_len=(40, 120))
+    base = Mixture.load(natural)
+    plan = build_plan(base, 4096 * 32, 512 * 32, seed=0, out=tmp_path / "out")
+    manifest = plan.folder / "repetition.json"
+    manifest.write_text('{"subsets": {')  # a partial write by hand or a full disk
+    with pytest.raises(ConfigError, match=r"^.*repetition\.json: not a readable repetition manifest .*; delete ") as e:
+        build_plan(base, 4096 * 32, 512 * 32, seed=0, out=tmp_path / "out")
+    assert "\n" not in str(e.value) and str(plan.folder) in str(e.value)

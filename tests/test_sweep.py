@@ -193,3 +193,16 @@ def test_mixture_folder_study_and_mismatched_domains(tmp_path, capsys):
 def test_example_studies_validate(path):
     study = load_study(path)
     assert study.name and "{mixture}" in study.command
+
+
+@pytest.mark.parametrize("content", [None, "{\"command\": [", "\xff\xfe"])
+def test_the_runner_refuses_a_missing_or_broken_sweep_json_in_one_line(tmp_path, capsys, content):
+    from regmix_plugin.sweep.runner import main as runner_main
+
+    spec = tmp_path / "sweep.json"
+    if content is not None:
+        spec.write_bytes(content.encode("latin-1"))
+    assert runner_main([str(spec), "n0001"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert str(spec) in err and "sweep spec" in err and "regmix sweep" in err

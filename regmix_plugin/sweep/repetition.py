@@ -30,7 +30,7 @@ from typing import Any
 
 from regmix_plugin.config_schema import Number, Switch, config, validate
 from regmix_plugin.errors import ConfigError
-from regmix_plugin.io import atomic_write_json
+from regmix_plugin.io import atomic_write_json, read_json_file
 from regmix_plugin.mixture import Mixture
 
 # What `match: auto` (the default) does when the study knows the target's token budget. Set by the
@@ -217,7 +217,9 @@ def build_plan(base: Mixture, target_tokens: float, proxy_tokens: float, seed: i
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {"subsets": {}}
+    manifest = (read_json_file(folder / MANIFEST, ConfigError, str(folder / MANIFEST), "repetition manifest",
+                               f"delete {folder} and rerun: the subsets are rebuilt from the corpus")
+                if (folder / MANIFEST).is_file() else {"subsets": {}})
     plan = RepetitionPlan(target_tokens, proxy_tokens, seed, folder if manifest["subsets"] else None)
     for n, rows in sources.items():
         subs = manifest["subsets"].get(n)

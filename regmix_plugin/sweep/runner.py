@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from regmix_plugin.errors import RegmixError
+from regmix_plugin.io import read_json_file
 from regmix_plugin.sweep.state import (
     COMPLETED, FAILED, LOG, METRICS, OUTCOME, OWN_FILES, RUNNING, RunLock, Status, now, read_json,
 )
@@ -286,7 +288,9 @@ def run(spec: dict[str, Any], run_id: str, wait: bool = False, inprocess: bool =
 
 
 def load_spec(path: str | os.PathLike) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The sweep's ``sweep.json``; a missing or unreadable one is a one-line :class:`RegmixError`."""
+    return read_json_file(path, RegmixError, str(path), "sweep spec",
+                          "write it with `regmix sweep ... --prepare-only` (or rerun the sweep)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,7 +306,12 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("give a run_id, or --runs-file inside a Slurm array task")
         lines = Path(args.runs_file).read_text().split()
         run_id = lines[int(os.environ["SLURM_ARRAY_TASK_ID"])]
-    return run(load_spec(args.spec), run_id, wait=args.wait)
+    try:
+        spec = load_spec(args.spec)
+    except RegmixError as e:
+        print(f"{ap.prog}: error: " + str(e).replace("\n", "\\n"), file=sys.stderr)
+        return 2
+    return run(spec, run_id, wait=args.wait)
 
 
 if __name__ == "__main__":
