@@ -123,8 +123,8 @@ def measure(args, runs: dict, params: dict, widths: list[int]) -> dict:
     from regmix_plugin.table import eval_columns
 
     target_w, fit_w = widths[-1], widths[:-1]
-    last = args.target_step or args.steps
-    seen = int(round(last * args.seen))
+    target_step = args.target_step or args.steps
+    seen = int(round(target_step * args.seen))
     curves = {h: {name: read_run_curve(d) for name, d in runs[h].items()} for h in widths}
 
     def at_step(h: int, step: float) -> pd.DataFrame:
@@ -136,26 +136,26 @@ def measure(args, runs: dict, params: dict, widths: list[int]) -> dict:
                          **{c: float(last[c]) for c in eval_columns(curve)}})
         return pd.DataFrame(rows)
 
-    actual = at_step(target_w, last)
+    actual = at_step(target_w, target_step)
     metrics = eval_columns(actual)
     variants = {
         "default (settings choose themselves)": (StepFitConfig(max_step=seen), "auto"),
         "previous defaults (per-metric, all evals)": (StepFitConfig(max_step=seen, alpha="per-metric", min_step=1),
                                                        "per-metric"),
     }
-    out: dict = {"widths": widths, "non_embedding_parameters": [params[h] for h in widths], "steps": last,
+    out: dict = {"widths": widths, "non_embedding_parameters": [params[h] for h in widths], "steps": target_step,
                  "seen_steps": seen, "metrics": metrics, "variants": {}}
-    print(f"\nNested prediction at width {target_w} ({params[target_w]:.0f} parameters), step {last}, from "
+    print(f"\nNested prediction at width {target_w} ({params[target_w]:.0f} parameters), step {target_step}, from "
           f"widths {', '.join(map(str, fit_w))} seen up to step {seen}; {len(actual)} mixtures x {len(metrics)} "
           "evaluation sets\n")
     print("| settings | MARE % | bias % | max % | pairs in order (mean over sets) % | step law MARE % per fitted width |")
     print("|---|---|---|---|---|---|")
     for label, (cfg, size_alpha) in variants.items():
         t = time.time()
-        steps = {params[h]: extrapolate_steps(curves[h], float(last), cfg) for h in fit_w}
+        steps = {params[h]: extrapolate_steps(curves[h], float(target_step), cfg) for h in fit_w}
         size = extrapolate_size({n: r.table for n, r in steps.items()}, params[target_w], alpha=size_alpha)
         acc = score(size.table, actual, metrics)
-        step_err = {h: score(steps[params[h]].table, at_step(h, last), metrics).overall["mare"] for h in fit_w}
+        step_err = {h: score(steps[params[h]].table, at_step(h, target_step), metrics).overall["mare"] for h in fit_w}
         o = acc.overall
         out["variants"][label] = {
             "overall": o, "per_metric": acc.metrics, "mixtures": acc.mixtures.to_dict(orient="records"),
@@ -165,11 +165,11 @@ def measure(args, runs: dict, params: dict, widths: list[int]) -> dict:
               f"{100 * o['pairs_in_order_per_metric']:.0f} | "
               f"{', '.join(f'{h}: {100 * e:.2f}' for h, e in step_err.items())} |")
     # The size stage alone: every fitted size measured at the last step, the largest predicted from them.
-    size_only = extrapolate_size({params[h]: at_step(h, last) for h in fit_w}, params[target_w])
+    size_only = extrapolate_size({params[h]: at_step(h, target_step) for h in fit_w}, params[target_w])
     acc = score(size_only.table, actual, metrics)
     o = acc.overall
     out["size_law_only"] = {"overall": o, "per_metric": acc.metrics, "size_settings": size_only.choice.to_dict()}
-    print(f"| size law only: widths {', '.join(map(str, fit_w))} measured at step {last} | {100 * o['mare']:.2f} | "
+    print(f"| size law only: widths {', '.join(map(str, fit_w))} measured at step {target_step} | {100 * o['mare']:.2f} | "
           f"{100 * o['bias']:+.2f} | {100 * o['max_abs_rel_error']:.2f} | {100 * o['pairs_in_order_per_metric']:.0f} | - |")
     naive = at_step(fit_w[-1], seen)
     acc = score(naive, actual, metrics)
@@ -177,10 +177,10 @@ def measure(args, runs: dict, params: dict, widths: list[int]) -> dict:
     out["naive"] = {"overall": o, "per_metric": acc.metrics}
     print(f"| naive: width {fit_w[-1]} at step {seen} (no further progress) | {100 * o['mare']:.2f} | "
           f"{100 * o['bias']:+.2f} | {100 * o['max_abs_rel_error']:.2f} | {100 * o['pairs_in_order_per_metric']:.0f} | - |")
-    noise = eval_noise(curves[target_w], last)
+    noise = eval_noise(curves[target_w], target_step)
     out["target_eval_noise"] = noise
     print(f"| evaluation noise of the target: relative std of width {target_w}'s evals about a smooth curve, "
-          f"steps {last * 2 // 3}-{last} | {100 * noise:.2f} | - | - | - | - |")
+          f"steps {target_step * 2 // 3}-{target_step} | {100 * noise:.2f} | - | - | - | - |")
     print("\nper evaluation set, MARE % (default / previous defaults / naive):")
     for i, m in enumerate(metrics):
         vals = [out["variants"][k]["per_metric"][i]["mare"] for k in variants] + [out["naive"]["per_metric"][i]["mare"]]
