@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from regmix_plugin import __version__
-from regmix_plugin.errors import RegmixError
+from regmix_plugin.errors import RegmixError, one_line
 
 # Order here is the order in `regmix --help`, which follows the loop.
 _COMMAND_MODULES = (
@@ -48,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RegmixError as e:
-        # One line, always: a path or value with a newline in it must not split the message.
-        msg = str(e).replace("\r", "\\r").replace("\n", "\\n")
-        print(f"regmix: error: {msg}", file=sys.stderr)
+        print(f"regmix: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("regmix: interrupted", file=sys.stderr)

@@ -9,6 +9,11 @@ class RegmixError(Exception):
     """
 
 
+def one_line(error: BaseException) -> str:
+    """The error's message on one line, always: a path or value with a newline in it must not split it."""
+    return str(error).replace("\r", "\\r").replace("\n", "\\n")
+
+
 class ConfigError(RegmixError):
     """A config file or config value failed validation."""
 

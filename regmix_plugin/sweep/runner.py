@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from regmix_plugin.errors import RegmixError
+from regmix_plugin.errors import RegmixError, one_line
 from regmix_plugin.io import read_json_file
 from regmix_plugin.sweep.state import (
     COMPLETED, FAILED, LOG, METRICS, OUTCOME, OWN_FILES, RUNNING, RunLock, Status, now, read_json,
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(args.spec)
     except RegmixError as e:
-        print(f"{ap.prog}: error: " + str(e).replace("\n", "\\n"), file=sys.stderr)
+        print(f"{ap.prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
     return run(spec, run_id, wait=args.wait)
 
