@@ -15,7 +15,7 @@ from proxy_helpers import REPO, make_corpus, write_mixture
 
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.megatron.args import add_regmix_args, check_regmix_args
-from regmix_plugin.megatron.launch import prepare_launch, resume_schedule
+from regmix_plugin.megatron.launch import Kernels, prepare_launch, resume_schedule
 from regmix_plugin.megatron.loss import DomainTally, per_domain_loss
 from regmix_plugin.schedule import Schedule
 
@@ -87,23 +87,28 @@ def test_conflicting_data_flags_are_one_line_errors(parse, corpus, flags, messag
 
 # ---- what the entry point settles before Megatron parses -------------------------------------------------
 
+NOTHING = Kernels.of(te=False)
+EVERYTHING = Kernels.of(te=True, apex=True)
+
+
 def test_without_te_or_apex_the_local_implementation_flags_are_added():
-    launch = prepare_launch(["--num-layers", "2"], environ={}, installed=lambda m: False)
+    launch = prepare_launch(["--num-layers", "2"], environ={}, kernels=NOTHING)
     assert launch.argv == ["--num-layers", "2", "--transformer-impl", "local", "--no-rope-fusion",
                            "--no-gradient-accumulation-fusion", "--no-masked-softmax-fusion", "--no-persist-layer-norm"]
-    assert launch.notes == ["Transformer Engine and apex are not installed; added --transformer-impl local "
-                            "--no-rope-fusion --no-gradient-accumulation-fusion --no-masked-softmax-fusion "
-                            "--no-persist-layer-norm"]
+    assert launch.notes == [
+        "Transformer Engine is not installed; added --transformer-impl local --no-rope-fusion",
+        "apex's fused_weight_gradient_mlp_cuda is not importable (megatron-core's output layer needs it for "
+        "gradient accumulation fusion); added --no-gradient-accumulation-fusion",
+        "apex's fused softmax kernels are not importable; added --no-masked-softmax-fusion",
+        "apex is not installed (the local layer norm is torch's); added --no-persist-layer-norm",
+    ]
     # Flags the user gave are kept and not repeated.
-    launch = prepare_launch(["--transformer-impl", "local", "--no-persist-layer-norm"], environ={},
-                            installed=lambda m: False)
+    launch = prepare_launch(["--transformer-impl", "local", "--no-persist-layer-norm"], environ={}, kernels=NOTHING)
     assert launch.argv.count("--no-persist-layer-norm") == 1 and launch.argv.count("--transformer-impl") == 1
-    # With Transformer Engine and apex nothing is added; with TE only, the local implementation still needs apex.
-    assert prepare_launch(["--num-layers", "2"], environ={}, installed=lambda m: True).argv == ["--num-layers", "2"]
-    te_only = prepare_launch(["--transformer-impl", "local"], environ={}, installed=lambda m: m == "transformer_engine")
-    assert "--no-gradient-accumulation-fusion" in te_only.argv and "--no-rope-fusion" not in te_only.argv
+    # With Transformer Engine and apex nothing is added.
+    assert prepare_launch(["--num-layers", "2"], environ={}, kernels=EVERYTHING).argv == ["--num-layers", "2"]
     with pytest.raises(ConfigError, match="--transformer-impl transformer_engine: Transformer Engine is not installed"):
-        prepare_launch(["--transformer-impl", "transformer_engine"], environ={}, installed=lambda m: False)
+        prepare_launch(["--transformer-impl", "transformer_engine"], environ={}, kernels=NOTHING)
 
 
 def test_the_added_flags_are_what_megatron_needs_without_te_or_apex(parse, corpus):
@@ -113,9 +118,7 @@ def test_the_added_flags_are_what_megatron_needs_without_te_or_apex(parse, corpu
     args = parse([*MODEL_FLAGS, "--train-iters", "4", "--position-embedding-type", "rope"])
     with pytest.raises(Exception, match="apply_rope_fusion is not available|transformer_engine|Transformer Engine"):
         gpt_config_from_args(args)
-    installed = __import__("regmix_plugin.megatron.launch", fromlist=["_installed"])._installed
-    argv = prepare_launch([*MODEL_FLAGS, "--train-iters", "4", "--position-embedding-type", "rope"], environ={},
-                          installed=installed).argv
+    argv = prepare_launch([*MODEL_FLAGS, "--train-iters", "4", "--position-embedding-type", "rope"], environ={}).argv
     args = parse(argv)
     assert args.transformer_impl == "local" and not args.gradient_accumulation_fusion and not args.apply_rope_fusion
     assert args.no_persist_layer_norm and not args.masked_softmax_fusion
@@ -124,14 +127,14 @@ def test_the_added_flags_are_what_megatron_needs_without_te_or_apex(parse, corpu
 
 def test_tensor_parallel_sets_cuda_device_max_connections_once():
     env: dict = {}
-    notes = prepare_launch(["--tensor-model-parallel-size", "2"], environ=env, installed=lambda m: True).notes
+    notes = prepare_launch(["--tensor-model-parallel-size", "2"], environ=env, kernels=EVERYTHING).notes
     assert env == {"CUDA_DEVICE_MAX_CONNECTIONS": "1"} and any("CUDA_DEVICE_MAX_CONNECTIONS=1" in n for n in notes)
     env = {"CUDA_DEVICE_MAX_CONNECTIONS": "8"}  # the user's choice is kept
-    assert prepare_launch(["--context-parallel-size", "2"], environ=env, installed=lambda m: True).notes == []
+    assert prepare_launch(["--context-parallel-size", "2"], environ=env, kernels=EVERYTHING).notes == []
     assert env == {"CUDA_DEVICE_MAX_CONNECTIONS": "8"}
     for argv in (["--tensor-model-parallel-size", "1"], ["--tensor-model-parallel-size", "2", "--use-megatron-fsdp"]):
         env = {}
-        prepare_launch(argv, environ=env, installed=lambda m: True)
+        prepare_launch(argv, environ=env, kernels=EVERYTHING)
         assert env == {}
 
 
@@ -171,7 +174,7 @@ def test_schedule_maps_to_phase_transition_iterations(parse, corpus, tmp_path):
                           f"  - {{start: 9, mixture: {a}}}\n")
     argv = prepare_launch([*MODEL_FLAGS, "--train-samples", "48", "--data-schedule-from", str(sched_path),
                            "--save", str(tmp_path / "ckpt"), "--save-interval", "4"], environ={},
-                          installed=lambda m: True).argv
+                          kernels=EVERYTHING).argv
     assert argv[-2:] == ["--phase-transition-iterations", "4,9"]
     args = parse(argv)
     check_regmix_args(args)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import os
 import sys
 
-from regmix_plugin.errors import RegmixError
+from regmix_plugin.errors import RegmixError, one_line
 from regmix_plugin.megatron.args import add_regmix_args, check_regmix_args
+from regmix_plugin.megatron.environment import check_megatron_core
 from regmix_plugin.megatron.launch import prepare_launch, resume_schedule, use_prebuilt_dataset_helpers
 
 
@@ -47,14 +48,20 @@ def components(args):
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Before megatron-core is imported: its version (a --no-deps install enforces no pin) and what Transformer
+    # Engine and apex offer (a broken TE makes importing megatron-core itself fail with a deep traceback).
+    note = check_megatron_core()
+    if note:
+        _say(note)
+    launch = prepare_launch(sys.argv[1:] if argv is None else argv)
+    for note in launch.notes:
+        _say(note)
+
     from megatron.core.enums import ModelType
     from megatron.training.argument_utils import gpt_config_from_args, pretrain_cfg_container_from_args
     from megatron.training.arguments import parse_and_validate_args
     from megatron.training.training import pretrain
 
-    launch = prepare_launch(sys.argv[1:] if argv is None else argv)
-    for note in launch.notes:
-        _say(note)
     use_prebuilt_dataset_helpers()
     sys.argv = [sys.argv[0], *launch.argv]
     args = parse_and_validate_args(extra_args_provider=add_regmix_args,
@@ -75,5 +82,5 @@ if __name__ == "__main__":
         main()
     except RegmixError as e:
         # One line on every rank that fails, exit 2: the same contract as the regmix CLI.
-        print(f"regmix: error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
+        print(f"regmix: error: {one_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None
