@@ -347,6 +347,51 @@ def test_domain_tally_gives_exact_domain_means():
     assert tally.samples.tolist() == [4, 4, 0] and tally.tokens.sum().item() == 0
 
 
+# Tensor reads that make the host wait for the device (on a GPU), as torch names them.
+HOST_READS = {"item", "__int__", "__float__", "__bool__", "__index__", "tolist", "numpy", "nonzero", "cpu"}
+
+
+@pytest.mark.parametrize("evaluating", [False, True], ids=["training", "evaluation"])
+def test_a_micro_batch_reads_nothing_back_from_the_device(evaluating, parse, process_group, monkeypatch):
+    """Issue 23 point 7: get_batch read the micro-batch size back with .item() on every micro-batch (a GPU->CPU
+    sync that stock get_batch does not make, and that CUDA-graph capture forbids). Every tensor op of the plugin's
+    batch and loss path is recorded; none may read a value back to the host."""
+    from torch.overrides import TorchFunctionMode
+
+    from regmix_plugin.megatron.loss import get_batch, loss_func
+
+    args = parse([*MODEL_FLAGS, "--train-iters", "4", "--eval-micro-batch-size", "1"])
+    args.check_for_nan_in_loss_and_grad = False  # Megatron's own NaN check reads the loss, as in its pretrain_gpt
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: "cpu")  # the device stands in on the CPU
+    b = args.eval_micro_batch_size if evaluating else args.micro_batch_size
+    item = {"tokens": torch.randint(0, 257, (b, 32)), "labels": torch.randint(0, 257, (b, 32)),
+            "loss_mask": torch.ones(b, 32), "position_ids": torch.arange(32).repeat(b, 1),
+            "attention_mask": torch.ones(b, 1, 32, 32, dtype=torch.bool), "dataset_id": torch.tensor([2, 0][:b])}
+    tally = DomainTally(["web", "code", "books"])
+    tally.begin_evaluation()
+    reads: list[str] = []
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, a=(), kw=None):
+            if getattr(func, "__name__", "") in HOST_READS:
+                reads.append(func.__name__)
+            return func(*a, **(kw or {}))
+
+    class Model(torch.nn.Module):
+        pass
+
+    model = Model().train(not evaluating)
+    with Record():
+        batch, dataset_id = get_batch(iter([item]), None, evaluating)
+        loss = loss_func(batch["loss_mask"], dataset_id, tally, torch.rand(b, 32), model=model)
+    assert reads == []
+    assert dataset_id.tolist() == [2, 0][:b] and loss[0].dim() == 0
+    counted = tally.tokens if evaluating else tally.samples
+    assert counted.tolist() == ([0.0, 0.0, 32.0] if evaluating else [1.0, 0.0, 1.0])  # id 2: books
+    with pytest.raises(RuntimeError, match="a micro-batch of 3 samples where Megatron's sampler gives"):
+        get_batch(iter([dict(item, dataset_id=torch.tensor([0, 1, 2]))]), None, evaluating)
+
+
 def test_forward_step_returns_the_schedule_plan_when_asked(monkeypatch):
     """The combined 1F1B schedule (--overlap-moe-expert-parallel-comm) calls forward_step(..., True)."""
     import megatron.training
