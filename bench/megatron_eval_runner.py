@@ -109,8 +109,8 @@ def run_paired() -> None:
     stock = mtraining.evaluate_and_print_results
     install = hooks.install_evaluation_hook
 
-    def install_then_pair(tally):
-        install(tally)
+    def install_then_pair(tally, source):
+        install(tally, source)
         hooked = mtraining.evaluate_and_print_results
         count = [0]
 
@@ -155,7 +155,7 @@ def run_step() -> None:
     """
     import importlib.util
 
-    from regmix_plugin.megatron.datasets import domain_names
+    from regmix_plugin.megatron.datasets import MixtureSource
     from regmix_plugin.megatron.pretrain_gpt import main
 
     spec = importlib.util.spec_from_file_location("regmix_old_loss", os.environ["REGMIX_BENCH_OLD_LOSS"])
@@ -170,7 +170,7 @@ def run_step() -> None:
         from megatron.training import get_args
 
         if not old_step:
-            old_step.append(old.make_forward_step(old.DomainTally(domain_names(get_args()))))
+            old_step.append(old.make_forward_step(old.DomainTally(MixtureSource.from_args(get_args()).names)))
         use_old = count[0] % 2 == 1
         count[0] += 1
         t0, c0 = time.perf_counter(), time.process_time()

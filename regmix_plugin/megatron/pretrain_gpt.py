@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
-from regmix_plugin.errors import RegmixError, one_line
+from regmix_plugin.errors import ConfigError, RegmixError, one_line
 from regmix_plugin.megatron.args import add_regmix_args, check_regmix_args
 from regmix_plugin.megatron.environment import check_megatron_core
 from regmix_plugin.megatron.launch import prepare_launch, resume_schedule, use_prebuilt_dataset_helpers
@@ -35,16 +35,19 @@ def components(args):
     With per-domain evaluation on it also installs the evaluation hook. A team's own pretrain_gpt.py calls this
     after ``parse_and_validate_args(extra_args_provider=add_regmix_args)``; see docs/megatron.md.
     """
-    from regmix_plugin.megatron.datasets import domain_names, train_valid_test_datasets_provider
+    from regmix_plugin.megatron.datasets import DatasetsProvider, MixtureSource
     from regmix_plugin.megatron.hooks import install_evaluation_hook
     from regmix_plugin.megatron.loss import DomainTally, make_forward_step
 
     check_regmix_args(args)
+    if not (args.data_mixture_from or args.data_schedule_from):
+        raise ConfigError("--data-mixture-from: missing; give the regmix.json to train on (or --data-schedule-from)")
+    source = MixtureSource.from_args(args)  # the one read of the mixture (or schedule) in this process
     tally = None
-    if (args.data_mixture_from or args.data_schedule_from) and args.regmix_per_domain_eval:
-        tally = DomainTally(domain_names(args))
-        install_evaluation_hook(tally)
-    return train_valid_test_datasets_provider, make_forward_step(tally)
+    if args.regmix_per_domain_eval:
+        tally = DomainTally(source.names)
+        install_evaluation_hook(tally, source)
+    return DatasetsProvider(source), make_forward_step(tally)
 
 
 def main(argv: list[str] | None = None) -> None:
