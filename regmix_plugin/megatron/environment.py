@@ -148,3 +148,111 @@ def check_megatron_core() -> str | None:
     if version[:2] > TESTED_MEGATRON_CORE:
         return f"megatron-core {shown} is newer than the tested {want}.x; continuing (report problems with its version)"
     return None
+
+
+# ---- the GPU check's pre-flight: what a launch on this machine needs beyond Python packages -------------------
+
+# The oldest Linux driver each CUDA major release runs on (NVIDIA's CUDA compatibility table, minor-version
+# compatibility): a torch built for CUDA 12.x needs >= 525.60.13, for 13.x >= 580.65.06.
+MIN_DRIVER = {11: (450, 80, 2), 12: (525, 60, 13), 13: (580, 65, 6)}
+# Python packages the plugin's GPU paths import beyond torch and megatron-core, with what to install.
+REQUIRED_PACKAGES = {"numpy": "numpy", "yaml": "pyyaml", "pydantic": "'pydantic>=2.7,<3'", "psutil": "psutil",
+                     "tensorboard": "tensorboard", "tqdm": "tqdm"}
+SHM_MINIMUM = 1 << 30  # bytes; Docker's default /dev/shm is 64 MiB
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA kernel driver's version (``nvidia-smi``, else /proc/driver/nvidia/version), or None."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=60)
+        first = out.stdout.strip().splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else ""
+        if re.fullmatch(r"\d+(\.\d+)+", first):
+            return first
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with open("/proc/driver/nvidia/version", encoding="utf-8") as f:
+            m = re.search(r"Kernel Module\s+(?:for\s+\S+\s+)?(\d+(?:\.\d+)+)", f.read())
+        return m.group(1) if m else None
+    except OSError:
+        return None
+
+
+def cuda_problems(torch_version: str, torch_cuda: str | None, gpus: int, driver: str | None,
+                  torch_warnings: list[str]) -> list[str]:
+    """Why no GPU can be used, one line per cause; [] when torch sees a GPU and the driver is recent enough.
+
+    torch's own warnings from initialising CUDA (such as "The NVIDIA driver on your system is too old") are
+    passed through verbatim, one line each: they are the most precise diagnosis there is.
+    """
+    lines = [f"torch says: {' '.join(w.split())}" for w in torch_warnings]
+    if torch_cuda is None:
+        return lines + [f"torch {torch_version} is a CPU-only build: run where torch is a CUDA build (in an NGC "
+                        "container: make gpu-check PYTHON=python3)"]
+    need = MIN_DRIVER.get(_version_tuple(torch_cuda)[0])
+    if driver is None:
+        if gpus == 0:
+            lines.append("no NVIDIA driver found (no nvidia-smi, no /proc/driver/nvidia/version): run on a GPU machine "
+                         "or in a container started with --gpus all")
+    elif need and _version_tuple(driver) < need:
+        lines.append(f"NVIDIA driver {driver} is older than torch {torch_version} (CUDA {torch_cuda}) needs "
+                     f"(>= {'.'.join(map(str, need))}): run in an environment whose torch matches the driver (an "
+                     "NGC container made for it: make gpu-check PYTHON=python3), or update the driver")
+    if gpus == 0 and len(lines) == len(torch_warnings):
+        lines.append(f"no CUDA GPU visible (torch.cuda.device_count() == 0, CUDA_VISIBLE_DEVICES="
+                     f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}, driver {driver})")
+    return lines
+
+
+def compiler_problems() -> list[str]:
+    """Triton compiles a small C launcher with the system's compiler and Python's headers the first time a
+    ``torch.compile``d kernel runs; Megatron's fused kernels are ``torch.compile``d (megatron.core.jit), and
+    ``pretrain()`` runs them in its JIT warm-up, so without either every launch fails there."""
+    import shutil
+    import sysconfig
+
+    lines = []
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        lines.append("no C compiler ($CC, or cc, gcc or clang on PATH): Triton builds a launcher with one for "
+                     "torch.compile, which Megatron's fused kernels use; install one (apt-get install gcc)")
+    include = sysconfig.get_paths().get("include") or ""
+    if not os.path.isfile(os.path.join(include, "Python.h")):
+        lines.append(f"no Python headers ({os.path.join(include, 'Python.h')} is missing): Triton compiles against "
+                     "them for torch.compile; install them (apt-get install python3-dev, or your Python's -dev package)")
+    return lines
+
+
+def shm_problem(path: str = "/dev/shm", minimum: int = SHM_MINIMUM) -> str | None:
+    """A small shared-memory mount fails NCCL across GPUs and the data loader's worker processes."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return f"{path} is missing: NCCL and the data loader's workers share memory through it; mount it"
+    size = st.f_frsize * st.f_blocks
+    if size < minimum:
+        return (f"{path} holds {size / 2**20:.0f} MiB: NCCL and the data loader's workers share memory through it "
+                "(Docker's default is 64 MiB); start the container with --shm-size=16g or --ipc=host")
+    return None
+
+
+def missing_packages() -> list[str]:
+    """One line per Python package the GPU paths import that does not import here (a --no-deps install)."""
+    lines = []
+    for module, requirement in REQUIRED_PACKAGES.items():
+        if not importable(module):
+            lines.append(f"Python package {module} does not import: pip install {requirement}")
+    if importable("pydantic"):
+        import pydantic
+
+        if not str(getattr(pydantic, "VERSION", "2")).startswith("2"):
+            lines.append(f"pydantic {pydantic.VERSION} is installed; the plugin needs 2.x: pip install "
+                         f"{REQUIRED_PACKAGES['pydantic']}")
+    return lines
