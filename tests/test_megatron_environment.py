@@ -166,3 +166,41 @@ def test_a_newer_megatron_core_is_named_not_refused(monkeypatch):
     monkeypatch.setattr(environment, "megatron_core_version", lambda: None)
     with pytest.raises(ConfigError, match="megatron-core: not installed"):
         environment.check_megatron_core()
+
+
+def test_a_no_deps_install_runs_against_the_installed_megatron_core(tmp_path):
+    """Point 10: in an NGC or Megatron-Bridge environment the plugin is installed with --no-deps (setup.py's
+    megatron-core pin would replace the container's). Installed so into a folder of its own, the entry point
+    runs from there against the megatron-core already installed, and pip installed nothing else."""
+    import shutil
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("setup.py", "pyproject.toml"):
+        shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "regmix_plugin", src / "regmix_plugin", ignore=shutil.ignore_patterns("__pycache__"))
+    site = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                           "--no-index", "--target", str(site), str(src)], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name.split("-")[0] for p in site.iterdir() if p.name != "bin") == ["regmix_plugin", "regmix_plugin"]
+    env = dict(os.environ, PYTHONPATH=str(site), PYTHONWARNINGS="ignore")
+    where = subprocess.run([sys.executable, "-c", "import regmix_plugin, megatron.core as m; "
+                            "print(regmix_plugin.__file__); print(m.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    plugin, core = where.stdout.split()
+    assert plugin.startswith(str(site)) and not core.startswith(str(tmp_path))
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, ("web", "code"), docs=8)
+    proc = subprocess.run([sys.executable, "-m", "regmix_plugin.megatron.pretrain_gpt", "--num-layers", "2",
+                           "--hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "32",
+                           "--max-position-embeddings", "32", "--micro-batch-size", "2", "--global-batch-size", "4",
+                           "--train-iters", "4", "--lr", "1e-3", "--eval-interval", "2", "--tokenizer-type",
+                           "NullTokenizer", "--vocab-size", "257", "--data-mixture-from", str(corpus / "natural.json"),
+                           "--split", "99,1,0"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("regmix: ")] == [
+        "regmix: error: --split: not allowed with --data-mixture-from; the train blend uses all of each training "
+        "prefix and validation comes from each domain's valid_prefixes in the mixture file; drop the flag"]
