@@ -124,12 +124,9 @@ def implementation_flags(seen: argparse.Namespace, kernels: Kernels) -> tuple[li
             notes.append(f"{why}; added {' '.join(new)}")
 
     if not have_te:
-        te_flags = ["--no-rope-fusion"]
-        if impl is None:
-            te_flags.insert(0, "--transformer-impl")
-            te_flags.insert(1, "local")
-            impl = "local"
-        add(te_flags, "Transformer Engine is not installed")
+        add((["--transformer-impl", "local"] if impl is None else []) + ["--no-rope-fusion"],
+            "Transformer Engine is not installed")
+        impl = impl or "local"
     impl = impl or "transformer_engine"
     if GRAD_ACCUM_KERNEL not in kernels.modules:
         add(["--no-gradient-accumulation-fusion"],
