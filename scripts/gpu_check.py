@@ -92,10 +92,9 @@ class Check:
 def _env(cpu: bool, role: str = "device") -> dict:
     """The environment of a launch. ``role``: "device" (the check's own runs; with ``cpu``, the rehearsal's
     stand-in for a GPU) or "reference" (the CPU reference, always through tests/megatron_cpu)."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")  # launched with cwd=REPO: -m finds the plugin
     if cpu or role == "reference":
-        env["PYTHONPATH"] = os.pathsep.join((str(CPU_SUPPORT), env["PYTHONPATH"]))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CPU_SUPPORT), os.environ.get("PYTHONPATH")) if p)
         env["REGMIX_TEST_MEGATRON_CPU"] = "1"
         env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU patches stand in for a GPU that must not be seen
     if cpu and role == "device":

@@ -33,13 +33,13 @@ class MixtureSource:
 
     ``names``: the domains evaluated, in ``dataset_id`` order (the mixture's, or under a schedule the first
     phase's, every phase checked to list the same domains with the same validation data). ``mixture(i)``: the
-    mixture that trains iteration ``i``, its domains in that order.
+    mixture that trains iteration ``i``, as its file says (datasets are built from it in ``names`` order).
     """
 
     def __init__(self, path: str, schedule: Schedule | None, mixtures: list[Mixture]) -> None:
         self.path, self.schedule = path, schedule
         self.names = schedule.domain_order(mixtures) if schedule is not None else mixtures[0].names
-        self._mixtures = [m.reordered(self.names) for m in mixtures]
+        self._mixtures = mixtures
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "MixtureSource":
@@ -101,7 +101,8 @@ def build_for_args(args: argparse.Namespace, train_samples: int, build_on_this_r
                    source: MixtureSource | None = None) -> MixtureDatasets:
     """The datasets of the phase Megatron resumed at, built as Megatron's flags say."""
     source = source or MixtureSource.from_args(args)
-    mixture = source.mixture(getattr(args, "iteration", 0))  # in dataset_id order, the same in every phase
+    # Datasets follow source.names so that dataset_id means the same domain in every phase.
+    mixture = source.mixture(getattr(args, "iteration", 0)).reordered(source.names)
     return build_datasets(mixture, BlendConfig(
         seq_length=args.seq_length,
         train_samples=max(int(train_samples), 1),
