@@ -27,9 +27,21 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run_all.py --out bench_out
 
-# On a machine with NVIDIA GPUs: the GPU paths in at most 8 minutes, one line per check (scripts/gpu_check.py).
+# On a machine with NVIDIA GPUs: the GPU paths in at most 8 minutes (12 with 2+ GPUs), a pre-flight line per
+# missing requirement, then one line per check (scripts/gpu_check.py; docs/megatron.md, "The GPU check").
+# `make gpu-check` builds .venv from the package index; `make gpu-check PYTHON=python3` uses the environment
+# you have (an NGC container): it installs the plugin beside that torch, Transformer Engine, apex and
+# megatron-core with --no-deps (nothing of theirs is replaced) and runs the check with that Python.
+PYTHON ?=
+GPU_CHECK_ARGS ?=
+ifeq ($(strip $(PYTHON)),)
 gpu-check: $(STAMP)
-	$(PY) scripts/gpu_check.py --out gpu_check_out
+	$(PY) scripts/gpu_check.py --out gpu_check_out $(GPU_CHECK_ARGS)
+else
+gpu-check:
+	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e . || echo "gpu-check: note: the plugin could not be installed (see above); the check runs it from this checkout"
+	$(PYTHON) scripts/gpu_check.py --out gpu_check_out $(GPU_CHECK_ARGS)
+endif
 
 clean:
 	rm -rf demo_out bench_out gpu_check_out .pytest_cache

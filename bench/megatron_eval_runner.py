@@ -10,7 +10,10 @@ $REGMIX_BENCH_TIMES on rank 0. $REGMIX_BENCH_MODE chooses the validation path:
   one (:func:`run_paired`);
 * ``plain``: the same validation set and Megatron's plain lm loss only (``--no-regmix-per-domain-eval``);
 * ``native``: megatron-core 0.19's own per-dataset validation: one validation dataset per domain with
-  ``--multiple-validation-sets --full-validation --validation-set-names``.
+  ``--multiple-validation-sets --full-validation --validation-set-names``;
+* ``step`` (for bench/megatron_step.py): ``pretrain_gpt`` with training steps alternating between the plugin's
+  forward step and the one in the file $REGMIX_BENCH_OLD_LOSS (an older loss.py), each ``train_step`` timed
+  (:func:`run_step`).
 """
 
 from __future__ import annotations
@@ -106,8 +109,8 @@ def run_paired() -> None:
     stock = mtraining.evaluate_and_print_results
     install = hooks.install_evaluation_hook
 
-    def install_then_pair(tally):
-        install(tally)
+    def install_then_pair(tally, source):
+        install(tally, source)
         hooked = mtraining.evaluate_and_print_results
         count = [0]
 
@@ -144,5 +147,44 @@ def run_plain() -> None:
     main(sys.argv[1:])
 
 
+def run_step() -> None:
+    """Training steps alternate: even ones run the plugin's forward step, odd ones the old file's, same launch.
+
+    Both fill their own per-domain tally; each step's wall and CPU time go to $REGMIX_BENCH_TIMES as
+    ``{"mode": "current" | "old", ...}``.
+    """
+    import importlib.util
+
+    from regmix_plugin.megatron.datasets import MixtureSource
+    from regmix_plugin.megatron.pretrain_gpt import main
+
+    spec = importlib.util.spec_from_file_location("regmix_old_loss", os.environ["REGMIX_BENCH_OLD_LOSS"])
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    stock = mtraining.train_step
+    count = [0]
+    old_step = []
+
+    @functools.wraps(stock)
+    def train_step(forward_step_func, *a, **kw):
+        from megatron.training import get_args
+
+        if not old_step:
+            old_step.append(old.make_forward_step(old.DomainTally(MixtureSource.from_args(get_args()).names)))
+        use_old = count[0] % 2 == 1
+        count[0] += 1
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = stock(old_step[0] if use_old else forward_step_func, *a, **kw)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if torch.distributed.get_rank() == 0:
+            with open(TIMES, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"mode": "old" if use_old else "current", "iteration": count[0],
+                                    "seconds": seconds, "cpu_seconds": cpu}) + "\n")
+        return result
+
+    mtraining.train_step = train_step
+    main(sys.argv[1:])
+
+
 if __name__ == "__main__":
-    {"native": run_native, "paired": run_paired, "plain": run_plain}[MODE]()
+    {"native": run_native, "paired": run_paired, "plain": run_plain, "step": run_step}[MODE]()

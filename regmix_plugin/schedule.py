@@ -105,15 +105,16 @@ class Schedule:
         """The phase that trains iteration ``iteration``."""
         return max(i for i, p in enumerate(self.phases) if p.start <= iteration)
 
-    def domain_order(self) -> list[str]:
+    def domain_order(self, mixtures: list[Mixture] | None = None) -> list[str]:
         """The domains every phase is evaluated on, in the first phase's order.
 
         Per-domain losses must mean the same thing in every phase, so every phase lists the same domains (one a
         phase does not train on has weight 0 there) with the same validation data; the order may differ.
+        ``mixtures``: the phases' mixtures when the caller has loaded them already (read each file once).
         """
-        first = self.phases[0].load()
-        for i, phase in enumerate(self.phases[1:], start=1):
-            mix = phase.load()
+        mixtures = [p.load() for p in self.phases] if mixtures is None else mixtures
+        first = mixtures[0]
+        for i, (phase, mix) in enumerate(zip(self.phases[1:], mixtures[1:]), start=1):
             if set(mix.names) != set(first.names):
                 extra = sorted(set(mix.names) - set(first.names))
                 missing = sorted(set(first.names) - set(mix.names))

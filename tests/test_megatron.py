@@ -15,7 +15,7 @@ from proxy_helpers import REPO, make_corpus, write_mixture
 
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.megatron.args import add_regmix_args, check_regmix_args
-from regmix_plugin.megatron.launch import prepare_launch, resume_schedule
+from regmix_plugin.megatron.launch import Kernels, prepare_launch, resume_schedule
 from regmix_plugin.megatron.loss import DomainTally, per_domain_loss
 from regmix_plugin.schedule import Schedule
 
@@ -78,6 +78,7 @@ def test_real_parser_accepts_the_plugin_flags(parse, corpus):
     (["--sft"], "--sft: not allowed"),
     (["--dataloader-inter-document-masking"], "--dataloader-inter-document-masking: not allowed"),
     (["--dataloader-type", "cyclic"], "--dataloader-type cyclic: the mixture's blend is already shuffled"),
+    (["--split", "90,10,0"], "--split: not allowed with --data-mixture-from; the train blend uses all"),
 ])
 def test_conflicting_data_flags_are_one_line_errors(parse, corpus, flags, message):
     args = parse([*MODEL_FLAGS, "--train-iters", "10", "--data-mixture-from", str(corpus / "natural.json"), *flags])
@@ -85,25 +86,119 @@ def test_conflicting_data_flags_are_one_line_errors(parse, corpus, flags, messag
         check_regmix_args(args)
 
 
+# Every flag Megatron-LM's pretrain_gpt.py reads into its GPTDatasetConfig (core_gpt_dataset_config_from_args),
+# given a non-default value: each is honoured (the value reaches megatron-core's dataset config) or refused in
+# one line. Issue 23 point 8: --split, --num-dataset-builder-threads, --object-storage-cache-path,
+# --dataloader-fast-cache-load, --dataloader-defer-npy-index-mmap, --per-dataset-sequences-path,
+# --allow-ambiguous-pad-tokens and --hybrid-context-parallel were accepted and silently ignored.
+DATA_FLAGS = {
+    "--split": (["99,1,0"], None),
+    "--object-storage-cache-path": (["/tmp/idx-cache"], None),
+    "--dataloader-fast-cache-load": ([], None),
+    "--dataloader-defer-npy-index-mmap": ([], None),
+    "--per-dataset-sequences-path": (["/tmp/sequences.json"], None),
+    "--allow-ambiguous-pad-tokens": ([], None),
+    "--hybrid-context-parallel": (["--calculate-per-token-loss"], None),
+    "--num-dataset-builder-threads": (["3"], ("num_dataset_builder_threads", 3)),
+    "--reset-position-ids": ([], ("reset_position_ids", True)),
+    "--reset-attention-mask": ([], ("reset_attention_mask", True)),
+    "--eod-mask-loss": ([], ("eod_mask_loss", True)),
+    "--no-create-attention-mask-in-dataloader": ([], ("create_attention_mask", False)),
+    "--no-mmap-bin-files": ([], ("mmap_bin_files", False)),
+    "--mid-level-dataset-surplus": (["0.01"], ("mid_level_dataset_surplus", 0.01)),
+}
+
+
+@pytest.mark.parametrize("flag", DATA_FLAGS)
+def test_every_data_flag_is_honoured_or_refused(flag, parse, corpus):
+    from regmix_plugin.data.blend import GPT_DEFAULTS
+    from regmix_plugin.megatron.datasets import gpt_dataset_options
+
+    values, honoured = DATA_FLAGS[flag]
+    args = parse([*MODEL_FLAGS, "--train-iters", "10", "--data-mixture-from", str(corpus / "natural.json"),
+                  flag, *values])
+    if honoured is None:
+        with pytest.raises(ConfigError, match=f"^{flag}: not allowed with --data-mixture-from; .*(drop|use)"):
+            check_regmix_args(args)
+        return
+    check_regmix_args(args)
+    field, value = honoured
+    assert gpt_dataset_options(args)[field] == value
+    # ... and it is not the value a launch without the flag gets.
+    plain = gpt_dataset_options(parse([*MODEL_FLAGS, "--train-iters", "10", "--data-mixture-from",
+                                       str(corpus / "natural.json")]))
+    assert plain[field] != value
+    assert field in GPT_DEFAULTS or field in ("num_dataset_builder_threads", "mmap_bin_files")
+
+
+def test_dataset_settings_reach_megatron_cores_config(parse, corpus, process_group):
+    """The provider builds megatron-core's datasets with the flags' values (here, several builder threads)."""
+    from regmix_plugin.megatron.datasets import DatasetsProvider, MixtureSource
+
+    args = parse([*MODEL_FLAGS, "--train-iters", "10", "--data-mixture-from", str(corpus / "natural.json"),
+                  "--num-dataset-builder-threads", "2", "--eod-mask-loss", "--data-cache-path", str(corpus / "cache")])
+    train, valid, _ = DatasetsProvider(MixtureSource.from_args(args))([8, None, None])
+    config = train.base.config
+    assert config.num_dataset_builder_threads == 2 and config.eod_mask_loss and config.create_attention_mask
+    assert valid.parts[0].base.config.num_dataset_builder_threads == 2
+
+
+def test_blend_config_refuses_options_it_owns_or_does_not_know():
+    from regmix_plugin.data.blend import BlendConfig
+
+    with pytest.raises(ConfigError, match="gpt_options.split: set by the dataset builder itself"):
+        BlendConfig(seq_length=8, train_samples=4, gpt_options={"split": "1,0,0"})
+    with pytest.raises(ConfigError, match="gpt_options.eod_mask: not a field of megatron-core's GPTDatasetConfig"):
+        BlendConfig(seq_length=8, train_samples=4, gpt_options={"eod_mask": True})
+
+
+def test_a_launch_reads_its_mixture_files_once(parse, corpus, tmp_path, monkeypatch):
+    """Issue 24: components() read regmix.json, the provider twice more, the hook at every evaluation."""
+    from regmix_plugin.megatron.pretrain_gpt import components
+    from regmix_plugin.mixture import Mixture
+
+    a = write_mixture(corpus, "once_a", {"web": 1.0})
+    b = write_mixture(corpus, "once_b", {"code": 1.0})
+    sched = tmp_path / "s.yaml"
+    sched.write_text(f"phases:\n  - {{start: 0, mixture: {a}}}\n  - {{start: 4, mixture: {b}}}\n")
+    args = parse([*MODEL_FLAGS, "--train-samples", "48", "--data-schedule-from", str(sched), "--save",
+                  str(tmp_path / "ckpt"), "--save-interval", "4", "--phase-transition-iterations", "4"])
+    reads = []
+    load = Mixture.load.__func__
+    monkeypatch.setattr(Mixture, "load", classmethod(lambda cls, path: reads.append(str(path)) or load(cls, path)))
+    import megatron.training.training as mtraining
+
+    monkeypatch.setattr(mtraining, "evaluate_and_print_results", mtraining.evaluate_and_print_results)
+    provider, _ = components(args)
+    for iteration in (0, 5):
+        assert provider.source.mixture(iteration).name == ("once_a" if iteration < 4 else "once_b")
+    assert sorted(reads) == sorted([str(a), str(b)])
+
+
 # ---- what the entry point settles before Megatron parses -------------------------------------------------
 
+NOTHING = Kernels.of(te=False)
+EVERYTHING = Kernels.of(te=True, apex=True)
+
+
 def test_without_te_or_apex_the_local_implementation_flags_are_added():
-    launch = prepare_launch(["--num-layers", "2"], environ={}, installed=lambda m: False)
+    launch = prepare_launch(["--num-layers", "2"], environ={}, kernels=NOTHING)
     assert launch.argv == ["--num-layers", "2", "--transformer-impl", "local", "--no-rope-fusion",
                            "--no-gradient-accumulation-fusion", "--no-masked-softmax-fusion", "--no-persist-layer-norm"]
-    assert launch.notes == ["Transformer Engine and apex are not installed; added --transformer-impl local "
-                            "--no-rope-fusion --no-gradient-accumulation-fusion --no-masked-softmax-fusion "
-                            "--no-persist-layer-norm"]
+    assert launch.notes == [
+        "Transformer Engine is not installed; added --transformer-impl local --no-rope-fusion",
+        "apex's fused_weight_gradient_mlp_cuda is not importable (megatron-core's output layer needs it for "
+        "gradient accumulation fusion); added --no-gradient-accumulation-fusion",
+        "apex's fused softmax kernels are not importable; added --no-masked-softmax-fusion",
+        "apex is not installed (the local layer norm is torch's); added --no-persist-layer-norm",
+    ]
     # Flags the user gave are kept and not repeated.
-    launch = prepare_launch(["--transformer-impl", "local", "--no-persist-layer-norm"], environ={},
-                            installed=lambda m: False)
+    launch = prepare_launch(["--transformer-impl", "local", "--no-persist-layer-norm"], environ={}, kernels=NOTHING)
     assert launch.argv.count("--no-persist-layer-norm") == 1 and launch.argv.count("--transformer-impl") == 1
-    # With Transformer Engine and apex nothing is added; with TE only, the local implementation still needs apex.
-    assert prepare_launch(["--num-layers", "2"], environ={}, installed=lambda m: True).argv == ["--num-layers", "2"]
-    te_only = prepare_launch(["--transformer-impl", "local"], environ={}, installed=lambda m: m == "transformer_engine")
-    assert "--no-gradient-accumulation-fusion" in te_only.argv and "--no-rope-fusion" not in te_only.argv
+    # With Transformer Engine and apex nothing is added.
+    assert prepare_launch(["--num-layers", "2"], environ={}, kernels=EVERYTHING).argv == ["--num-layers", "2"]
     with pytest.raises(ConfigError, match="--transformer-impl transformer_engine: Transformer Engine is not installed"):
-        prepare_launch(["--transformer-impl", "transformer_engine"], environ={}, installed=lambda m: False)
+        prepare_launch(["--transformer-impl", "transformer_engine"], environ={}, kernels=NOTHING)
 
 
 def test_the_added_flags_are_what_megatron_needs_without_te_or_apex(parse, corpus):
@@ -113,9 +208,7 @@ def test_the_added_flags_are_what_megatron_needs_without_te_or_apex(parse, corpu
     args = parse([*MODEL_FLAGS, "--train-iters", "4", "--position-embedding-type", "rope"])
     with pytest.raises(Exception, match="apply_rope_fusion is not available|transformer_engine|Transformer Engine"):
         gpt_config_from_args(args)
-    installed = __import__("regmix_plugin.megatron.launch", fromlist=["_installed"])._installed
-    argv = prepare_launch([*MODEL_FLAGS, "--train-iters", "4", "--position-embedding-type", "rope"], environ={},
-                          installed=installed).argv
+    argv = prepare_launch([*MODEL_FLAGS, "--train-iters", "4", "--position-embedding-type", "rope"], environ={}).argv
     args = parse(argv)
     assert args.transformer_impl == "local" and not args.gradient_accumulation_fusion and not args.apply_rope_fusion
     assert args.no_persist_layer_norm and not args.masked_softmax_fusion
@@ -124,14 +217,14 @@ def test_the_added_flags_are_what_megatron_needs_without_te_or_apex(parse, corpu
 
 def test_tensor_parallel_sets_cuda_device_max_connections_once():
     env: dict = {}
-    notes = prepare_launch(["--tensor-model-parallel-size", "2"], environ=env, installed=lambda m: True).notes
+    notes = prepare_launch(["--tensor-model-parallel-size", "2"], environ=env, kernels=EVERYTHING).notes
     assert env == {"CUDA_DEVICE_MAX_CONNECTIONS": "1"} and any("CUDA_DEVICE_MAX_CONNECTIONS=1" in n for n in notes)
     env = {"CUDA_DEVICE_MAX_CONNECTIONS": "8"}  # the user's choice is kept
-    assert prepare_launch(["--context-parallel-size", "2"], environ=env, installed=lambda m: True).notes == []
+    assert prepare_launch(["--context-parallel-size", "2"], environ=env, kernels=EVERYTHING).notes == []
     assert env == {"CUDA_DEVICE_MAX_CONNECTIONS": "8"}
     for argv in (["--tensor-model-parallel-size", "1"], ["--tensor-model-parallel-size", "2", "--use-megatron-fsdp"]):
         env = {}
-        prepare_launch(argv, environ=env, installed=lambda m: True)
+        prepare_launch(argv, environ=env, kernels=EVERYTHING)
         assert env == {}
 
 
@@ -162,7 +255,7 @@ def test_schedule_maps_to_phase_transition_iterations(parse, corpus, tmp_path):
     """Megatron's own phase arithmetic (get_train_valid_test_num_samples) matches Schedule.phase_bounds."""
     from megatron.training.training import get_train_valid_test_num_samples, update_train_iters
 
-    from regmix_plugin.megatron.datasets import mixture_for_iteration
+    from regmix_plugin.megatron.datasets import MixtureSource
 
     a = write_mixture(corpus, "phase_a", {"web": 1.0})
     b = write_mixture(corpus, "phase_b", {"code": 1.0})
@@ -171,7 +264,7 @@ def test_schedule_maps_to_phase_transition_iterations(parse, corpus, tmp_path):
                           f"  - {{start: 9, mixture: {a}}}\n")
     argv = prepare_launch([*MODEL_FLAGS, "--train-samples", "48", "--data-schedule-from", str(sched_path),
                            "--save", str(tmp_path / "ckpt"), "--save-interval", "4"], environ={},
-                          installed=lambda m: True).argv
+                          kernels=EVERYTHING).argv
     assert argv[-2:] == ["--phase-transition-iterations", "4,9"]
     args = parse(argv)
     check_regmix_args(args)
@@ -183,7 +276,7 @@ def test_schedule_maps_to_phase_transition_iterations(parse, corpus, tmp_path):
         args.iteration = iteration
         start, end = bounds[schedule.phase_index(iteration)]
         assert get_train_valid_test_num_samples()[0] == (end - start) * 4
-        assert mixture_for_iteration(args).name == ("phase_b" if 4 <= iteration < 9 else "phase_a")
+        assert MixtureSource.from_args(args).mixture(iteration).name == ("phase_b" if 4 <= iteration < 9 else "phase_a")
     # Megatron 0.19 computes phase sizes from --train-samples; with --train-iters its arithmetic fails.
     args = parse([*MODEL_FLAGS, "--train-iters", "12", "--data-schedule-from", str(sched_path)])
     with pytest.raises(ConfigError, match="--train-samples"):
@@ -243,12 +336,12 @@ def test_schedule_phases_must_evaluate_the_same_domains(corpus, tmp_path):
 # ---- datasets -------------------------------------------------------------------------------------------
 
 def test_dataset_provider_builds_blend_and_fixed_validation(parse, corpus, process_group):
-    from regmix_plugin.megatron.datasets import train_valid_test_datasets_provider
+    from regmix_plugin.megatron.datasets import DatasetsProvider, MixtureSource
 
     mix = write_mixture(corpus, "mega", {"web": 0.5, "code": 0.5})  # books: weight 0, still validated
     args = parse([*MODEL_FLAGS, "--train-iters", "10", "--data-mixture-from", str(mix),
                   "--regmix-valid-samples-per-domain", "5", "--data-cache-path", str(corpus / "cache")])
-    train, valid, test = train_valid_test_datasets_provider([40, None, None])
+    train, valid, test = DatasetsProvider(MixtureSource.from_args(args))([40, None, None])
     assert len(train) == 40 and test is None
     assert {train[i]["dataset_id"] for i in range(40)} == {0, 1}
     assert valid.samples == 15 and valid.period == 16 and args.eval_iters == 4  # 15 samples + 1 padding, batch 4
@@ -259,12 +352,12 @@ def test_dataset_provider_builds_blend_and_fixed_validation(parse, corpus, proce
 
 def test_tokenizer_mismatch_with_the_corpus_is_refused(parse, corpus, process_group):
     from regmix_plugin.data.tokenizer import TokenizerMismatchError
-    from regmix_plugin.megatron.datasets import train_valid_test_datasets_provider
+    from regmix_plugin.megatron.datasets import DatasetsProvider, MixtureSource
 
     flags = [f if f != "257" else "300" for f in MODEL_FLAGS]
-    parse([*flags, "--train-iters", "10", "--data-mixture-from", str(corpus / "natural.json")])
+    args = parse([*flags, "--train-iters", "10", "--data-mixture-from", str(corpus / "natural.json")])
     with pytest.raises(TokenizerMismatchError, match="does not match the corpus tokenizer"):
-        train_valid_test_datasets_provider([8, None, None])
+        DatasetsProvider(MixtureSource.from_args(args))([8, None, None])
 
 
 @pytest.mark.parametrize("samples, mbs, dp, microbatches", [(33, 4, 1, 8), (33, 2, 2, 1), (7, 1, 4, 2), (40, 4, 2, 1)])
@@ -344,6 +437,51 @@ def test_domain_tally_gives_exact_domain_means():
     assert tally.samples.tolist() == [4, 4, 0] and tally.tokens.sum().item() == 0
 
 
+# Tensor reads that make the host wait for the device (on a GPU), as torch names them.
+HOST_READS = {"item", "__int__", "__float__", "__bool__", "__index__", "tolist", "numpy", "nonzero", "cpu"}
+
+
+@pytest.mark.parametrize("evaluating", [False, True], ids=["training", "evaluation"])
+def test_a_micro_batch_reads_nothing_back_from_the_device(evaluating, parse, process_group, monkeypatch):
+    """Issue 23 point 7: get_batch read the micro-batch size back with .item() on every micro-batch (a GPU->CPU
+    sync that stock get_batch does not make, and that CUDA-graph capture forbids). Every tensor op of the plugin's
+    batch and loss path is recorded; none may read a value back to the host."""
+    from torch.overrides import TorchFunctionMode
+
+    from regmix_plugin.megatron.loss import get_batch, loss_func
+
+    args = parse([*MODEL_FLAGS, "--train-iters", "4", "--eval-micro-batch-size", "1"])
+    args.check_for_nan_in_loss_and_grad = False  # Megatron's own NaN check reads the loss, as in its pretrain_gpt
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: "cpu")  # the device stands in on the CPU
+    b = args.eval_micro_batch_size if evaluating else args.micro_batch_size
+    item = {"tokens": torch.randint(0, 257, (b, 32)), "labels": torch.randint(0, 257, (b, 32)),
+            "loss_mask": torch.ones(b, 32), "position_ids": torch.arange(32).repeat(b, 1),
+            "attention_mask": torch.ones(b, 1, 32, 32, dtype=torch.bool), "dataset_id": torch.tensor([2, 0][:b])}
+    tally = DomainTally(["web", "code", "books"])
+    tally.begin_evaluation()
+    reads: list[str] = []
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, a=(), kw=None):
+            if getattr(func, "__name__", "") in HOST_READS:
+                reads.append(func.__name__)
+            return func(*a, **(kw or {}))
+
+    class Model(torch.nn.Module):
+        pass
+
+    model = Model().train(not evaluating)
+    with Record():
+        batch, dataset_id = get_batch(iter([item]), None, evaluating)
+        loss = loss_func(batch["loss_mask"], dataset_id, tally, torch.rand(b, 32), model=model)
+    assert reads == []
+    assert dataset_id.tolist() == [2, 0][:b] and loss[0].dim() == 0
+    counted = tally.tokens if evaluating else tally.samples
+    assert counted.tolist() == ([0.0, 0.0, 32.0] if evaluating else [1.0, 0.0, 1.0])  # id 2: books
+    with pytest.raises(RuntimeError, match="a micro-batch of 3 samples where Megatron's sampler gives"):
+        get_batch(iter([dict(item, dataset_id=torch.tensor([0, 1, 2]))]), None, evaluating)
+
+
 def test_forward_step_returns_the_schedule_plan_when_asked(monkeypatch):
     """The combined 1F1B schedule (--overlap-moe-expert-parallel-comm) calls forward_step(..., True)."""
     import megatron.training
@@ -352,6 +490,7 @@ def test_forward_step_returns_the_schedule_plan_when_asked(monkeypatch):
 
     class Model:
         vp_stage = None
+        training = True
 
         def build_schedule_plan(self, tokens, position_ids, attention_mask, labels=None, loss_mask=None):
             return ("plan", tokens, labels)
@@ -367,7 +506,7 @@ def test_forward_step_returns_the_schedule_plan_when_asked(monkeypatch):
             pass
 
     batch = {"tokens": torch.ones(1, 4), "labels": torch.zeros(1, 4), "loss_mask": torch.ones(1, 4)}
-    monkeypatch.setattr(loss_mod, "get_batch", lambda it, vp_stage=None: (batch, torch.zeros(1, dtype=torch.long)))
+    monkeypatch.setattr(loss_mod, "get_batch", lambda it, vp_stage=None, evaluating=False: (batch, torch.zeros(1, dtype=torch.long)))
     monkeypatch.setattr(megatron.training, "get_timers", lambda: (lambda *a, **k: Timer()))
     plan, loss = loss_mod.make_forward_step(None)(iter([]), Model(), return_schedule_plan=True)
     assert plan[0] == "plan" and plan[1] is batch["tokens"] and plan[2] is batch["labels"] and callable(loss)

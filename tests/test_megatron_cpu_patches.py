@@ -58,6 +58,9 @@ CALL_SITES = {
     ("torch.cuda", "stream"): [
         ("megatron.training.models.dist_utils", "_ddp_wrap", "torch.cuda.stream("),
     ],
+    ("torch", "manual_seed"): [
+        ("megatron.training.initialize", "_set_random_seed", "torch.manual_seed(seed)"),
+    ],
 }
 
 
@@ -97,3 +100,57 @@ def test_the_patches_put_cuda_tensors_on_the_host():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["cpu", "cpu", "cpu", "cpu", "torch.cuda.FloatTensor", "1"]
+
+
+def test_the_warm_up_draws_on_cuda_before_the_model_is_built():
+    """Why the GPU check compares one checkpoint on both devices (DECISIONS): pretrain() draws on "cuda" after
+    seeding and before building the model, so a GPU run and a CPU run of one seed start from other weights."""
+    from megatron.training import initialize, training
+
+    warmup = inspect.getsource(initialize._warmup_jit_function)
+    assert 'torch.rand(' in warmup and 'device="cuda"' in warmup
+    pretrain = inspect.getsource(training.pretrain)
+    assert pretrain.index("set_jit_fusion_options(") < pretrain.index("setup_model_and_optimizer(")
+
+
+def test_the_cuda_generator_stand_in_leaves_the_cpu_generator_alone():
+    """With REGMIX_TEST_CUDA_GENERATOR=1 a draw on "cuda" moves its own generator, as on a GPU; without it, the
+    CPU generator (what the old GPU check's CPU reference did, unseen by a rehearsal whose runs were all CPU)."""
+    code = (
+        "import cpu_patches, torch; cpu_patches.apply(); torch.manual_seed(7); torch.rand(5, device='cuda'); "
+        "after = torch.rand(3); torch.manual_seed(7); fresh = torch.rand(3); print(bool(torch.equal(after, fresh)))"
+    )
+    seen = {}
+    for flag in ("1", "0"):
+        env = dict(os.environ, REGMIX_TEST_CUDA_GENERATOR=flag,
+                   PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "megatron_cpu"), os.environ.get("PYTHONPATH", "")]))
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        seen[flag] = out.stdout.split()[-1]
+    assert seen == {"1": "True", "0": "False"}
+
+
+def test_a_cpu_run_hides_transformer_engine_and_apex(tmp_path):
+    """Point 4 of issue 23: on a GPU machine with TE and apex, the GPU check's CPU reference child must not build
+    TE layers or apex's fused layer norm (both fail on the CPU). A complete-looking fake TE and apex stand in
+    for the installed ones; the CPU patches hide them, so megatron-core imports and the entry point's flags are
+    those of the local implementation with every fused kernel off."""
+    fake = tmp_path / "site"
+    (fake / "transformer_engine" / "pytorch").mkdir(parents=True)
+    (fake / "transformer_engine" / "__init__.py").write_text('__version__ = "2.8.0"\n')
+    (fake / "transformer_engine" / "pytorch" / "__init__.py").write_text("")
+    (fake / "apex").mkdir()
+    (fake / "apex" / "__init__.py").write_text("")
+    for kernel in ("fused_weight_gradient_mlp_cuda", "scaled_masked_softmax_cuda",
+                   "scaled_upper_triang_masked_softmax_cuda", "scaled_softmax_cuda"):
+        (fake / f"{kernel}.py").write_text("")
+    code = ("import sys; from regmix_plugin.megatron.launch import prepare_launch; "
+            "import megatron.core.fp8_utils as f; "
+            "print(' '.join(prepare_launch(['--num-layers', '2'], environ={}).argv)); print('HAVE_TE', f.HAVE_TE)")
+    env = dict(os.environ, REGMIX_TEST_MEGATRON_CPU="1", PYTHONWARNINGS="ignore",
+               PYTHONPATH=os.pathsep.join([str(fake), str(REPO / "tests" / "megatron_cpu")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[-2:] == [
+        "--num-layers 2 --transformer-impl local --no-rope-fusion --no-gradient-accumulation-fusion "
+        "--no-masked-softmax-fusion --no-persist-layer-norm", "HAVE_TE False"]

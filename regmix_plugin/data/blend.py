@@ -33,6 +33,7 @@ The Megatron integration, the proxy trainer and the tests all call :func:`build_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import math
@@ -40,7 +41,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -74,12 +75,9 @@ class BlendConfig:
     seed: int = 1234
     cache_dir: str | None = None  # megatron-core index cache; None: a private temp folder, removed after the build
     tokenizer: TokenizerInfo | None = None  # None: read from the corpus.json next to the prefixes
-    eod_mask_loss: bool = False  # as Megatron's --eod-mask-loss
-    create_attention_mask: bool = False  # megatron-core's per-sample [1, s, s] mask; trainers usually build one causal mask
-    mid_level_dataset_surplus: float = 0.005  # megatron-core's margin of extra samples per domain
-    reset_position_ids: bool = False  # as Megatron's --reset-position-ids
-    reset_attention_mask: bool = False  # as Megatron's --reset-attention-mask
-    mmap_bin_files: bool = True  # as Megatron's --mmap-bin-files / --no-mmap-bin-files
+    # Further GPTDatasetConfig fields, passed through as given (a Megatron launch maps its flags here in one
+    # place, regmix_plugin.megatron.datasets.gpt_dataset_options); what is not given keeps GPT_DEFAULTS.
+    gpt_options: Mapping[str, Any] = field(default_factory=dict)
     build_on_this_rank: bool = True  # False: take part in megatron-core's barriers but build nothing
 
     def __post_init__(self) -> None:
@@ -92,6 +90,26 @@ class BlendConfig:
             raise ConfigError(f"tokenizer: expected a TokenizerInfo, got {type(self.tokenizer).__name__}")
         if self.cache_dir is not None:
             self.cache_dir = os.fspath(self.cache_dir)
+        self.gpt_options = dict(self.gpt_options)
+        owned = sorted(set(self.gpt_options) & _BUILDER_OWNS)
+        if owned:
+            raise ConfigError(f"gpt_options.{owned[0]}: set by the dataset builder itself; leave it out")
+        from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
+
+        known = {f.name for f in dataclasses.fields(GPTDatasetConfig) if f.init}
+        unknown = sorted(set(self.gpt_options) - known)
+        if unknown:
+            raise ConfigError(f"gpt_options.{unknown[0]}: not a field of megatron-core's GPTDatasetConfig; check "
+                              "the name")
+
+
+# What the builder decides (from the mixture and BlendConfig's own fields), never taken from gpt_options.
+_BUILDER_OWNS = {"random_seed", "sequence_length", "tokenizer", "blend", "blend_per_split", "split", "path_to_cache",
+                 "drop_last_partial_validation_sequence", "multiple_validation_sets", "full_validation"}
+# GPTDatasetConfig fields that differ from megatron-core's defaults here: trainers build one causal mask (not one
+# [1, s, s] mask per sample), and nothing is reset or masked at document ends unless asked.
+GPT_DEFAULTS = {"reset_position_ids": False, "reset_attention_mask": False, "eod_mask_loss": False,
+                "create_attention_mask": False, "mid_level_dataset_surplus": 0.005}
 
 
 class DomainTaggedDataset(torch.utils.data.Dataset):
@@ -224,14 +242,11 @@ def _gpt_config(cfg: BlendConfig, tokenizer: TokenizerInfo, cache: str, **blend:
         random_seed=cfg.seed,
         sequence_length=cfg.seq_length,
         tokenizer=tokenizer,
-        reset_position_ids=cfg.reset_position_ids,
-        reset_attention_mask=cfg.reset_attention_mask,
-        mmap_bin_files=cfg.mmap_bin_files,
-        eod_mask_loss=cfg.eod_mask_loss,
-        create_attention_mask=cfg.create_attention_mask,
+        # Keep the last partial validation sequence (padded, loss-masked), so a small validation set counts
+        # every token.
         drop_last_partial_validation_sequence=False,
         path_to_cache=cache,
-        mid_level_dataset_surplus=cfg.mid_level_dataset_surplus,
+        **{**GPT_DEFAULTS, **cfg.gpt_options},
         **blend,
     )
 
@@ -285,7 +300,8 @@ def _surplus_needed(weights: list[float], n: int, floor: float) -> float:
 
 def _build_train(mixture: Mixture, cfg: BlendConfig, tokenizer: TokenizerInfo, cache: str) -> DomainTaggedDataset | None:
     prefixes, weights, owner = _train_blend(mixture)
-    surplus = _surplus_needed(weights, cfg.train_samples, cfg.mid_level_dataset_surplus)
+    floor = cfg.gpt_options.get("mid_level_dataset_surplus", GPT_DEFAULTS["mid_level_dataset_surplus"])
+    surplus = _surplus_needed(weights, cfg.train_samples, floor)
     config = _gpt_config(cfg, tokenizer, cache, blend=(prefixes, weights), split="1,0,0")
     config.mid_level_dataset_surplus = surplus
     # Size 0 (not None) for the unused splits: megatron-core requires sizes when weights are given.

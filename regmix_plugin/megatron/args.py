@@ -78,13 +78,28 @@ def check_regmix_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--regmix-valid-samples-per-domain: {n} is not positive; give N >= 1")
 
 
-# Flags whose datasets or evaluation the mixture's provider does not build, with what to do instead.
+# Flags whose datasets or evaluation the mixture's provider does not build, with what to do instead. With the
+# flags it honours (regmix_plugin.megatron.datasets.gpt_dataset_options) these cover every data flag that
+# Megatron-LM's pretrain_gpt.py reads into its GPTDatasetConfig (checked against megatron-core 0.19.2's
+# arguments.py): none is accepted and then ignored.
+_INDEX_READ = ("the plugin reads every domain's .idx at launch anyway (token counts and per-domain sample tags), so "
+               "this startup shortcut has nothing to skip; drop the flag")
 _UNSUPPORTED = {
     "--mock-data": "drop one of them",
     "--sft": "the mixture builds pretraining GPT datasets; use Megatron's own SFT data flags",
     "--fim-data": "the mixture builds plain GPT datasets; use Megatron's own --data-path for FIM",
     "--dataloader-inter-document-masking": "its packed-sequence batches are not built by the mixture's provider",
+    "--hybrid-context-parallel": "its batches carry packed-sequence metadata the mixture's datasets do not build; "
+                                 "use --context-parallel-size",
     "--full-validation": "every evaluation already reads each domain's whole validation set once; drop the flag",
     "--multiple-validation-sets": "the plugin reports one loss per domain (valid/<domain>/loss); drop the flag",
     "--validation-set-names": "validation sets are the mixture's domains, named by it; drop the flag",
+    "--split": "the train blend uses all of each training prefix and validation comes from each domain's "
+               "valid_prefixes in the mixture file; drop the flag",
+    "--object-storage-cache-path": "the mixture's prefixes are local .bin/.idx files (regmix.json); drop the flag",
+    "--dataloader-fast-cache-load": _INDEX_READ,
+    "--dataloader-defer-npy-index-mmap": _INDEX_READ,
+    "--per-dataset-sequences-path": _INDEX_READ,
+    "--allow-ambiguous-pad-tokens": "the mixture's datasets mask no pad tokens (its tokenizer record has no pad id), "
+                                    "so the flag would change nothing; drop it",
 }

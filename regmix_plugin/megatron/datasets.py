@@ -8,6 +8,10 @@ The provider sets ``args.eval_iters`` to one pass over it, agreed by all ranks.
 
 As in Megatron-LM's own ``pretrain_gpt.py``, datasets are built only on tensor-parallel rank 0 of the first
 and last pipeline stages; the other ranks receive their batches by broadcast.
+
+A launch reads its mixture (or schedule and phase mixtures) once, into a :class:`MixtureSource` that the
+provider, the loss tally and the evaluation hook share; :func:`gpt_dataset_options` is the one place Megatron's
+flags become megatron-core dataset settings.
 """
 
 from __future__ import annotations
@@ -24,19 +28,50 @@ from regmix_plugin.mixture import Mixture
 from regmix_plugin.schedule import Schedule
 
 
-def mixture_for_iteration(args: argparse.Namespace) -> Mixture:
-    """The mixture that trains ``args.iteration`` (the iteration Megatron resumed from, 0 on a fresh start)."""
-    if args.data_schedule_from:
-        schedule = Schedule.load(args.data_schedule_from)
-        return schedule.phases[schedule.phase_index(getattr(args, "iteration", 0) or 0)].load()
-    return Mixture.load(args.data_mixture_from)
+class MixtureSource:
+    """The launch's ``--data-mixture-from`` or ``--data-schedule-from``, each file read once per process.
+
+    ``names``: the domains evaluated, in ``dataset_id`` order (the mixture's, or under a schedule the first
+    phase's, every phase checked to list the same domains with the same validation data). ``mixture(i)``: the
+    mixture that trains iteration ``i``, as its file says (datasets are built from it in ``names`` order).
+    """
+
+    def __init__(self, path: str, schedule: Schedule | None, mixtures: list[Mixture]) -> None:
+        self.path, self.schedule = path, schedule
+        self.names = schedule.domain_order(mixtures) if schedule is not None else mixtures[0].names
+        self._mixtures = mixtures
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "MixtureSource":
+        if args.data_schedule_from:
+            schedule = Schedule.load(args.data_schedule_from)
+            return cls(args.data_schedule_from, schedule, [p.load() for p in schedule.phases])
+        return cls(args.data_mixture_from, None, [Mixture.load(args.data_mixture_from)])
+
+    def mixture(self, iteration: int | None) -> Mixture:
+        """The mixture that trains ``iteration`` (the iteration Megatron resumed from; None or 0 on a fresh start)."""
+        k = self.schedule.phase_index(iteration or 0) if self.schedule is not None else 0
+        return self._mixtures[k]
 
 
-def domain_names(args: argparse.Namespace) -> list[str]:
-    """The domains evaluated, in ``dataset_id`` order: the mixture's, or under a schedule the first phase's."""
-    if args.data_schedule_from:
-        return Schedule.load(args.data_schedule_from).domain_order()
-    return Mixture.load(args.data_mixture_from).names
+def gpt_dataset_options(args: argparse.Namespace) -> dict:
+    """megatron-core GPTDatasetConfig fields from Megatron's flags: the one place a launch maps them.
+
+    The same fields Megatron-LM's own pretrain_gpt.py (core_gpt_dataset_config_from_args) takes from its
+    arguments, less those the mixture decides (blend, split, seed, sequence length, tokenizer, cache) and those
+    refused at launch (check_regmix_args: --split, --full-validation, --multiple-validation-sets,
+    --object-storage-cache-path, --dataloader-fast-cache-load, --dataloader-defer-npy-index-mmap,
+    --per-dataset-sequences-path, --allow-ambiguous-pad-tokens).
+    """
+    return {
+        "reset_position_ids": args.reset_position_ids,
+        "reset_attention_mask": args.reset_attention_mask,
+        "eod_mask_loss": args.eod_mask_loss,
+        "create_attention_mask": args.create_attention_mask_in_dataloader,
+        "mmap_bin_files": args.mmap_bin_files,
+        "mid_level_dataset_surplus": args.mid_level_dataset_surplus,
+        "num_dataset_builder_threads": args.num_dataset_builder_threads,
+    }
 
 
 def tokenizer_info(args: argparse.Namespace, mixture: Mixture) -> TokenizerInfo:
@@ -62,9 +97,12 @@ def cache_dir(args: argparse.Namespace) -> str | None:
     return os.path.join(args.save, "data_cache") if args.save else None
 
 
-def build_for_args(args: argparse.Namespace, train_samples: int, build_on_this_rank: bool = True) -> MixtureDatasets:
-    # Datasets follow domain_names(args) so that dataset_id means the same domain in every phase.
-    mixture = mixture_for_iteration(args).reordered(domain_names(args))
+def build_for_args(args: argparse.Namespace, train_samples: int, build_on_this_rank: bool = True,
+                   source: MixtureSource | None = None) -> MixtureDatasets:
+    """The datasets of the phase Megatron resumed at, built as Megatron's flags say."""
+    source = source or MixtureSource.from_args(args)
+    # Datasets follow source.names so that dataset_id means the same domain in every phase.
+    mixture = source.mixture(getattr(args, "iteration", 0)).reordered(source.names)
     return build_datasets(mixture, BlendConfig(
         seq_length=args.seq_length,
         train_samples=max(int(train_samples), 1),
@@ -72,12 +110,7 @@ def build_for_args(args: argparse.Namespace, train_samples: int, build_on_this_r
         seed=args.seed,
         cache_dir=cache_dir(args),
         tokenizer=tokenizer_info(args, mixture),
-        eod_mask_loss=args.eod_mask_loss,
-        create_attention_mask=args.create_attention_mask_in_dataloader,
-        mid_level_dataset_surplus=args.mid_level_dataset_surplus,
-        reset_position_ids=args.reset_position_ids,
-        reset_attention_mask=args.reset_attention_mask,
-        mmap_bin_files=args.mmap_bin_files,
+        gpt_options=gpt_dataset_options(args),
         build_on_this_rank=build_on_this_rank,
     ))
 
@@ -99,28 +132,36 @@ def agree_on_eval_iters(local: int) -> int:
     return int(t.item())
 
 
-def train_valid_test_datasets_provider(train_val_test_num_samples, vp_stage=None):
-    """``(train, valid, None)`` for Megatron's ``pretrain``; sets ``args.eval_iters`` to one pass over valid."""
-    from megatron.training import get_args, print_rank_0
+class DatasetsProvider:
+    """Megatron's ``train_valid_test_datasets_provider`` for one launch's :class:`MixtureSource`.
 
-    args = get_args()
-    print_rank_0(f"> regmix: building datasets from {args.data_schedule_from or args.data_mixture_from} ...")
-    here = builds_on_this_rank(vp_stage)
-    ds = build_for_args(args, train_val_test_num_samples[0], build_on_this_rank=here)
-    valid = None
-    if here:
-        print_rank_0(f"> regmix: train samples per domain {ds.train_counts()}")
-        valid = FixedValidationSet(list(ds.valid.values()), batch=args.eval_global_batch_size)
-    if args.eval_iters:  # --eval-iters 0 turns evaluation off, as in stock Megatron
-        args.eval_iters = agree_on_eval_iters(valid.batches if valid is not None else 0)
-        if valid is not None:
-            print_rank_0(f"> regmix: each evaluation reads {valid.samples} validation sequences of "
-                         f"{len(ds.valid)} domains once (+{valid.period - valid.samples} padding): "
-                         f"--eval-iters {args.eval_iters}")
-    else:
+    ``(train, valid, None)``; sets ``args.eval_iters`` to one pass over valid.
+    """
+
+    # Every rank calls the provider (megatron-core's builder synchronises them); builds_on_this_rank decides
+    # who reads.
+    is_distributed = True
+
+    def __init__(self, source: MixtureSource) -> None:
+        self.source = source
+
+    def __call__(self, train_val_test_num_samples, vp_stage=None):
+        from megatron.training import get_args, print_rank_0
+
+        args = get_args()
+        print_rank_0(f"> regmix: building datasets from {self.source.path} ...")
+        here = builds_on_this_rank(vp_stage)
+        ds = build_for_args(args, train_val_test_num_samples[0], build_on_this_rank=here, source=self.source)
         valid = None
-    return ds.train, valid, None
-
-
-# Every rank calls the provider (megatron-core's builder synchronises them); builds_on_this_rank decides who reads.
-train_valid_test_datasets_provider.is_distributed = True
+        if here:
+            print_rank_0(f"> regmix: train samples per domain {ds.train_counts()}")
+            valid = FixedValidationSet(list(ds.valid.values()), batch=args.eval_global_batch_size)
+        if args.eval_iters:  # --eval-iters 0 turns evaluation off, as in stock Megatron
+            args.eval_iters = agree_on_eval_iters(valid.batches if valid is not None else 0)
+            if valid is not None:
+                print_rank_0(f"> regmix: each evaluation reads {valid.samples} validation sequences of "
+                             f"{len(ds.valid)} domains once (+{valid.period - valid.samples} padding): "
+                             f"--eval-iters {args.eval_iters}")
+        else:
+            valid = None
+        return ds.train, valid, None

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from regmix_plugin.megatron.datasets import mixture_for_iteration
+from regmix_plugin.megatron.datasets import MixtureSource
 from regmix_plugin.megatron.loss import DomainTally
 from regmix_plugin.metrics import MetricsSink
 
@@ -62,8 +62,8 @@ def reduce_tally(tally: DomainTally) -> Evaluation | None:
 class _EvaluationLog:
     """The last rank's writers, opened at the first evaluation."""
 
-    def __init__(self, args) -> None:
-        self.args = args
+    def __init__(self, args, source: MixtureSource) -> None:
+        self.args, self.source = args, source
         self.sink: MetricsSink | None = None
         self.last_iteration: int | None = None
 
@@ -84,7 +84,7 @@ class _EvaluationLog:
         out = metrics_dir(args)
         if out is not None:
             # Resolved now, not at launch: under a schedule the phase follows the loaded checkpoint.
-            mixture = mixture_for_iteration(args)
+            mixture = self.source.mixture(args.iteration)
             if self.sink is None:
                 os.makedirs(out, exist_ok=True)
                 self.sink = MetricsSink(out, mixture.content_hash(), mixture.name, resume_step=args.iteration or 0)
@@ -97,7 +97,7 @@ class _EvaluationLog:
                 writer.add_scalar(f"lm loss validation-{n} vs samples", v, args.consumed_train_samples)
 
 
-def install_evaluation_hook(tally: DomainTally) -> None:
+def install_evaluation_hook(tally: DomainTally, source: MixtureSource) -> None:
     """Wrap Megatron's ``evaluate_and_print_results`` once per process (see the module doc)."""
     from megatron.training import get_args
     from megatron.training import training as mtraining
@@ -106,7 +106,7 @@ def install_evaluation_hook(tally: DomainTally) -> None:
     if getattr(original, "_regmix_hooked", False):
         return
     args = get_args()
-    log = _EvaluationLog(args)
+    log = _EvaluationLog(args, source)
     signature = inspect.signature(original)
 
     @functools.wraps(original)

@@ -3,12 +3,13 @@
 Before parsing (Megatron's validation asserts on these, so they cannot wait):
 
 * ``--data-schedule-from`` adds ``--phase-transition-iterations``.
-* Without Transformer Engine or apex (a plain ``pip install``) the stock defaults cannot build or run a model:
-  ``--transformer-impl transformer_engine`` and the fused RoPE kernel need TE; the local implementation's
-  gradient-accumulation fusion, fused masked softmax (fp16/bf16) and persistent layer norm need apex's CUDA
-  extensions (``_LOCAL_KERNELS``). The flags that make the local
-  implementation work are added, each named in one printed line; a flag the user gave is never overridden,
-  and asking for TE without TE is a one-line error.
+* What imports decides the implementation flags (:func:`implementation_flags`, one decision per kernel:
+  Transformer Engine, apex's fused weight-gradient GEMM, its softmax kernels, apex itself), probed before
+  megatron-core is imported (:mod:`regmix_plugin.megatron.environment`). A plain ``pip install`` (no TE, no
+  apex) gets the local implementation and every kernel flag off; a pip-installed TE without apex keeps TE and
+  turns gradient-accumulation fusion off; an NGC container gets nothing added. Each added flag is named in one
+  printed line, a flag the user gave is never overridden, and a broken TE or ``--transformer-impl
+  transformer_engine`` without TE is a one-line error.
 * Tensor or context parallelism on GPUs before Blackwell needs ``CUDA_DEVICE_MAX_CONNECTIONS=1`` in the
   environment before CUDA starts; Megatron asserts it. When it is unset it is set to 1 here (and said).
 
@@ -23,11 +24,21 @@ ranks wait at a barrier. :func:`use_prebuilt_dataset_helpers` skips that build w
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 from dataclasses import dataclass, field
 
 from regmix_plugin.errors import ConfigError
+from regmix_plugin.megatron.environment import (
+    ABSENT,
+    BROKEN,
+    GRAD_ACCUM_KERNEL,
+    SOFTMAX_KERNELS,
+    USABLE,
+    Probe,
+    importable,
+    te_error,
+    transformer_engine,
+)
 from regmix_plugin.schedule import Schedule
 
 
@@ -37,13 +48,27 @@ class Launch:
     notes: list[str] = field(default_factory=list)  # one printed line per flag or variable the plugin set
 
 
-# Kernels the local implementation uses by default, the module that provides each (apex's CUDA extensions),
-# and the flag that turns its use off.
-_LOCAL_KERNELS = (
-    ("fused_weight_gradient_mlp_cuda", "--no-gradient-accumulation-fusion"),
-    ("scaled_masked_softmax_cuda", "--no-masked-softmax-fusion"),
-    ("apex", "--no-persist-layer-norm"),
-)
+@dataclass(frozen=True)
+class Kernels:
+    """What the launch can use: Transformer Engine's state and which of apex's modules import."""
+
+    te: Probe
+    modules: frozenset[str]  # importable among APEX_MODULES
+
+    @classmethod
+    def detect(cls) -> "Kernels":
+        return cls(transformer_engine(), frozenset(m for m in APEX_MODULES if importable(m)))
+
+    @classmethod
+    def of(cls, te: bool, apex: bool | tuple[str, ...] = ()) -> "Kernels":
+        """For tests and callers that know: ``apex=True`` for every apex module, or the importable ones."""
+        modules = APEX_MODULES if apex is True else tuple(apex or ())
+        return cls(Probe(USABLE if te else ABSENT), frozenset(modules))
+
+
+# apex's modules the decisions below read: the package itself (its fused layer norm), the fused weight-gradient
+# GEMM, and the fused softmax kernels.
+APEX_MODULES = ("apex", GRAD_ACCUM_KERNEL, *SOFTMAX_KERNELS)
 
 
 def _peek(argv: list[str]) -> argparse.Namespace:
@@ -52,8 +77,8 @@ def _peek(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data-schedule-from")
     p.add_argument("--phase-transition-iterations")
     p.add_argument("--transformer-impl")
-    p.add_argument("--no-rope-fusion", action="store_true")
-    for _, flag in _LOCAL_KERNELS:
+    for flag in ("--no-rope-fusion", "--no-gradient-accumulation-fusion", "--no-masked-softmax-fusion",
+                 "--no-persist-layer-norm"):
         p.add_argument(flag, action="store_true")
     p.add_argument("--tensor-model-parallel-size", type=int, default=1)
     p.add_argument("--context-parallel-size", type=int, default=1)
@@ -64,17 +89,62 @@ def _peek(argv: list[str]) -> argparse.Namespace:
     return known
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+def implementation_flags(seen: argparse.Namespace, kernels: Kernels) -> tuple[list[str], list[str]]:
+    """The flags that let the stock defaults build and run a model with what imports, and one note per reason.
+
+    Each kernel is decided on its own (checked against megatron-core 0.19.2):
+
+    * no Transformer Engine: ``--transformer-impl local`` (Megatron's default is TE) and ``--no-rope-fusion``
+      (the fused RoPE kernel is TE's);
+    * no ``fused_weight_gradient_mlp_cuda`` (apex): ``--no-gradient-accumulation-fusion`` under either
+      implementation, since the GPT output layer is megatron-core's own ColumnParallelLinear, which raises at
+      construction without it (with TE this also turns off TE's own wgrad fusion: one flag drives both);
+    * local implementation without apex's softmax kernels: ``--no-masked-softmax-fusion`` (FusedScaleMaskSoftmax
+      imports them for fp16/bf16 inputs);
+    * local implementation without apex: ``--no-persist-layer-norm`` (the layer norm is then torch's, which
+      asserts the flag off).
+
+    A flag the user gave is never repeated; a broken TE and ``--transformer-impl transformer_engine`` without TE
+    are one-line errors.
+    """
+    if kernels.te.state == BROKEN:
+        raise te_error(kernels.te)
+    have_te = kernels.te.usable
+    impl = seen.transformer_impl
+    if impl == "transformer_engine" and not have_te:
+        raise ConfigError("--transformer-impl transformer_engine: Transformer Engine is not installed; pass "
+                          "--transformer-impl local (or install transformer_engine)")
+    added: list[str] = []
+    notes: list[str] = []
+
+    def add(flags: list[str], why: str) -> None:
+        new = [f for f in flags if not (f.startswith("--no-") and getattr(seen, f[2:].replace("-", "_")))]
+        if new:
+            added.extend(new)
+            notes.append(f"{why}; added {' '.join(new)}")
+
+    if not have_te:
+        add((["--transformer-impl", "local"] if impl is None else []) + ["--no-rope-fusion"],
+            "Transformer Engine is not installed")
+        impl = impl or "local"
+    impl = impl or "transformer_engine"
+    if GRAD_ACCUM_KERNEL not in kernels.modules:
+        add(["--no-gradient-accumulation-fusion"],
+            f"apex's {GRAD_ACCUM_KERNEL} is not importable (megatron-core's output layer needs it for gradient "
+            "accumulation fusion)")
+    if impl == "local":
+        if not set(SOFTMAX_KERNELS) <= kernels.modules:
+            add(["--no-masked-softmax-fusion"], "apex's fused softmax kernels are not importable")
+        if "apex" not in kernels.modules:
+            add(["--no-persist-layer-norm"], "apex is not installed (the local layer norm is torch's)")
+    return added, notes
 
 
-def prepare_launch(argv: list[str], environ: dict | None = None, installed=_installed) -> Launch:
+def prepare_launch(argv: list[str], environ: dict | None = None, kernels: Kernels | None = None) -> Launch:
     """The argv Megatron will parse, plus the notes to print; sets ``CUDA_DEVICE_MAX_CONNECTIONS`` in ``environ``.
 
-    ``installed(module)`` says whether a module imports (Transformer Engine, apex and its kernels).
+    ``kernels`` says what imports (Transformer Engine, apex and its kernels); by default it is probed here,
+    before megatron-core is imported.
     """
     environ = os.environ if environ is None else environ
     launch = Launch(list(argv))
@@ -83,25 +153,9 @@ def prepare_launch(argv: list[str], environ: dict | None = None, installed=_inst
     if seen.data_schedule_from and seen.phase_transition_iterations is None:
         launch.argv += Schedule.load(seen.data_schedule_from).megatron_args()
 
-    have_te = installed("transformer_engine")
-    impl = seen.transformer_impl
-    if impl == "transformer_engine" and not have_te:
-        raise ConfigError("--transformer-impl transformer_engine: Transformer Engine is not installed; pass "
-                          "--transformer-impl local (or install transformer_engine)")
-    added = []
-    if impl is None and not have_te:
-        added += ["--transformer-impl", "local"]
-        impl = "local"
-    if not have_te and not seen.no_rope_fusion:
-        added.append("--no-rope-fusion")  # the fused RoPE kernel is Transformer Engine's
-    if impl == "local":
-        missing = [(module, flag) for module, flag in _LOCAL_KERNELS if not installed(module)]
-        added += [flag for module, flag in missing if not getattr(seen, flag[2:].replace("-", "_"))]
-    if added:
-        what = "Transformer Engine and apex are" if not have_te and not installed("apex") else (
-            "Transformer Engine is" if not have_te else "apex's kernels are")
-        launch.argv += added
-        launch.notes.append(f"{what} not installed; added {' '.join(added)}")
+    added, notes = implementation_flags(seen, Kernels.detect() if kernels is None else kernels)
+    launch.argv += added
+    launch.notes += notes
 
     fsdp = seen.use_torch_fsdp2 or seen.use_megatron_fsdp or seen.overlap_moe_expert_parallel_comm
     if (seen.tensor_model_parallel_size > 1 or seen.context_parallel_size > 1) and not fsdp \

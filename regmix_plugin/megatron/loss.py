@@ -116,8 +116,15 @@ def _mtp_on_this_rank(args, vp_stage) -> bool:
                             ignore_virtual=False, vp_stage=vp_stage)
 
 
-def get_batch(data_iterator, vp_stage=None):
-    """Megatron's TP/CP batch distribution, plus ``dataset_id`` broadcast from TP rank 0 of the group."""
+def get_batch(data_iterator, vp_stage=None, evaluating: bool = False):
+    """Megatron's TP/CP batch distribution, plus ``dataset_id`` broadcast from TP rank 0 of the group.
+
+    No host synchronisation: the micro-batch size is known from the arguments (Megatron's samplers always yield
+    whole micro-batches: ``--micro-batch-size`` in training, ``--eval-micro-batch-size`` in evaluation), so the
+    other TP ranks allocate ``dataset_id`` without being told its length. (Reading a length from the device with
+    ``.item()`` stalled the host once per micro-batch until the GPU caught up, and cannot be captured in a CUDA
+    graph.)
+    """
     from megatron.core import parallel_state as mpu
     from megatron.core.utils import get_batch_on_this_cp_rank, get_batch_on_this_tp_rank
     from megatron.training import get_args
@@ -130,30 +137,32 @@ def get_batch(data_iterator, vp_stage=None):
     tp_rank = mpu.get_tensor_model_parallel_rank()
     src, group = mpu.get_tensor_model_parallel_src_rank(), mpu.get_tensor_model_parallel_group()
     device = torch.cuda.current_device()
+    micro_batch_size = args.eval_micro_batch_size if evaluating else args.micro_batch_size
     batch: dict = {}
-    size = torch.zeros(1, dtype=torch.long, device=device)
     if tp_rank == 0:
-        batch = dict(next(data_iterator))
-        dataset_id = torch.as_tensor(batch.pop("dataset_id")).to(device=device, dtype=torch.long, non_blocking=True)
-        size[0] = dataset_id.numel()
+        batch = dict(next(data_iterator))  # a copy: a CUDA graph's static input buffers must keep their keys
+        ids = torch.as_tensor(batch.pop("dataset_id"))  # on the host, from the data loader
+        if ids.numel() != micro_batch_size:
+            raise RuntimeError(f"regmix: a micro-batch of {ids.numel()} samples where Megatron's sampler gives "
+                               f"{micro_batch_size}; the mixture's loader must yield whole micro-batches")
+        dataset_id = ids.to(device=device, dtype=torch.long, non_blocking=True)
         for key in BATCH_KEYS:
             batch[key] = batch[key].to(device=device, non_blocking=True) if batch.get(key) is not None else None
-    torch.distributed.broadcast(size, src, group=group)
-    if tp_rank != 0:
-        dataset_id = torch.empty(int(size.item()), dtype=torch.long, device=device)
+    else:
+        dataset_id = torch.empty(micro_batch_size, dtype=torch.long, device=device)
     torch.distributed.broadcast(dataset_id, src, group=group)
     batch = get_batch_on_this_tp_rank(
         batch,
         # The plugin's GPT datasets never carry packed-sequence metadata (--sft and inter-document masking
         # are refused at launch), so no cu_seqlens travel.
         has_cu_seqlens=False,
-        is_hybrid_cp=args.hybrid_context_parallel,
+        is_hybrid_cp=False,  # refused at launch (check_regmix_args)
         create_attention_mask_in_dataloader=args.create_attention_mask_in_dataloader,
         broadcast_src_rank=src,
         broadcast_group=group,
         cp_size=args.context_parallel_size,
         tp_rank=tp_rank,
-        micro_batch_size=int(size.item()),
+        micro_batch_size=micro_batch_size,
         seq_length=args.seq_length,
         mtp_on_this_rank=mtp_here,
         pipeline_model_parallel_size=args.pipeline_model_parallel_size,
@@ -162,7 +171,7 @@ def get_batch(data_iterator, vp_stage=None):
     )
     batch = get_batch_on_this_cp_rank(
         batch,
-        is_hybrid_cp=args.hybrid_context_parallel,
+        is_hybrid_cp=False,
         cp_group=mpu.get_context_parallel_group(),
         hybrid_cp_group_func=mpu.get_hybrid_data_context_parallel_groups,
     )
@@ -178,7 +187,8 @@ def make_forward_step(tally: DomainTally | None):
 
         timers = get_timers()
         timers("batch-generator", log_level=2).start()
-        batch, dataset_id = get_batch(data_iterator, get_attr_wrapped_model(model, "vp_stage"))
+        evaluating = not _unwrap(model).training
+        batch, dataset_id = get_batch(data_iterator, get_attr_wrapped_model(model, "vp_stage"), evaluating)
         timers("batch-generator").stop()
         batch = batch or {}
         inputs = (batch.get("tokens"), batch.get("position_ids"), batch.get("attention_mask"))

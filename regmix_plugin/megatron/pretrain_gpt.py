@@ -18,8 +18,9 @@ from __future__ import annotations
 import os
 import sys
 
-from regmix_plugin.errors import RegmixError
+from regmix_plugin.errors import ConfigError, RegmixError, one_line
 from regmix_plugin.megatron.args import add_regmix_args, check_regmix_args
+from regmix_plugin.megatron.environment import check_megatron_core
 from regmix_plugin.megatron.launch import prepare_launch, resume_schedule, use_prebuilt_dataset_helpers
 
 
@@ -34,27 +35,36 @@ def components(args):
     With per-domain evaluation on it also installs the evaluation hook. A team's own pretrain_gpt.py calls this
     after ``parse_and_validate_args(extra_args_provider=add_regmix_args)``; see docs/megatron.md.
     """
-    from regmix_plugin.megatron.datasets import domain_names, train_valid_test_datasets_provider
+    from regmix_plugin.megatron.datasets import DatasetsProvider, MixtureSource
     from regmix_plugin.megatron.hooks import install_evaluation_hook
     from regmix_plugin.megatron.loss import DomainTally, make_forward_step
 
     check_regmix_args(args)
+    if not (args.data_mixture_from or args.data_schedule_from):
+        raise ConfigError("--data-mixture-from: missing; give the regmix.json to train on (or --data-schedule-from)")
+    source = MixtureSource.from_args(args)  # the one read of the mixture (or schedule) in this process
     tally = None
-    if (args.data_mixture_from or args.data_schedule_from) and args.regmix_per_domain_eval:
-        tally = DomainTally(domain_names(args))
-        install_evaluation_hook(tally)
-    return train_valid_test_datasets_provider, make_forward_step(tally)
+    if args.regmix_per_domain_eval:
+        tally = DomainTally(source.names)
+        install_evaluation_hook(tally, source)
+    return DatasetsProvider(source), make_forward_step(tally)
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Before megatron-core is imported: its version (a --no-deps install enforces no pin) and what Transformer
+    # Engine and apex offer (a broken TE makes importing megatron-core itself fail with a deep traceback).
+    note = check_megatron_core()
+    if note:
+        _say(note)
+    launch = prepare_launch(sys.argv[1:] if argv is None else argv)
+    for note in launch.notes:
+        _say(note)
+
     from megatron.core.enums import ModelType
     from megatron.training.argument_utils import gpt_config_from_args, pretrain_cfg_container_from_args
     from megatron.training.arguments import parse_and_validate_args
     from megatron.training.training import pretrain
 
-    launch = prepare_launch(sys.argv[1:] if argv is None else argv)
-    for note in launch.notes:
-        _say(note)
     use_prebuilt_dataset_helpers()
     sys.argv = [sys.argv[0], *launch.argv]
     args = parse_and_validate_args(extra_args_provider=add_regmix_args,
@@ -75,5 +85,5 @@ if __name__ == "__main__":
         main()
     except RegmixError as e:
         # One line on every rank that fails, exit 2: the same contract as the regmix CLI.
-        print(f"regmix: error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
+        print(f"regmix: error: {one_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -23,6 +23,15 @@ upgrade that moves one fails loudly instead of silently running something else):
 * Argument validation reads the GPU's architecture for the ``CUDA_DEVICE_MAX_CONNECTIONS`` rule: it reads 9
   (Hopper), so that rule stays in force and the plugin's handling of it is exercised.
 
+* Transformer Engine and apex are hidden (:data:`GPU_PACKAGES` fail to import, as if not installed), so the
+  entry point picks the local implementation with every fused kernel off. On a GPU machine with TE or apex
+  installed, the GPU check's CPU reference runs through these patches too: without this it would build TE
+  layers (or apex's fused layer norm), which fail on the CPU.
+* With ``REGMIX_TEST_CUDA_GENERATOR=1`` random tensors made on ``"cuda"`` draw from a generator of their own,
+  seeded by ``torch.manual_seed`` as a GPU's is, instead of the CPU's: the GPU check's rehearsal then sees
+  what a GPU run does to the CPU generator (``pretrain()``'s JIT warm-up draws ``torch.rand(device="cuda")``
+  before the model is built, which on a GPU leaves the CPU generator untouched).
+
 Not patched, because the plugin itself fixes it on every machine: the dataset helpers' ``make`` run
 (``regmix_plugin.megatron.launch.use_prebuilt_dataset_helpers``).
 
@@ -38,6 +47,7 @@ import contextlib
 import functools
 import json
 import os
+import sys
 import time
 
 import torch
@@ -59,7 +69,16 @@ PATCHES = (
     ("torch.cuda", "Event"),
     ("torch.cuda", "current_stream"),
     ("torch.cuda", "stream"),
+    ("torch", "manual_seed"),  # only with REGMIX_TEST_CUDA_GENERATOR=1
 )
+
+# Modules of Transformer Engine and apex (with its CUDA extensions) that a CPU run must not use.
+GPU_PACKAGES = ("transformer_engine", "transformer_engine_torch", "apex", "fused_weight_gradient_mlp_cuda",
+                "scaled_masked_softmax_cuda", "scaled_upper_triang_masked_softmax_cuda", "scaled_softmax_cuda",
+                "fused_layer_norm_cuda", "amp_C", "flash_attn")
+# torch's random factories: made on "cuda", they draw from the CUDA generator on a GPU.
+_RANDOM_FACTORIES = {"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "normal",
+                     "bernoulli"}
 
 
 def _host_device(device):
@@ -73,14 +92,34 @@ def _host_device(device):
     return device
 
 
+class HiddenPackages:
+    """A meta-path finder that makes :data:`GPU_PACKAGES` (and their submodules) fail to import."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in GPU_PACKAGES:
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by tests/megatron_cpu: a CPU run)", name=name)
+        return None
+
+
 class CudaOnHost(TorchFunctionMode):
-    """Every torch call that would place a tensor on a CUDA device places it on the CPU instead."""
+    """Every torch call that would place a tensor on a CUDA device places it on the CPU instead.
+
+    ``generator``: the stand-in for the CUDA generator that random factories made on ``"cuda"`` draw from
+    (None: they draw from the CPU generator).
+    """
+
+    def __init__(self, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.generator = generator
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
-        if "device" in kwargs:
-            kwargs["device"] = _host_device(kwargs["device"])
         name = getattr(func, "__name__", "")
+        if "device" in kwargs:
+            on_cuda = _host_device(kwargs["device"]) != kwargs["device"]
+            kwargs["device"] = _host_device(kwargs["device"])
+            if on_cuda and self.generator is not None and name in _RANDOM_FACTORIES and kwargs.get("generator") is None:
+                kwargs["generator"] = self.generator
         if name == "cuda" and args and isinstance(args[0], torch.Tensor):
             return args[0]
         if name == "to" and len(args) > 1 and isinstance(args[1], (str, int, torch.device)):
@@ -142,6 +181,8 @@ def apply() -> None:
     global _MODE
     if _MODE is not None:
         return
+    if not any(isinstance(f, HiddenPackages) for f in sys.meta_path):
+        sys.meta_path.insert(0, HiddenPackages())  # before megatron-core looks for TE or apex
     import megatron.core.tensor_parallel as tp
     import megatron.core.tensor_parallel.random as tp_random
     import megatron.training.arguments as margs
@@ -173,7 +214,17 @@ def apply() -> None:
     torch.cuda.Event = HostEvent
     torch.cuda.current_stream = lambda *a, **k: HostStream()
     torch.cuda.stream = lambda *a, **k: contextlib.nullcontext()
-    _MODE = CudaOnHost()
+    generator = None
+    if os.environ.get("REGMIX_TEST_CUDA_GENERATOR") == "1":
+        generator = torch.Generator()
+        stock_manual_seed = torch.manual_seed
+
+        def manual_seed(seed):
+            generator.manual_seed(int(seed))  # torch.manual_seed seeds the CUDA generators too
+            return stock_manual_seed(seed)
+
+        torch.manual_seed = manual_seed
+    _MODE = CudaOnHost(generator)
     _MODE.__enter__()
     if os.environ.get("REGMIX_TEST_DIRECT_EVAL"):
         install_direct_evaluation(os.environ["REGMIX_TEST_DIRECT_EVAL"])
