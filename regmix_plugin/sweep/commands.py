@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
-import yaml
-
+from regmix_plugin.config_schema import read_yaml_file
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.mixture import Mixture
 
@@ -83,13 +81,7 @@ def synth_config_from_args(args: argparse.Namespace):
 
     data = {}
     if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"--config {path}: not found; check the path")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+        data = read_yaml_file(args.config, f"--config {args.config}") or {}
         if isinstance(data, dict) and isinstance(data.get("synthesize"), dict):
             data = data["synthesize"]  # a whole study file works too
     if not isinstance(data, dict):

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from regmix_plugin.config_schema import Choice, Flag, Number, PathText, Switch, Text, config, validate
+from regmix_plugin.config_schema import Choice, Flag, Number, PathText, Switch, Text, config, read_yaml_file, validate
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.io import atomic_write_text
 from regmix_plugin.sweep.repetition import RepetitionConfig
@@ -141,14 +141,7 @@ def _need(cond: bool, msg: str) -> None:
 
 def load_study(path: str | Path) -> Study:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: study file not found; check the path")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{where}; fix the syntax") from None
+    data = read_yaml_file(path, str(path), "study file")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of study settings")
     try:
