@@ -5,7 +5,7 @@
 Trains the CPU proxy (`regmix train`, megatron-core GPTModel, 2 layers) at several widths on several
 mixtures of two training domains (standard-library code, Debian changelogs), and evaluates every run on four
 sets: the two it trains on and two it never sees (Python's reference docs, license texts;
-`regmix_plugin/scale/text.py`). Every training domain holds more tokens than the longest run draws from it
+`regmix_plugin/data/stdlib_text.py`). Every training domain holds more tokens than the longest run draws from it
 (no repeated data). Learning rate constant after a short warm-up (the stable phase of a
 warm-up-stable-decay schedule), so that a curve's first third is the start of the full run.
 
@@ -80,7 +80,7 @@ def main() -> int:
     import yaml
 
     from regmix_plugin.mixture import Mixture
-    from regmix_plugin.scale.text import build_text_corpus
+    from regmix_plugin.data.stdlib_text import build_text_corpus
 
     out = Path(args.out).resolve()
     natural_path = out / "corpus" / "natural.json"

@@ -3,7 +3,7 @@
     .venv/bin/python bench/scaling.py --out bench_out/scaling
 
 Part 1 trains proxies with ``regmix train`` (megatron-core GPTModel on CPU) on several mixtures of a real-text
-corpus (`regmix_plugin.scale.text`: English reference docs vs standard-library code), then, for each run and
+corpus (`regmix_plugin.data.stdlib_text`: English reference docs vs standard-library code), then, for each run and
 domain, fits the step law L(s) = E + (s0/s)^alpha on the evals up to a fraction of the run and predicts the
 final validation loss. Reports the relative error, and the error of the naive "no further progress"
 prediction (the last loss seen) for scale.
@@ -54,7 +54,7 @@ def main() -> int:
     from regmix_plugin.sweep.curves import read_eval_curve
     from regmix_plugin.io import atomic_write_json
     from regmix_plugin.mixture import Mixture
-    from regmix_plugin.scale.text import build_text_corpus
+    from regmix_plugin.data.stdlib_text import build_text_corpus
 
     out = Path(args.out).resolve()
     natural_path = out / "corpus" / "natural.json"

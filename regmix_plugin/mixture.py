@@ -495,3 +495,15 @@ def load_weights_record(path: str | os.PathLike) -> dict[str, float]:
         return weights_record(data)
     except MixtureError as e:
         raise MixtureError(f"{path}: {e}") from None
+
+
+def format_table(mix: Mixture) -> str:
+    """The weights of a mixture as a text table for people (`regmix show`, `regmix corpus build`, `regmix reuse
+    expand`): domain, weight, tokens and a bar, then its name and content hash."""
+    width = max(len("domain"), *(len(d.name) for d in mix.domains))
+    lines = [f"{'domain':<{width}}  {'weight':>8}  {'tokens':>14}  bar"]
+    for d in mix.domains:
+        tokens = f"{d.tokens:,}" if d.tokens is not None else "-"
+        lines.append(f"{d.name:<{width}}  {d.weight:8.4f}  {tokens:>14}  {'#' * round(d.weight * 40)}")
+    lines.append(f"{mix.name}: {len(mix.domains)} domains, hash {mix.content_hash()}")
+    return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from regmix_plugin.mixture import EXPORT_FORMATS, Mixture, MixtureError
+from regmix_plugin.mixture import EXPORT_FORMATS, Mixture, MixtureError, format_table
 
 
 def register(sub) -> None:
@@ -64,16 +64,6 @@ def _export(args: argparse.Namespace) -> int:
         if args.format == "megatron-args":
             sys.stdout.write("\n")
     return 0
-
-
-def format_table(mix: Mixture) -> str:
-    width = max(len("domain"), *(len(d.name) for d in mix.domains))
-    lines = [f"{'domain':<{width}}  {'weight':>8}  {'tokens':>14}  bar"]
-    for d in mix.domains:
-        tokens = f"{d.tokens:,}" if d.tokens is not None else "-"
-        lines.append(f"{d.name:<{width}}  {d.weight:8.4f}  {tokens:>14}  {'#' * round(d.weight * 40)}")
-    lines.append(f"{mix.name}: {len(mix.domains)} domains, hash {mix.content_hash()}")
-    return "\n".join(lines)
 
 
 def _show(args: argparse.Namespace) -> int:

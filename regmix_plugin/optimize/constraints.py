@@ -24,7 +24,7 @@ import numpy as np
 
 from regmix_plugin.config_schema import Choice, Number, config, either, read_yaml_file, validate, with_config
 from regmix_plugin.errors import ConfigError
-from regmix_plugin.sweep.mixtures import token_cap
+from regmix_plugin.data.token_counts import token_cap
 
 _SAYS = "{value} must be {expect}"
 Fraction = Number(ge=0, le=1, says=_SAYS)

@@ -157,8 +157,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _expand(args: argparse.Namespace) -> int:
-    from regmix_plugin.mixture import Mixture
-    from regmix_plugin.mixture_commands import format_table
+    from regmix_plugin.mixture import Mixture, format_table
     from regmix_plugin.reuse.plan import load_plan
 
     plan = load_plan(args.plan)
