@@ -118,7 +118,7 @@ def main() -> int:
 
 def measure(args, runs: dict, params: dict, widths: list[int]) -> dict:
     from regmix_plugin.scale.laws import StepFitConfig, extrapolate_size, extrapolate_steps
-    from regmix_plugin.sweep.curves import read_run_curve
+    from regmix_plugin.collect.curves import read_run_curve
     from regmix_plugin.scale.accuracy import score
     from regmix_plugin.table import eval_columns
 

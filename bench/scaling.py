@@ -51,7 +51,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from regmix_plugin.scale.laws import StepFitConfig, fit_step_laws
-    from regmix_plugin.sweep.curves import read_eval_curve
+    from regmix_plugin.collect.curves import read_eval_curve
     from regmix_plugin.io import atomic_write_json
     from regmix_plugin.mixture import Mixture
     from regmix_plugin.data.stdlib_text import build_text_corpus
@@ -119,7 +119,7 @@ def size_part(args, out: Path, natural_path: Path) -> dict:
 
     from regmix_plugin.scale.match import match_tables
     from regmix_plugin.scale.laws import extrapolate_size, rank_invariance
-    from regmix_plugin.sweep.curves import read_run_curve
+    from regmix_plugin.collect.curves import read_run_curve
     from regmix_plugin.mixture import Mixture
 
     natural = Mixture.load(natural_path)

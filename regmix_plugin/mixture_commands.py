@@ -32,7 +32,7 @@ def _validate(args: argparse.Namespace) -> int:
     from regmix_plugin.mixture import is_weights_record, load_weights_record, read_mixture_json
 
     if Path(args.file).is_dir():
-        from regmix_plugin.sweep.rundir import check_run_dir
+        from regmix_plugin.collect.rundir import check_run_dir
 
         print(check_run_dir(args.file))
         return 0

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from regmix_plugin.cli import main
-from regmix_plugin.sweep.collect import collect
+from regmix_plugin.collect.runs_table import collect
 from slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
 from sweep_helpers import write_study
 

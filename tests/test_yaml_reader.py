@@ -13,7 +13,7 @@ from regmix_plugin.errors import ConfigError
 from regmix_plugin.optimize.constraints import Constraints
 from regmix_plugin.proxy.config import ProxyConfig
 from regmix_plugin.schedule import Schedule
-from regmix_plugin.sweep.commands import _synth_flags, synth_config_from_args
+from regmix_plugin.synthesize.commands import _synth_flags, synth_config_from_args
 from regmix_plugin.sweep.study import load_study
 
 

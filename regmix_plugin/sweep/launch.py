@@ -24,7 +24,7 @@ from regmix_plugin.io import atomic_write_json
 from regmix_plugin.mixture import Mixture
 from regmix_plugin.sweep.state import COMPLETED, FAILED, MIXTURE, PENDING, RUNNING, Status, run_state
 from regmix_plugin.sweep.study import Study
-from regmix_plugin.sweep.synthesize import MANIFEST, manifest_mixtures, write_synthesis
+from regmix_plugin.synthesize.sampler import MANIFEST, manifest_mixtures, write_synthesis
 
 SPEC = "sweep.json"
 
@@ -141,7 +141,7 @@ def _reuse_plan(study: Study, base: Mixture):
 
 
 def _repetition_plan(study: Study, base: Mixture):
-    from regmix_plugin.sweep.repetition import build_plan, resolve_budgets
+    from regmix_plugin.synthesize.repetition import build_plan, resolve_budgets
 
     synth_target = study.synthesize.target_tokens if study.synthesize is not None else None
     budgets = resolve_budgets(study.repetition, synth_target, study.proxy_config, study.command)

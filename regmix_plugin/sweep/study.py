@@ -14,7 +14,7 @@ Example (``megatron_configs/study-tiny.yaml``)::
     backend: local                         # or slurm
     local: {max_concurrent: 2, preload: auto}   # preload: fork runs from one process that imported torch
     slurm: {partition: debug, cpus_per_task: 1, mem: 2G, time: "01:00:00", array_parallelism: 16}
-    repetition: {target_tokens: 2.5e10}    # proxies repeat small domains as the target will (sweep/repetition.py)
+    repetition: {target_tokens: 2.5e10}    # proxies repeat small domains as the target will (synthesize/repetition.py)
     reuse: reuse/plan.json                 # a reduced study of `regmix reuse plan` (docs/reuse.md)
 
 Placeholders in ``command``: ``{python}`` (this interpreter), ``{mixture}`` (the run's ``mixture.json``),
@@ -36,8 +36,8 @@ import yaml
 from regmix_plugin.config_schema import Choice, Flag, Number, PathText, Switch, Text, config, read_yaml_file, validate
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.io import atomic_write_text
-from regmix_plugin.sweep.repetition import RepetitionConfig
-from regmix_plugin.sweep.synth_config import SynthConfig
+from regmix_plugin.synthesize.repetition import RepetitionConfig
+from regmix_plugin.synthesize.config import SynthConfig
 
 DEFAULT_COMMAND = "{python} -m regmix_plugin train --mixture {mixture} --config {config} --run-dir {run_dir}"
 PLACEHOLDERS = ("python", "mixture", "config", "run_dir", "run_id", "study_dir")
