@@ -24,7 +24,7 @@ from regmix_plugin.errors import RegmixError
 from regmix_plugin.optimize.constraints import Constraints
 from regmix_plugin.continual.replay import ContinualPlan
 from regmix_plugin.proxy.config import ProxyConfig
-from regmix_plugin.reuse.plan import ReusePlan
+from regmix_plugin.reuse_plan import ReusePlan
 from regmix_plugin.schedule import Schedule
 from regmix_plugin.sweep.study import load_study
 from regmix_plugin.synthesize.sampler import MANIFEST, SynthConfig, manifest_mixtures

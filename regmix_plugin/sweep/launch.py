@@ -131,7 +131,7 @@ def prepare(study: Study) -> Prepared:
 def _reuse_plan(study: Study, base: Mixture):
     if study.reuse is None:
         return None
-    from regmix_plugin.reuse.plan import load_plan
+    from regmix_plugin.reuse_plan import load_plan
 
     plan = load_plan(study.reuse)
     if sorted(base.names) != sorted(plan.reduced_names):
