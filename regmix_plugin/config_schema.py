@@ -116,11 +116,13 @@ def BeforeChecked(check: Any) -> BeforeValidator:
 
 def Choice(*names: Any, says: str | None = None) -> Any:
     """One of a fixed list of values; the error lists them (DESIGN: choices are validated against the list).
-    Values may be bools too (``true, false or auto``); 1 is not true."""
+    Values may be bools too (``true, false or auto``); 1 is not true. A single callable instead of the values
+    is asked for them at each check: the names of a registry that plug-ins extend (``Choice(backends.names)``)."""
 
     def check(v: Any) -> Any:
-        if not any(type(v) is type(n) and v == n for n in names):
-            listed = ", ".join("true" if n is True else "false" if n is False else str(n) for n in names)
+        choices = names[0]() if len(names) == 1 and callable(names[0]) else names
+        if not any(type(v) is type(n) and v == n for n in choices):
+            listed = ", ".join("true" if n is True else "false" if n is False else str(n) for n in choices)
             raise _fail((says or "unknown value {value}; choose one of {names}").format(value=_show(v), names=listed))
         return v
 
