@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from regmix_plugin.sweep.backend import available as available_backends
+
 
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="run a proxy sweep described by a study YAML (local or Slurm), resumably",
@@ -12,7 +14,7 @@ def register(sub) -> None:
                                    "dead ones. See docs/sweeps.md and megatron_configs/study-*.yaml.")
     p.add_argument("study", help="study YAML")
     p.add_argument("--retry-failed", action="store_true", help="give runs that ran out of retries another round")
-    p.add_argument("--backend", choices=("local", "slurm"), help="override the study's backend")
+    p.add_argument("--backend", choices=available_backends(), help="override the study's backend")
     p.add_argument("--max-concurrent", type=int, help="override local.max_concurrent")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--prepare-only", action="store_true", help="write run directories and sweep.json, run nothing")

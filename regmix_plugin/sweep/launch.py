@@ -22,6 +22,7 @@ from typing import Any
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_json
 from regmix_plugin.mixture import Mixture
+from regmix_plugin.sweep.backend import get_backend
 from regmix_plugin.sweep.state import COMPLETED, FAILED, MIXTURE, PENDING, RUNNING, Status, run_state
 from regmix_plugin.sweep.study import Study
 from regmix_plugin.synthesize.sampler import MANIFEST, manifest_mixtures, write_synthesis
@@ -189,14 +190,7 @@ def sweep(study: Study, retry_failed: bool = False, progress: bool = True) -> in
     prep = prepare(study)
     if retry_failed:
         reset_failed(prep)
-    if study.backend == "slurm":
-        from regmix_plugin.sweep.slurm import run_slurm
-
-        run_slurm(prep, progress=progress)
-    else:
-        from regmix_plugin.sweep.local import run_local
-
-        run_local(prep, progress=progress)
+    get_backend(study.backend).run(prep, progress=progress)
     text, code = summarize(prep)
     print(text)
     return code

@@ -13,15 +13,34 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import field
 from pathlib import Path
 
-from tqdm import tqdm
-
+from regmix_plugin.config_schema import Flag, Number, Text, config
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_json, atomic_write_text
+from regmix_plugin.sweep.backend import register
 from regmix_plugin.sweep.state import COMPLETED, FAILED, PENDING, now, read_json
 
 JOBS = "jobs.json"
+
+
+@config(prefix="slurm")
+class SlurmConfig:
+    """Per-task resources of the job array (each task runs one mixture)."""
+
+    partition: Text | None = None
+    account: Text | None = None
+    qos: Text | None = None
+    cpus_per_task: Number(integer=True, ge=1) = 1
+    mem: Text | None = None  # e.g. "4G"
+    time: Text | None = None  # e.g. "01:00:00"
+    gpus_per_task: Number(integer=True, ge=0) = 0
+    array_parallelism: Number(integer=True, ge=1) | None = None  # at most this many tasks at once (the %N of --array)
+    extra_directives: list[Text] = field(default_factory=list)  # more "#SBATCH ..." lines, e.g. "--constraint=a100"
+    setup: Text = ""  # shell lines run before the task (module load ..., source venv)
+    wait: Flag = True  # wait for the array to finish (a progress bar), or submit and return
+    poll_s: Number(ge=0.1) = 10.0
 
 
 def _slurm(cmd: list[str]) -> str:
@@ -86,7 +105,17 @@ def submit(prep) -> str | None:
     return job_id
 
 
+@register("slurm")
+class SlurmBackend:
+    """The study's runs as Slurm job arrays (the module docstring)."""
+
+    def run(self, prep, progress: bool = True) -> None:
+        run_slurm(prep, progress)
+
+
 def run_slurm(prep, progress: bool = True) -> None:
+    from tqdm import tqdm  # here, not at import: the CLI parser imports this module for the backend names
+
     submit(prep)
     if not prep.study.slurm.wait:
         return
