@@ -140,21 +140,23 @@ def check_table(df: pd.DataFrame, warnings: list[str]) -> None:
     names = domains(df)
     if not names:
         return
-    w = df[[weight_column(d) for d in names]]
-    tol = rounding_tolerance(w.to_numpy(dtype=float))
-    for i, row in df.iterrows():
-        missing = [d for d in names if pd.isna(row[weight_column(d)])]
-        rid = row["run_id"]
+    w = df[[weight_column(d) for d in names]].to_numpy(dtype=float)
+    tol = rounding_tolerance(w)
+    # Whole columns at once, then one pass over the rows: linear in the runs (10,000 in bench/collect.py).
+    empty = np.isnan(w)
+    totals = np.nansum(w, axis=1)
+    for rid, gaps, total in zip(df["run_id"], empty, totals):
+        missing = [d for d, gap in zip(names, gaps) if gap]
         if missing and len(missing) < len(names):
             warnings.append(f"{rid}: no weight for domain(s) {', '.join(missing)}; left empty, not set to 0")
-        total = float(np.nansum(w.loc[i].to_numpy(dtype=float)))
-        if len(missing) < len(names) and not math.isclose(total, 1.0, abs_tol=tol):
+        if len(missing) < len(names) and not math.isclose(float(total), 1.0, abs_tol=tol):
             warnings.append(f"{rid}: weights sum to {total:.6g}, not 1 (tolerance {tol:.2g} for the rounding seen)")
     ids = df["run_id"].astype(str)
-    for rid in sorted(ids[ids.duplicated()].unique()):
-        warnings.append(f"{rid}: run id appears {int((ids == rid).sum())} times; rows kept, rename or drop one")
+    counts = ids.value_counts()
+    for rid in sorted(counts.index[counts > 1]):
+        warnings.append(f"{rid}: run id appears {int(counts[rid])} times; rows kept, rename or drop one")
     groups: dict[tuple, list[str]] = {}
-    for rid, row in zip(ids, w.to_numpy(dtype=float)):
+    for rid, row in zip(ids, w):
         if np.isfinite(row).any():
             groups.setdefault(tuple(None if np.isnan(x) else round(x, 9) for x in row), []).append(rid)
     for same in groups.values():
