@@ -10,8 +10,9 @@ runner's ``Status``) and ``metrics.jsonl`` (``--train-lines`` training lines and
   evaluation, the last training loss), into a DataFrame written to CSV: a floor, with none of collect's
   checks (weights records validated, sums, duplicates, steps common to all runs, warnings).
 
-Reported: the median wall time of ``--repeats`` runs, the per-run time (flat across N: no quadratic step),
-and the peak resident memory of each interpreter beyond what it held after its imports.
+Reported: the median wall and CPU time of ``--repeats`` runs, the CPU time per run (flat across N: no
+quadratic step; CPU time, because wall time on a shared machine follows the other users' load), and the
+peak resident memory of each interpreter beyond what it held after its imports.
 
     .venv/bin/python bench/collect.py --out bench_out/collect [--runs 1000,2500,5000,10000] [--repeats 3]
 """
@@ -105,12 +106,14 @@ def _worker(mode: str, root: Path, out: Path) -> None:
 
     import regmix_plugin.collect.runs_table  # noqa: F401
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     n = (collect_runs if mode == "collect" else plain_loop)(root, out)
     dt = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rows": n, "seconds": dt, "extra_rss_mib": (peak - base) / 1024, "peak_rss_mib": peak / 1024}))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    print(json.dumps({"rows": n, "seconds": dt, "cpu_seconds": cpu, "extra_rss_mib": (after.ru_maxrss - before.ru_maxrss) / 1024,
+                      "peak_rss_mib": after.ru_maxrss / 1024}))
 
 
 def measure(mode: str, root: Path, out: Path) -> dict:
@@ -147,25 +150,28 @@ def main() -> int:
             for mode, ms in got.items():
                 assert all(m["rows"] == n for m in ms), (mode, ms)
                 row[mode] = {"seconds": statistics.median(m["seconds"] for m in ms),
+                             "cpu_seconds": statistics.median(m["cpu_seconds"] for m in ms),
                              "extra_rss_mib": statistics.median(m["extra_rss_mib"] for m in ms),
-                             "all_seconds": [m["seconds"] for m in ms]}
-            row["ratio"] = statistics.median(c["seconds"] / p["seconds"] for c, p in zip(got["collect"], got["plain loop"]))
+                             "all_seconds": [m["seconds"] for m in ms], "all_cpu_seconds": [m["cpu_seconds"] for m in ms]}
+            row["ratio"] = statistics.median(c["cpu_seconds"] / p["cpu_seconds"]
+                                             for c, p in zip(got["collect"], got["plain loop"]))
             results.append(row)
-            print(f"{n} runs: collect {row['collect']['seconds']:.2f} s, plain loop {row['plain loop']['seconds']:.2f} s",
-                  file=sys.stderr, flush=True)
+            print(f"{n} runs: collect {row['collect']['cpu_seconds']:.2f} s CPU, plain loop "
+                  f"{row['plain loop']['cpu_seconds']:.2f} s CPU", file=sys.stderr, flush=True)
     (out / "collect.json").write_text(json.dumps({"domains": args.domains, "train_lines": args.train_lines,
                                                   "evals": args.evals, "repeats": args.repeats,
                                                   "results": results}, indent=1))
     print(f"`regmix collect` over N completed run directories ({args.domains} domains, {args.train_lines} training "
           f"lines and {args.evals} evaluations each), median of {args.repeats} alternating repeats, each in a "
           "fresh interpreter:\n")
-    print("| runs | collect | per run | extra memory | plain loop | per run | extra memory | collect / loop |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| runs | collect: wall | CPU | CPU per run | extra memory | plain loop: wall | CPU | CPU per run | "
+          "extra memory | collect / loop (CPU) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in results:
         c, p, n = row["collect"], row["plain loop"], row["runs"]
-        print(f"| {n:,} | {c['seconds']:.2f} s | {1000 * c['seconds'] / n:.2f} ms | {c['extra_rss_mib']:.0f} MiB | "
-              f"{p['seconds']:.2f} s | {1000 * p['seconds'] / n:.2f} ms | {p['extra_rss_mib']:.0f} MiB | "
-              f"{row['ratio']:.2f}x |")
+        print(f"| {n:,} | {c['seconds']:.2f} s | {c['cpu_seconds']:.2f} s | {1000 * c['cpu_seconds'] / n:.2f} ms | "
+              f"{c['extra_rss_mib']:.0f} MiB | {p['seconds']:.2f} s | {p['cpu_seconds']:.2f} s | "
+              f"{1000 * p['cpu_seconds'] / n:.2f} ms | {p['extra_rss_mib']:.0f} MiB | {row['ratio']:.2f}x |")
     return 0
 
 
