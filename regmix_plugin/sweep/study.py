@@ -39,8 +39,8 @@ from regmix_plugin.io import atomic_write_text
 from regmix_plugin.sweep.backend import available as available_backends
 from regmix_plugin.sweep.local import LocalConfig
 from regmix_plugin.sweep.slurm import SlurmConfig
-from regmix_plugin.synthesize.repetition import RepetitionConfig
 from regmix_plugin.synthesize.config import SynthConfig
+from regmix_plugin.synthesize.repetition import RepetitionConfig
 
 DEFAULT_COMMAND = "{python} -m regmix_plugin train --mixture {mixture} --config {config} --run-dir {run_dir}"
 PLACEHOLDERS = ("python", "mixture", "config", "run_dir", "run_id", "study_dir")
