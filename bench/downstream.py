@@ -34,7 +34,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from regmix_plugin.cli import main as regmix
-from regmix_plugin.sweep.collect import from_olmix_csv
+from regmix_plugin.collect.runs_table import from_olmix_csv
 from regmix_plugin.table import write_runs
 
 TARGET = "mean(*)"

@@ -32,7 +32,7 @@ from regmix_plugin.table import from_regmix_csv, write_runs
 def synthetic_runs(n: int = 512, d: int = 64, seed: int = 0) -> pd.DataFrame:
     """``n`` runs over ``d`` domains: RegMix-style sampled mixtures, a downstream metric and per-domain losses."""
     from regmix_plugin.mixture import Mixture
-    from regmix_plugin.sweep.synthesize import SynthConfig, synthesize
+    from regmix_plugin.synthesize.sampler import SynthConfig, synthesize
 
     tokens = np.round(np.logspace(7, 4, d)).astype(int)  # a skewed corpus, like The Pile's
     base = Mixture.from_dict({"version": 1, "domains": [

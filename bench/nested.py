@@ -5,7 +5,7 @@
 Trains the CPU proxy (`regmix train`, megatron-core GPTModel, 2 layers) at several widths on several
 mixtures of two training domains (standard-library code, Debian changelogs), and evaluates every run on four
 sets: the two it trains on and two it never sees (Python's reference docs, license texts;
-`regmix_plugin/scale/text.py`). Every training domain holds more tokens than the longest run draws from it
+`regmix_plugin/data/stdlib_text.py`). Every training domain holds more tokens than the longest run draws from it
 (no repeated data). Learning rate constant after a short warm-up (the stable phase of a
 warm-up-stable-decay schedule), so that a curve's first third is the start of the full run.
 
@@ -80,7 +80,7 @@ def main() -> int:
     import yaml
 
     from regmix_plugin.mixture import Mixture
-    from regmix_plugin.scale.text import build_text_corpus
+    from regmix_plugin.data.stdlib_text import build_text_corpus
 
     out = Path(args.out).resolve()
     natural_path = out / "corpus" / "natural.json"
@@ -118,7 +118,7 @@ def main() -> int:
 
 def measure(args, runs: dict, params: dict, widths: list[int]) -> dict:
     from regmix_plugin.scale.laws import StepFitConfig, extrapolate_size, extrapolate_steps
-    from regmix_plugin.sweep.curves import read_run_curve
+    from regmix_plugin.collect.curves import read_run_curve
     from regmix_plugin.scale.accuracy import score
     from regmix_plugin.table import eval_columns
 

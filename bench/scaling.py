@@ -3,7 +3,7 @@
     .venv/bin/python bench/scaling.py --out bench_out/scaling
 
 Part 1 trains proxies with ``regmix train`` (megatron-core GPTModel on CPU) on several mixtures of a real-text
-corpus (`regmix_plugin.scale.text`: English reference docs vs standard-library code), then, for each run and
+corpus (`regmix_plugin.data.stdlib_text`: English reference docs vs standard-library code), then, for each run and
 domain, fits the step law L(s) = E + (s0/s)^alpha on the evals up to a fraction of the run and predicts the
 final validation loss. Reports the relative error, and the error of the naive "no further progress"
 prediction (the last loss seen) for scale.
@@ -51,10 +51,10 @@ def main() -> int:
     args = ap.parse_args()
 
     from regmix_plugin.scale.laws import StepFitConfig, fit_step_laws
-    from regmix_plugin.sweep.curves import read_eval_curve
+    from regmix_plugin.collect.curves import read_eval_curve
     from regmix_plugin.io import atomic_write_json
     from regmix_plugin.mixture import Mixture
-    from regmix_plugin.scale.text import build_text_corpus
+    from regmix_plugin.data.stdlib_text import build_text_corpus
 
     out = Path(args.out).resolve()
     natural_path = out / "corpus" / "natural.json"
@@ -119,7 +119,7 @@ def size_part(args, out: Path, natural_path: Path) -> dict:
 
     from regmix_plugin.scale.match import match_tables
     from regmix_plugin.scale.laws import extrapolate_size, rank_invariance
-    from regmix_plugin.sweep.curves import read_run_curve
+    from regmix_plugin.collect.curves import read_run_curve
     from regmix_plugin.mixture import Mixture
 
     natural = Mixture.load(natural_path)

@@ -44,7 +44,7 @@ def load_baseline(rev: str):
 
 
 def tiled_runs(curves_dir: Path, n_runs: int, n_sets: int, seed: int = 0):
-    from regmix_plugin.sweep.curves import read_run_curve
+    from regmix_plugin.collect.curves import read_run_curve
     from regmix_plugin.table import eval_columns
 
     real = []

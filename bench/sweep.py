@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from regmix_plugin.sweep.collect import collect
+from regmix_plugin.collect.runs_table import collect
 from regmix_plugin.sweep.study import DEFAULT_COMMAND
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

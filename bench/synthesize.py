@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Coverage of the simplex by synthesized proxy mixtures: RegMix's Dirichlet sampler vs the fixes.
 
-For each setting and seed we draw ``--n`` mixtures and measure (see ``regmix_plugin.sweep.synthesize.coverage``):
+For each setting and seed we draw ``--n`` mixtures and measure (see ``regmix_plugin.synthesize.sampler.coverage``):
 ``nn_mean``/``nn_min`` (L1 distance to the nearest other mixture: larger = less clumping), ``fill_mean``/
 ``fill_max`` (L1 distance from reference points to the nearest mixture: smaller = fewer holes), and the
 fraction of mixtures that give a domain weight 0 (worst domain, and the rarest domain). Two reference sets:
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from regmix_plugin.mixture import Mixture
-from regmix_plugin.sweep.synthesize import SynthConfig, coverage, sample_reference, synthesize
+from regmix_plugin.synthesize.sampler import SynthConfig, coverage, sample_reference, synthesize
 
 SETTINGS = {
     "regmix (dirichlet)": {},

@@ -65,7 +65,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     from regmix_plugin.mixture import Mixture
-    from regmix_plugin.scale.text import build_text_corpus
+    from regmix_plugin.data.stdlib_text import build_text_corpus
 
     corpus = out / "corpus"
     if not (corpus / "natural.json").is_file():

@@ -116,11 +116,13 @@ def BeforeChecked(check: Any) -> BeforeValidator:
 
 def Choice(*names: Any, says: str | None = None) -> Any:
     """One of a fixed list of values; the error lists them (DESIGN: choices are validated against the list).
-    Values may be bools too (``true, false or auto``); 1 is not true."""
+    Values may be bools too (``true, false or auto``); 1 is not true. A single callable instead of the values
+    is asked for them at each check: the names of a registry that plug-ins extend (``Choice(backends.names)``)."""
 
     def check(v: Any) -> Any:
-        if not any(type(v) is type(n) and v == n for n in names):
-            listed = ", ".join("true" if n is True else "false" if n is False else str(n) for n in names)
+        choices = names[0]() if len(names) == 1 and callable(names[0]) else names
+        if not any(type(v) is type(n) and v == n for n in choices):
+            listed = ", ".join("true" if n is True else "false" if n is False else str(n) for n in choices)
             raise _fail((says or "unknown value {value}; choose one of {names}").format(value=_show(v), names=listed))
         return v
 
@@ -207,6 +209,36 @@ def validate(tp: Any, data: Any, where: str | None = None, prefix: str = "") -> 
         message = str(e)
     error = getattr(tp, "__regmix_error__", ConfigError)
     raise error(f"{where}: {message}" if where else message)
+
+
+def read_yaml_file(path: str | os.PathLike, label: str, what: str = "file", remedy: str = "check the path",
+                   error: type[RegmixError] = ConfigError) -> Any:
+    """The parsed YAML of a file a user wrote (None when it is empty), or ``error`` with one line:
+    ``{label}: {what} not found; {remedy}`` when it is missing, ``{label}: not valid YAML (line N: problem);
+    fix the syntax`` when it does not parse, ``{label}: cannot read (...)`` when it is no readable text file.
+
+    ``label`` names the file as the user gave it (``--constraints c.yaml``, or just the path). The one reader
+    of user-written YAML (study, schedule, proxy config, constraints, sampler settings); tool-written JSON
+    has :func:`regmix_plugin.io.read_json_file`."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{label}: {what} not found; {remedy}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise error(f"{label}: cannot read ({reason}); give a UTF-8 YAML file") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise error(f"{label}: not valid YAML ({where}{problem}); fix the syntax") from None
+    except RecursionError:  # absurd nesting
+        raise error(f"{label}: not valid YAML (nested too deeply); fix the syntax") from None
 
 
 def _loc_text(loc: tuple, prefix: str = "") -> str:

@@ -1,8 +1,9 @@
-"""The ``regmix.json`` mixture format (version 1): typed dataclasses, validation at load, atomic save, exports.
+"""The ``regmix.json`` mixture format (version 1): typed dataclasses, validation at load, atomic save.
 
 A mixture names the domains of a pretraining run, the Megatron data prefixes of each, and its weight.
 Everything about *how* the blend is built (sequence length, sample counts, seeds) belongs to the dataset
-builder (`regmix_plugin.data.blend`), not here.
+builder (`regmix_plugin.data.blend`), and what a mixture becomes for a launch (Megatron flags, Bridge
+overrides) to the export formats (`regmix_plugin.export`), not here.
 
 Example::
 
@@ -30,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import shlex
 import time
 from dataclasses import field
 from pathlib import Path
@@ -39,10 +39,10 @@ from typing import Annotated, Any
 from regmix_plugin import __version__
 from regmix_plugin.config_schema import BeforeChecked, Checked, Number, config, validate
 from regmix_plugin.errors import RegmixError
-from regmix_plugin.io import atomic_write_json, atomic_write_text
+from regmix_plugin.io import atomic_write_json
 
 FORMAT_VERSION = 1
-EXPORT_FORMATS = ("megatron-args", "data-args", "per-split-json", "bridge")
+
 
 class MixtureError(RegmixError):
     """A mixture file is malformed; the message names the field path and the fix."""
@@ -329,7 +329,7 @@ class Mixture:
         prov.update(fields)
         return dataclasses.replace(self, provenance=prov)
 
-    # ---- checks and exports ------------------------------------------------------------------
+    # ---- paths and checks ---------------------------------------------------------------------
     def resolve(self, prefix: str, base_dir: str | os.PathLike | None = None) -> str:
         """Relative prefixes are relative to the mixture file's folder (so a study folder can move)."""
         base_dir = base_dir if base_dir is not None else self.base_dir
@@ -349,89 +349,6 @@ class Mixture:
                                 "build it with `regmix corpus build` or Megatron's preprocess_data.py, or fix the prefix"
                             )
 
-    def data_path_args(self, split: str = "train", base_dir: str | None = None) -> list[str]:
-        """``[w1, p1, w2, p2, ...]`` as Megatron's ``--data-path`` takes it; zero weights are left out.
-
-        A domain with several prefixes shares its weight among them in proportion to nothing we know, so
-        we split it evenly; give token counts per prefix by listing one prefix per domain if that matters.
-        """
-        out: list[str] = []
-        for d in self.domains:
-            if split == "train":
-                if d.weight <= 0:
-                    continue
-                prefixes, w = d.prefixes, d.weight
-            else:
-                prefixes = d.valid_prefixes if split == "valid" else d.test_prefixes
-                if not prefixes:
-                    continue
-                w = 1.0  # evaluation sets are weighted equally per domain
-            for p in prefixes:
-                out += [_fmt_weight(w / len(prefixes)), self.resolve(p, base_dir)]
-        return out
-
-    def export(self, fmt: str, base_dir: str | None = None) -> str:
-        """Text for stock Megatron-LM: flags, a ``--data-args-path`` file, or a ``--per-split-data-args-path`` JSON."""
-        if fmt == "megatron-args":
-            parts = ["--data-path", *self.data_path_args("train", base_dir)]
-            return " ".join(shlex.quote(p) for p in parts)
-        if fmt == "data-args":
-            args = self.data_path_args("train", base_dir)
-            spaced = next((p for p in args if any(c.isspace() for c in p)), None)
-            if spaced is not None:
-                raise MixtureError(
-                    f"--format data-args: prefix {spaced!r} contains whitespace, and Megatron splits that file on "
-                    "whitespace; move the data or use --format megatron-args / per-split-json"
-                )
-            return " ".join(args) + "\n"
-        if fmt == "bridge":
-            return self._bridge_export(base_dir)
-        if fmt == "per-split-json":
-            train = self.data_path_args("train", base_dir)
-            valid = self.data_path_args("valid", base_dir)
-            test = self.data_path_args("test", base_dir)
-            # Megatron's per-split file takes, for each split, the same list --data-path takes.
-            doc = {"train": train, "valid": valid or train, "test": test or valid or train}
-            return json.dumps(doc, indent=2) + "\n"
-        raise MixtureError(f"--format: unknown value {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-
-    def _bridge_export(self, base_dir: str | None) -> str:
-        """What a Megatron-Bridge (NeMo) recipe needs: the ``dataset.data_path=`` override and Python lines.
-
-        Bridge's ``GPTDatasetConfig`` is megatron-core's: ``data_path`` is split on whitespace and read by
-        megatron-core's ``get_blend_from_list`` into ``blend``; ``blend_per_split`` is ``[train, valid, test]``,
-        each ``(prefixes, weights or None)``.
-        """
-        train = self.data_path_args("train", base_dir)
-        spaced = next((p for p in train[1::2] if any(c.isspace() for c in p)), None)
-        if spaced is not None:
-            raise MixtureError(f"--format bridge: prefix {spaced!r} contains whitespace, and Bridge splits "
-                               "dataset.data_path on whitespace; move the data")
-
-        def blend(split: str) -> str:
-            args = self.data_path_args(split, base_dir)
-            if not args:
-                return "None"
-            weights = "None" if split != "train" else "[" + ", ".join(args[0::2]) + "]"
-            return "([" + ", ".join(json.dumps(p) for p in args[1::2]) + f"], {weights})"
-
-        valid = blend("valid")
-        lines = [
-            f"# Megatron-Bridge: mixture {self.name!r} ({len(self.domains)} domains; weight-0 domains are not trained on)",
-            "# 1. Override of a recipe run: the train blend (the recipe's split then carves validation from it).",
-            "dataset.data_path=" + shlex.quote(" ".join(train)),
-            "# 2. Python, on the recipe's ConfigContainer `cfg`: the train blend, and every domain's held-out",
-            "#    validation set (weights None: each read in full).",
-            "cfg.dataset.data_path = None",
-            "cfg.dataset.blend = None",
-            f"cfg.dataset.blend_per_split = [{blend('train')}, {valid}, {blend('test') if self.data_path_args('test', base_dir) else valid}]",
-            "cfg.dataset.split = None",
-        ]
-        return "\n".join(lines) + "\n"
-
-    def write_export(self, fmt: str, path: str | os.PathLike, base_dir: str | None = None) -> Path:
-        return atomic_write_text(path, self.export(fmt, base_dir))
-
 
 class _NonFiniteError(ValueError):
     pass
@@ -439,10 +356,6 @@ class _NonFiniteError(ValueError):
 
 def _reject_constant(name: str) -> float:
     raise _NonFiniteError(f"{name} is not a valid JSON number")
-
-
-def _fmt_weight(w: float) -> str:
-    return f"{w:.10g}"
 
 
 def read_mixture_json(path: str | os.PathLike) -> Any:
@@ -495,3 +408,15 @@ def load_weights_record(path: str | os.PathLike) -> dict[str, float]:
         return weights_record(data)
     except MixtureError as e:
         raise MixtureError(f"{path}: {e}") from None
+
+
+def format_table(mix: Mixture) -> str:
+    """The weights of a mixture as a text table for people (`regmix show`, `regmix corpus build`, `regmix reuse
+    expand`): domain, weight, tokens and a bar, then its name and content hash."""
+    width = max(len("domain"), *(len(d.name) for d in mix.domains))
+    lines = [f"{'domain':<{width}}  {'weight':>8}  {'tokens':>14}  bar"]
+    for d in mix.domains:
+        tokens = f"{d.tokens:,}" if d.tokens is not None else "-"
+        lines.append(f"{d.name:<{width}}  {d.weight:8.4f}  {tokens:>14}  {'#' * round(d.weight * 40)}")
+    lines.append(f"{mix.name}: {len(mix.domains)} domains, hash {mix.content_hash()}")
+    return "\n".join(lines)

@@ -1,10 +1,14 @@
-"""`regmix validate`, `regmix export`, `regmix show`: the mixture file's own commands."""
+"""`regmix validate`, `regmix export`, `regmix show`: the mixture file's own commands. `regmix export` is a thin
+adapter over the export formats (`regmix_plugin.export`); its ``--format`` choices are their registry's."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from regmix_plugin.mixture import EXPORT_FORMATS, Mixture, MixtureError
+
+from regmix_plugin.export.registry import available as export_formats
+from regmix_plugin.export.registry import export, write_export
+from regmix_plugin.mixture import Mixture, MixtureError, format_table
 
 
 def register(sub) -> None:
@@ -17,7 +21,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("export", help="print stock Megatron-LM flags or files for a mixture")
     p.add_argument("file")
-    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    p.add_argument("--format", required=True, choices=export_formats())
     p.add_argument("--out", help="write to this file (atomically) instead of stdout")
     p.set_defaults(func=_export)
 
@@ -32,7 +36,7 @@ def _validate(args: argparse.Namespace) -> int:
     from regmix_plugin.mixture import is_weights_record, load_weights_record, read_mixture_json
 
     if Path(args.file).is_dir():
-        from regmix_plugin.sweep.rundir import check_run_dir
+        from regmix_plugin.collect.rundir import check_run_dir
 
         print(check_run_dir(args.file))
         return 0
@@ -56,24 +60,14 @@ def _export(args: argparse.Namespace) -> int:
     mix = Mixture.load(args.file)
     if args.out:
         try:
-            mix.write_export(args.format, args.out)
+            write_export(mix, args.format, args.out)
         except OSError as e:
             raise MixtureError(f"--out: cannot write {args.out} ({e.strerror or e}); give a writable file path") from None
     else:
-        sys.stdout.write(mix.export(args.format))
-        if args.format == "megatron-args":
-            sys.stdout.write("\n")
+        text = export(mix, args.format)
+        # Printed, every format ends its line (megatron-args is one line with no newline in a file).
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
-
-
-def format_table(mix: Mixture) -> str:
-    width = max(len("domain"), *(len(d.name) for d in mix.domains))
-    lines = [f"{'domain':<{width}}  {'weight':>8}  {'tokens':>14}  bar"]
-    for d in mix.domains:
-        tokens = f"{d.tokens:,}" if d.tokens is not None else "-"
-        lines.append(f"{d.name:<{width}}  {d.weight:8.4f}  {tokens:>14}  {'#' * round(d.weight * 40)}")
-    lines.append(f"{mix.name}: {len(mix.domains)} domains, hash {mix.content_hash()}")
-    return "\n".join(lines)
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -24,9 +24,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
-
-from regmix_plugin.config_schema import BeforeChecked, Checked, Number, config, validate
+from regmix_plugin.config_schema import BeforeChecked, Checked, Number, config, read_yaml_file, validate
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.mixture import Mixture
 
@@ -86,12 +84,7 @@ class Schedule:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Schedule":
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"--schedule: {path} not found; check the path") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--schedule: {path} is not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+        data = read_yaml_file(path, f"--schedule {path}")
         try:
             return cls.from_dict(data, base_dir=path.resolve().parent)
         except ConfigError as e:

@@ -1,6 +1,6 @@
 """Real text and real proxy runs for the scaling and continual-training tests.
 
-The corpus is real text that every Python install carries (`regmix_plugin.scale.text`), so the tests
+The corpus is real text that every Python install carries (`regmix_plugin.data.stdlib_text`), so the tests
 need no Debian package: ``prose`` is the English reference documentation in ``pydoc_data.topics`` and
 ``code`` is the source of standard-library modules.
 """
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from regmix_plugin.mixture import Mixture
-from regmix_plugin.scale.text import build_text_corpus
+from regmix_plugin.data.stdlib_text import build_text_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "megatron_configs" / "proxy-tiny-cpu.yaml"

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 BINARIES = ("slurmctld", "slurmd", "sbatch", "squeue", "munged")
+MAX_ARRAY_SIZE = 5
 
 
 def skip_reason() -> str | None:
@@ -55,6 +56,8 @@ def _conf(root: Path) -> str:
         "ReturnToService=2",
         "MinJobAge=86400",
         "SchedulerParameters=sched_interval=1",
+        # Far below Slurm's default 1001, so that a test study of a dozen runs needs several job arrays.
+        f"MaxArraySize={MAX_ARRAY_SIZE}",
         f"StateSaveLocation={root}/state",
         f"SlurmdSpoolDir={root}/spool",
         f"SlurmctldPidFile={root}/slurmctld.pid",

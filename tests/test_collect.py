@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from regmix_plugin.cli import main
-from regmix_plugin.sweep.collect import collect, from_olmix_csv
+from regmix_plugin.collect.runs_table import collect, from_olmix_csv
 from regmix_plugin.table import read_runs
 
 REGMIX_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "regmix-pile-1m"

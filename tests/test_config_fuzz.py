@@ -24,10 +24,10 @@ from regmix_plugin.errors import RegmixError
 from regmix_plugin.optimize.constraints import Constraints
 from regmix_plugin.continual.replay import ContinualPlan
 from regmix_plugin.proxy.config import ProxyConfig
-from regmix_plugin.reuse.plan import ReusePlan
+from regmix_plugin.reuse_plan import ReusePlan
 from regmix_plugin.schedule import Schedule
 from regmix_plugin.sweep.study import load_study
-from regmix_plugin.sweep.synthesize import MANIFEST, SynthConfig, manifest_mixtures
+from regmix_plugin.synthesize.sampler import MANIFEST, SynthConfig, manifest_mixtures
 
 SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(10**20), max_value=10**20)
            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8))
@@ -119,7 +119,7 @@ def test_fuzzed_proxy_config(text):
 def _synth_options(path: Path) -> SynthConfig:
     # `regmix synthesize --config`: a YAML mapping of sampler settings
     from regmix_plugin.cli import build_parser
-    from regmix_plugin.sweep.commands import synth_config_from_args
+    from regmix_plugin.synthesize.commands import synth_config_from_args
 
     args = build_parser().parse_args(["synthesize", "base.json", "--out", "x", "--config", str(path)])
     return synth_config_from_args(args)

@@ -14,7 +14,7 @@ import pytest
 
 from regmix_plugin.cli import main
 from regmix_plugin.scale.laws import StepFitConfig, fit_step_laws
-from regmix_plugin.sweep.curves import read_eval_curve
+from regmix_plugin.collect.curves import read_eval_curve
 from regmix_plugin.mixture import Mixture
 from regmix_plugin.table import domains, read_runs
 from regmix_plugin.continual.replay import ContinualPlan, ContinualSpec, continual_mixture, final_losses

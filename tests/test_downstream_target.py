@@ -9,7 +9,7 @@ import pandas as pd
 from regmix_plugin.cli import main
 from regmix_plugin.fit.model import FitConfig, fit_model
 from regmix_plugin.fit.targets import missing_report, parse_target
-from regmix_plugin.sweep.collect import collect
+from regmix_plugin.collect.runs_table import collect
 from regmix_plugin.table import domains, metric_columns, read_runs
 
 

@@ -19,7 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regmix_plugin.cli import main
-from regmix_plugin.mixture import EXPORT_FORMATS, Mixture, MixtureError
+from regmix_plugin.export.registry import available as export_formats
+from regmix_plugin.export.registry import export
+from regmix_plugin.mixture import Mixture, MixtureError
 
 GOOD = {
     "version": 1,
@@ -101,7 +103,7 @@ def test_bad_file_is_one_line_exit_2_and_exports_nothing(case, tmp_path, capsys)
     f.write_text(text)
     assert main(["validate", str(f)]) == 2
     _assert_one_line_error(capsys.readouterr().err, fragment)
-    for fmt in EXPORT_FORMATS:
+    for fmt in export_formats():
         out = tmp_path / "sub" / "exported.txt"
         assert main(["export", str(f), "--format", fmt, "--out", str(out)]) == 2
         _assert_one_line_error(capsys.readouterr().err, fragment)
@@ -296,7 +298,7 @@ def test_exports_parse_back_with_megatron(tmp_path, capsys):
     assert per_split is None and blend[0] == train_prefixes and blend[1] == pytest.approx(train_weights)
 
     with pytest.raises(MixtureError, match="whitespace"):
-        mix.export("data-args")
+        export(mix, "data-args")
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "mix.json").write_text(f.read_text())

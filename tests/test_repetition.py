@@ -12,7 +12,7 @@ from regmix_plugin.data.indexed import index_stats, open_indexed
 from regmix_plugin.data.subsample import choose_documents, subsample_documents
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.mixture import Mixture
-from regmix_plugin.sweep.repetition import AUTO_MATCHES, RepetitionConfig, build_plan, fractions, resolve_budgets
+from regmix_plugin.synthesize.repetition import AUTO_MATCHES, RepetitionConfig, build_plan, fractions, resolve_budgets
 from regmix_plugin.sweep.study import DEFAULT_COMMAND
 from data_helpers import make_tiny_corpus
 from proxy_helpers import TINY_CONFIG

@@ -12,9 +12,10 @@ import yaml
 
 from regmix_plugin.cli import main
 from regmix_plugin.mixture import Mixture
-from regmix_plugin.reuse.plan import ReuseError, load_plan, make_plan
+from regmix_plugin.reuse.plan import make_plan
+from regmix_plugin.reuse_plan import ReuseError, load_plan
 from regmix_plugin.reuse.runs import reduce_runs
-from regmix_plugin.sweep.collect import collect
+from regmix_plugin.collect.runs_table import collect
 from regmix_plugin.sweep.study import DEFAULT_COMMAND
 from regmix_plugin.table import read_runs, write_runs
 from data_helpers import make_tiny_corpus

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from regmix_plugin.cli import main
-from regmix_plugin.sweep.collect import read_run
-from regmix_plugin.sweep.imported import canonical_metric
+from regmix_plugin.collect.rundir import read_run
+from regmix_plugin.collect.imported import canonical_metric
 
 STEPS = list(range(10, 201, 10))
 

@@ -13,7 +13,7 @@ from regmix_plugin.fit.model import FitConfig
 from regmix_plugin.laws.saturating import LawFitError, fit_power_laws
 from regmix_plugin.scale.laws import StepFitConfig, extrapolate_size, extrapolate_steps, rank_invariance
 from regmix_plugin.scale.nested import nested_predict
-from regmix_plugin.sweep.curves import read_eval_curve
+from regmix_plugin.collect.curves import read_eval_curve
 
 STEPS = np.arange(20, 1001, 20, dtype=float)
 
@@ -238,7 +238,7 @@ def test_scale_fit_cli_skips_failed_runs_and_fits_running_ones(tmp_path, capsys)
     table = pd.read_csv(tmp_path / "out" / "extrapolated.csv")
     assert sorted(table["run_id"]) == ["early", "ok"]
     # No status file and no config.yaml: curves made elsewhere, "imported" (not "running").
-    from regmix_plugin.sweep.collect import read_run
+    from regmix_plugin.collect.rundir import read_run
 
     assert read_run(tmp_path / "runs" / "early", []).status == "imported"
     assert table.set_index("run_id").loc["early", "valid/web/loss"] == pytest.approx(power(4000, 2.0, 30.0, 0.5), rel=0.03)

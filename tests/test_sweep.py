@@ -17,7 +17,7 @@ import yaml
 
 from regmix_plugin.cli import main
 from regmix_plugin.errors import ConfigError
-from regmix_plugin.sweep.collect import collect
+from regmix_plugin.collect.runs_table import collect
 from regmix_plugin.sweep.runner import EXIT_BUSY, load_spec, run
 from regmix_plugin.sweep.state import RunLock, is_locked
 from regmix_plugin.sweep.study import load_study

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from regmix_plugin.errors import ConfigError
-from regmix_plugin.sweep.collect import collect
+from regmix_plugin.collect.runs_table import collect
 from regmix_plugin.sweep.local import preloads
 from regmix_plugin.sweep.runner import can_run_inprocess
 from regmix_plugin.sweep.study import DEFAULT_COMMAND, load_study

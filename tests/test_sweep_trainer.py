@@ -7,7 +7,7 @@ import math
 import yaml
 
 from regmix_plugin.cli import main
-from regmix_plugin.sweep.collect import collect
+from regmix_plugin.collect.runs_table import collect
 from regmix_plugin.sweep.study import DEFAULT_COMMAND
 from data_helpers import make_tiny_corpus
 from proxy_helpers import TEST_OVERRIDES, TINY_CONFIG

@@ -12,8 +12,8 @@ from regmix_plugin.cli import main
 from regmix_plugin.errors import ConfigError, RegmixError
 from regmix_plugin.mixture import Mixture
 from regmix_plugin.data.indexed import idx_token_count
-from regmix_plugin.sweep.mixtures import domain_token_counts
-from regmix_plugin.sweep.synthesize import SynthConfig, coverage, sample_reference, synthesize
+from regmix_plugin.data.token_counts import domain_token_counts
+from regmix_plugin.synthesize.sampler import SynthConfig, coverage, sample_reference, synthesize
 from sweep_helpers import DOMAINS, write_base
 
 SKEWED = {"big": 1_000_000, "mid": 200_000, "small": 20_000, "rare": 2_000}

@@ -68,7 +68,7 @@ def run_continual_fit(args: argparse.Namespace) -> int:
     )
     from regmix_plugin.report.builder import Report
     from regmix_plugin.continual.figures import continual_figure
-    from regmix_plugin.sweep.collect import collect
+    from regmix_plugin.collect.runs_table import collect
     from regmix_plugin.table import read_runs
 
     plan_path = Path(args.plan)

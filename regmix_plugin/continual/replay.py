@@ -34,7 +34,7 @@ from regmix_plugin.errors import ConfigError, RegmixError
 from regmix_plugin.io import atomic_write_json, read_json_file
 from regmix_plugin.laws.saturating import LawConfig, LawParams, clean_series, fit_laws
 from regmix_plugin.mixture import Domain, Mixture
-from regmix_plugin.sweep.curves import read_eval_curve
+from regmix_plugin.collect.curves import read_eval_curve
 from regmix_plugin.table import loss_column, weight_column
 
 PLAN_FILE = "continual.json"

@@ -47,7 +47,7 @@ def register(sub) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from regmix_plugin.data.corpus import CorpusConfig, build_corpus, natural_mixture, parse_domain_args
-    from regmix_plugin.mixture_commands import format_table
+    from regmix_plugin.mixture import format_table
 
     cfg = CorpusConfig(
         tokenizer=args.tokenizer,

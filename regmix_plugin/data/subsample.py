@@ -1,6 +1,6 @@
 """A random subset of a Megatron ``.bin``/``.idx`` prefix's documents, written as a new prefix.
 
-Used by repetition-matched proxies (:mod:`regmix_plugin.sweep.repetition`): a proxy that reads ``1/k`` of
+Used by repetition-matched proxies (:mod:`regmix_plugin.synthesize.repetition`): a proxy that reads ``1/k`` of
 the target run's tokens is trained on ``1/k`` of a small domain's documents, so that it repeats the domain
 as often as the target run will. The subset is chosen by a seeded permutation of whole documents (never
 a contiguous range: corpora are often sorted, e.g. a dictionary by headword), taken until its tokens are

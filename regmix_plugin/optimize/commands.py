@@ -52,7 +52,7 @@ def cmd_optimize(args) -> int:
         print("note: " + prov["prefixes_note"])
     print(f"wrote {args.out}")
     if args.report:
-        from regmix_plugin.report.fit_report import write_fit_report
+        from regmix_plugin.optimize.report import write_fit_report
 
         paths = write_fit_report(model, out, args.report)
         print(f"wrote report {paths[0]}")

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import TypedDict
 
 import numpy as np
-import yaml
 
-from regmix_plugin.config_schema import Choice, Number, config, either, validate, with_config
+from regmix_plugin.config_schema import Choice, Number, config, either, read_yaml_file, validate, with_config
 from regmix_plugin.errors import ConfigError
-from regmix_plugin.sweep.mixtures import token_cap
+from regmix_plugin.data.token_counts import token_cap
 
 _SAYS = "{value} must be {expect}"
 Fraction = Number(ge=0, le=1, says=_SAYS)
@@ -54,12 +53,7 @@ class Constraints:
         if path is None:
             return cls()
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"--constraints {path}: file not found; check the path")
-        try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--constraints {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        doc = read_yaml_file(path, f"--constraints {path}")
         return validate(cls, {} if doc is None else doc, f"--constraints {path}")
 
     def named_for(self, names: list[str]) -> "Constraints":

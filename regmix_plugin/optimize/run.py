@@ -32,7 +32,7 @@ def domain_tokens(base: Mixture | None) -> dict[str, float]:
     """Available training tokens per domain: the base mixture's ``tokens``, else counted from its .idx files."""
     if base is None:
         return {}
-    from regmix_plugin.sweep.mixtures import domain_tokens_or_none
+    from regmix_plugin.data.token_counts import domain_tokens_or_none
 
     counts = {d.name: domain_tokens_or_none(base, d) for d in base.domains}
     # A domain left uncounted (unreadable .idx) is unknown here; Constraints.bounds names it if a cap needs it.

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from regmix_plugin.config_schema import Checked, Choice, Flag, Number, Text, config, validate
+from regmix_plugin.config_schema import Checked, Choice, Flag, Number, Text, config, read_yaml_file, validate
 from regmix_plugin.errors import ConfigError
 
 # "steps: -3 is out of range; give a number > 0". Floats also accept what PyYAML leaves as a string ("1e-3").
@@ -182,14 +182,8 @@ class ProxyConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike, overrides: list[str] | None = None) -> "ProxyConfig":
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"--config: {path} not found; give a YAML file such as megatron_configs/proxy-tiny-cpu.yaml") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--config: {path} is not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
-        data = data or {}
+        data = read_yaml_file(path, f"--config {path}",
+                              remedy="give a YAML file such as megatron_configs/proxy-tiny-cpu.yaml") or {}
         for item in overrides or []:
             apply_override(data, item)
         return cls.from_dict(data, where=str(path))

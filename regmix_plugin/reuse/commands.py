@@ -134,7 +134,8 @@ def write_reduced_study(template: Path, folder: Path, n: int, heldout: int, seed
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from regmix_plugin.reuse.plan import DEFAULT_TOLERANCE, file_digest, load_plan
+    from regmix_plugin.reuse.plan import file_digest
+    from regmix_plugin.reuse_plan import DEFAULT_TOLERANCE, load_plan
     from regmix_plugin.reuse.runs import reduce_runs
     from regmix_plugin.table import read_runs, write_runs
 
@@ -157,9 +158,8 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _expand(args: argparse.Namespace) -> int:
-    from regmix_plugin.mixture import Mixture
-    from regmix_plugin.mixture_commands import format_table
-    from regmix_plugin.reuse.plan import load_plan
+    from regmix_plugin.mixture import Mixture, format_table
+    from regmix_plugin.reuse_plan import load_plan
 
     plan = load_plan(args.plan)
     reduced = Mixture.load(args.mixture)

@@ -19,7 +19,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from regmix_plugin.reuse.plan import DEFAULT_TOLERANCE, ReuseError, ReusePlan
+from regmix_plugin.reuse_plan import DEFAULT_TOLERANCE, ReuseError, ReusePlan
 from regmix_plugin.table import WEIGHT_PREFIX, domains, weight_column
 
 SOURCE = "source"

@@ -90,8 +90,8 @@ def run_scale_fit(args: argparse.Namespace) -> int:
     from regmix_plugin.scale import reports
     from regmix_plugin.scale.laws import StepFitConfig, extrapolate_steps
     from regmix_plugin.scale.params import params_of_runs
-    from regmix_plugin.sweep.collect import load_records
-    from regmix_plugin.sweep.curves import curves_to_fit
+    from regmix_plugin.collect.runs_table import load_records
+    from regmix_plugin.collect.curves import curves_to_fit
     from regmix_plugin.table import write_runs
 
     targets = _targets(args.target)

@@ -22,7 +22,7 @@ from scipy.stats import spearmanr
 from regmix_plugin.errors import ConfigError, RegmixError
 from regmix_plugin.laws.saturating import LawConfig, LawFitError, PowerLaw, fit_power_laws
 from regmix_plugin.scale.match import MATCH_TOL, match_tables
-from regmix_plugin.sweep.curves import curve_metrics
+from regmix_plugin.collect.curves import curve_metrics
 from regmix_plugin.table import IMPORTED, eval_columns, normalised_name, weight_column
 from regmix_plugin.table import domains as table_domains
 
@@ -234,7 +234,7 @@ class StepResult:
 
 
 def fit_step_laws(curve: pd.DataFrame, config: StepFitConfig, where: str = "run") -> dict[str, PowerLaw]:
-    """Step laws of one run's eval curve (`regmix_plugin.sweep.curves.read_eval_curve`): metric column -> law."""
+    """Step laws of one run's eval curve (`regmix_plugin.collect.curves.read_eval_curve`): metric column -> law."""
     choice = choose_step_settings({where: curve}, config)
     return _fit_steps({where: curve}, config, choice.alpha, choice.min_step, config.max_step)[where]
 

@@ -22,9 +22,10 @@ from typing import Any
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_json
 from regmix_plugin.mixture import Mixture
+from regmix_plugin.sweep.backend import get_backend
 from regmix_plugin.sweep.state import COMPLETED, FAILED, MIXTURE, PENDING, RUNNING, Status, run_state
 from regmix_plugin.sweep.study import Study
-from regmix_plugin.sweep.synthesize import MANIFEST, manifest_mixtures, write_synthesis
+from regmix_plugin.synthesize.sampler import MANIFEST, manifest_mixtures, write_synthesis
 
 SPEC = "sweep.json"
 
@@ -131,7 +132,7 @@ def prepare(study: Study) -> Prepared:
 def _reuse_plan(study: Study, base: Mixture):
     if study.reuse is None:
         return None
-    from regmix_plugin.reuse.plan import load_plan
+    from regmix_plugin.reuse_plan import load_plan
 
     plan = load_plan(study.reuse)
     if sorted(base.names) != sorted(plan.reduced_names):
@@ -141,7 +142,7 @@ def _reuse_plan(study: Study, base: Mixture):
 
 
 def _repetition_plan(study: Study, base: Mixture):
-    from regmix_plugin.sweep.repetition import build_plan, resolve_budgets
+    from regmix_plugin.synthesize.repetition import build_plan, resolve_budgets
 
     synth_target = study.synthesize.target_tokens if study.synthesize is not None else None
     budgets = resolve_budgets(study.repetition, synth_target, study.proxy_config, study.command)
@@ -189,14 +190,7 @@ def sweep(study: Study, retry_failed: bool = False, progress: bool = True) -> in
     prep = prepare(study)
     if retry_failed:
         reset_failed(prep)
-    if study.backend == "slurm":
-        from regmix_plugin.sweep.slurm import run_slurm
-
-        run_slurm(prep, progress=progress)
-    else:
-        from regmix_plugin.sweep.local import run_local
-
-        run_local(prep, progress=progress)
+    get_backend(study.backend).run(prep, progress=progress)
     text, code = summarize(prep)
     print(text)
     return code

@@ -21,12 +21,28 @@ import time
 import warnings
 from collections import deque
 
-from tqdm import tqdm
-
+from regmix_plugin.config_schema import Number, Switch, config
 from regmix_plugin.sweep import runner
+from regmix_plugin.sweep.backend import register
 from regmix_plugin.sweep.state import COMPLETED, FAILED
 
 _POLL_S = 0.2
+
+
+@config(prefix="local")
+class LocalConfig:
+    max_concurrent: Number(integer=True, ge=1) = 1  # runs at once on this machine
+    # Fork runs from a process that imported torch and megatron-core once ("auto": when the command is
+    # `{python} -m regmix_plugin ...`; see this module's docstring).
+    preload: Switch = "auto"
+
+
+@register("local")
+class LocalBackend:
+    """The study's runs on this machine, ``local.max_concurrent`` at a time (the module docstring)."""
+
+    def run(self, prep, progress: bool = True) -> None:
+        run_local(prep, progress)
 
 
 def preloads(study) -> bool:
@@ -55,6 +71,8 @@ def _start(prep, run_id: str, spec: dict | None):
 
 
 def run_local(prep, progress: bool = True) -> None:
+    from tqdm import tqdm  # here, not at import: the CLI parser imports this module for the backend names
+
     states = prep.states()
     todo = deque(r for r in prep.run_ids if states[r] not in (COMPLETED, FAILED))
     done = len(prep.run_ids) - len(todo)

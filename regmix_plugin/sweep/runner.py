@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import runpy
 import shlex
 import shutil
 import signal
@@ -170,9 +171,13 @@ def fork_call(fn: Callable[[], int]) -> _Forked:
 
 
 def _fork_cli(argv: list[str], env: dict[str, str], cwd: str, log) -> _Forked:
-    """Run ``regmix <argv>`` in a forked child, as ``bash -c`` would run the same command line: in its own
-    session (so it is killed as a group like the bash child), with its own environment and working
-    directory, its output going to the run's log."""
+    """Run ``python -m regmix_plugin <argv>`` in a forked child, as ``bash -c`` would run the same command line:
+    in its own session (so it is killed as a group like the bash child), with its own environment and working
+    directory, its output going to the run's log.
+
+    The child runs the package's ``__main__`` as ``python -m`` does (runpy), rather than importing the CLI:
+    the command line is the interface, as for the bash child, and the library below the CLI does not import
+    it (tests/test_import_graph.py)."""
 
     def child() -> int:
         os.setsid()
@@ -184,9 +189,9 @@ def _fork_cli(argv: list[str], env: dict[str, str], cwd: str, log) -> _Forked:
         os.environ.clear()
         os.environ.update(env)
         os.chdir(cwd)
-        from regmix_plugin.cli import main
-
-        return main(argv)
+        sys.argv = ["regmix", *argv]
+        runpy.run_module("regmix_plugin", run_name="__main__", alter_sys=True)  # raises SystemExit(its code)
+        return 0
 
     return fork_call(child)
 

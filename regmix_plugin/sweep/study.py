@@ -14,7 +14,7 @@ Example (``megatron_configs/study-tiny.yaml``)::
     backend: local                         # or slurm
     local: {max_concurrent: 2, preload: auto}   # preload: fork runs from one process that imported torch
     slurm: {partition: debug, cpus_per_task: 1, mem: 2G, time: "01:00:00", array_parallelism: 16}
-    repetition: {target_tokens: 2.5e10}    # proxies repeat small domains as the target will (sweep/repetition.py)
+    repetition: {target_tokens: 2.5e10}    # proxies repeat small domains as the target will (synthesize/repetition.py)
     reuse: reuse/plan.json                 # a reduced study of `regmix reuse plan` (docs/reuse.md)
 
 Placeholders in ``command``: ``{python}`` (this interpreter), ``{mixture}`` (the run's ``mixture.json``),
@@ -33,15 +33,17 @@ from typing import Any
 
 import yaml
 
-from regmix_plugin.config_schema import Choice, Flag, Number, PathText, Switch, Text, config, validate
+from regmix_plugin.config_schema import Choice, Number, PathText, Text, config, read_yaml_file, validate
 from regmix_plugin.errors import ConfigError
 from regmix_plugin.io import atomic_write_text
-from regmix_plugin.sweep.repetition import RepetitionConfig
-from regmix_plugin.sweep.synth_config import SynthConfig
+from regmix_plugin.sweep.backend import available as available_backends
+from regmix_plugin.sweep.local import LocalConfig
+from regmix_plugin.sweep.slurm import SlurmConfig
+from regmix_plugin.synthesize.config import SynthConfig
+from regmix_plugin.synthesize.repetition import RepetitionConfig
 
 DEFAULT_COMMAND = "{python} -m regmix_plugin train --mixture {mixture} --config {config} --run-dir {run_dir}"
 PLACEHOLDERS = ("python", "mixture", "config", "run_dir", "run_id", "study_dir")
-BACKENDS = ("local", "slurm")
 
 
 _SAYS = "expected {expect}, got {value}"
@@ -54,32 +56,6 @@ class RunPolicy:
     retries: Number(integer=True, ge=0) = 1  # failed attempts retried this many times (so up to retries + 1 attempts)
     timeout_s: Number(ge=1) | None = None  # wall-clock limit per attempt; the run is killed and recorded as failed
     stale_lock_s: Number(ge=60) = 600.0  # a lock held from another host with no heartbeat this long is dead
-
-
-@config(prefix="local")
-class LocalConfig:
-    max_concurrent: Number(integer=True, ge=1) = 1  # runs at once on this machine
-    # Fork runs from a process that imported torch and megatron-core once ("auto": when the command is
-    # `{python} -m regmix_plugin ...`; see regmix_plugin/sweep/local.py).
-    preload: Switch = "auto"
-
-
-@config(prefix="slurm")
-class SlurmConfig:
-    """Per-task resources of the job array (each task runs one mixture)."""
-
-    partition: Text | None = None
-    account: Text | None = None
-    qos: Text | None = None
-    cpus_per_task: Number(integer=True, ge=1) = 1
-    mem: Text | None = None  # e.g. "4G"
-    time: Text | None = None  # e.g. "01:00:00"
-    gpus_per_task: Number(integer=True, ge=0) = 0
-    array_parallelism: Number(integer=True, ge=1) | None = None  # at most this many tasks at once (the %N of --array)
-    extra_directives: list[Text] = field(default_factory=list)  # more "#SBATCH ..." lines, e.g. "--constraint=a100"
-    setup: Text = ""  # shell lines run before the task (module load ..., source venv)
-    wait: Flag = True  # wait for the array to finish (a progress bar), or submit and return
-    poll_s: Number(ge=0.1) = 10.0
 
 
 @config
@@ -96,7 +72,7 @@ class Study:
     command: Text = DEFAULT_COMMAND
     env: dict[Any, Any] = field(default_factory=dict)  # values become strings (YAML reads 1 as an int)
     runs: RunPolicy = field(default_factory=RunPolicy)
-    backend: Choice(*BACKENDS) = "local"
+    backend: Choice(available_backends) = "local"  # a name in the backend registry (sweep/backend.py)
     local: LocalConfig = field(default_factory=LocalConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     repetition: RepetitionConfig = field(default_factory=RepetitionConfig)
@@ -141,14 +117,7 @@ def _need(cond: bool, msg: str) -> None:
 
 def load_study(path: str | Path) -> Study:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: study file not found; check the path")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: malformed YAML{where}; fix the syntax") from None
+    data = read_yaml_file(path, str(path), "study file")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of study settings")
     try:

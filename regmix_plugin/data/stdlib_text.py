@@ -79,7 +79,7 @@ def build_text_corpus(out: str | os.PathLike, max_chars: int = 150_000, kinds: I
     if missing:
         from regmix_plugin.errors import RegmixError
 
-        raise RegmixError(f"kinds: no text found for {', '.join(missing)} on this machine (see regmix_plugin/scale/text.py)")
+        raise RegmixError(f"kinds: no text found for {', '.join(missing)} on this machine (see regmix_plugin/data/stdlib_text.py)")
     build_corpus(out, {k: Documents(documents(k, max_chars, whole)) for k in kinds},
                  CorpusConfig(tokenizer="byte", valid_fraction=0.05, progress=False))
     return out / NATURAL_FILE

@@ -1,4 +1,4 @@
-"""Training curves made elsewhere, as run records (`regmix_plugin.sweep.collect.RunRecord`) with status
+"""Training curves made elsewhere, as run records (`regmix_plugin.collect.record.RunRecord`) with status
 ``imported``: TensorBoard event files (Megatron-LM's tag names mapped onto the runs-table names) and long
 CSV/TSV exports (``run, step, metric, value`` rows, what W&B or a spreadsheet gives).
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from regmix_plugin.collect.record import RunRecord
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.table import IMPORTED, WEIGHT_PREFIX
 
@@ -85,7 +86,7 @@ def read_tensorboard(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def fill_record(rec, scalars: dict[str, list[tuple[int, float]]]) -> None:
+def fill_record(rec: RunRecord, scalars: dict[str, list[tuple[int, float]]]) -> None:
     """Put ``{metric: [(step, value)]}`` into a run record: ``valid/...`` metrics into its evals, ``train/loss``
     into its training curve; ``tokens`` (when given as a metric) goes with both."""
     tokens = dict(scalars.get("tokens", []))
@@ -161,7 +162,7 @@ def read_mixtures_file(path: str | Path) -> dict[str, dict[str, float]]:
 LONG_COLUMNS = ("step", "metric", "value")
 
 
-def read_long_curves(path: str | Path, mixtures: dict[str, dict[str, float]] | None, warnings: list[str]) -> list:
+def read_long_curves(path: str | Path, mixtures: dict[str, dict[str, float]] | None, warnings: list[str]) -> list[RunRecord]:
     """Run records from a long CSV/TSV: columns ``run`` (or ``run_id``), ``step``, ``metric``, ``value``, and
     optionally ``tokens`` and ``weight/<domain>`` columns (the run's mixture, the same on each of its rows).
 
@@ -170,8 +171,6 @@ def read_long_curves(path: str | Path, mixtures: dict[str, dict[str, float]] | N
     empty weights (the caller decides whether that is an error). A step repeated with another value (a
     resumed run logged twice) keeps the later row, with a warning.
     """
-    from regmix_plugin.sweep.collect import RunRecord
-
     path = Path(path)
     df = _read_table(path, "--curves")
     key = _run_column(df, path, "--curves")

@@ -1,4 +1,4 @@
-"""Runs' evaluation curves: one row per eval step, read from a run directory through the sweep collector."""
+"""Runs' evaluation curves: one row per eval step, read from a run directory through the collector."""
 
 from __future__ import annotations
 
@@ -8,36 +8,20 @@ from typing import Sequence
 
 import pandas as pd
 
+from regmix_plugin.collect.record import record_curve
+from regmix_plugin.collect.rundir import read_run
 from regmix_plugin.errors import ConfigError, RegmixError
 from regmix_plugin.table import eval_columns
-
-
-def record_curve(rec) -> pd.DataFrame:
-    """A run record's eval curve (`regmix_plugin.sweep.collect.RunRecord`): one row per eval step with
-    ``step``, ``tokens`` when known, and every evaluation metric (``valid/<set>/<metric>``)."""
-    rows = []
-    for step, ev in sorted(rec.evals.items()):
-        vals = {k: v for k, v in ev.items() if k in eval_columns(list(ev))}
-        if vals:
-            row = {"step": step, **vals}
-            if ev.get("tokens") is not None:
-                row["tokens"] = ev["tokens"]
-            rows.append(row)
-    if not rows:
-        return pd.DataFrame({"step": []})
-    return pd.DataFrame(rows).apply(pd.to_numeric, errors="coerce").reset_index(drop=True)
 
 
 def read_run_curve(run_dir: str | os.PathLike) -> tuple[dict[str, float] | None, pd.DataFrame]:
     """A run's mixture weights and its eval curve (:func:`record_curve`), from ``metrics.jsonl`` or, lacking
     one, TensorBoard event files.
 
-    Parsing is the sweep collector's (`regmix_plugin.sweep.collect.read_run`: torn lines skipped, a resumed
+    Parsing is the collector's (`regmix_plugin.collect.rundir.read_run`: torn lines skipped, a resumed
     run's repeated steps merged). Weights come from the run's ``mixture.json`` (sweep runs, imported runs) or
     else from the mixture that its ``config.yaml`` names (a plain ``regmix train`` run); None when neither.
     """
-    from regmix_plugin.sweep.collect import read_run
-
     run_dir = Path(run_dir)
     rec = read_run(run_dir, [])
     curve = record_curve(rec)

@@ -1,16 +1,17 @@
 """``regmix collect``: run directories and external result files -> one runs table, plus a warnings list.
 
-From a run directory we read ``mixture.json`` (weights, as written: never renormalised here; a weights
-record without prefixes is enough, `regmix_plugin.mixture.weights_record`), ``status.json`` (or
-``outcome.json``) and ``metrics.jsonl``, or, when there is no ``metrics.jsonl``, TensorBoard event files
-(`regmix_plugin.sweep.imported`). A directory that no sweep or trainer manages (no ``status.json``,
-``outcome.json`` or ``config.yaml``) holds curves made elsewhere: its status is ``imported``. Each row holds the per-domain validation
-losses at one step: by default the last step at which every completed run has an evaluation (so all rows
-are comparable), or ``step=N``. ``train/loss`` is the last training loss at or before that step.
+From a run directory (`regmix_plugin.collect.rundir`) we read ``mixture.json`` (weights, as written: never
+renormalised here; a weights record without prefixes is enough, `regmix_plugin.mixture.weights_record`),
+``status.json`` (or ``outcome.json``) and ``metrics.jsonl``, or, when there is no ``metrics.jsonl``,
+TensorBoard event files (`regmix_plugin.collect.imported`). A directory that no sweep or trainer manages (no
+``status.json``, ``outcome.json`` or ``config.yaml``) holds curves made elsewhere: its status is
+``imported``. Each row holds the per-domain validation losses at one step: by default the last step at which
+every completed run has an evaluation (so all rows are comparable), or ``step=N``. ``train/loss`` is the
+last training loss at or before that step.
 
 External results join the same table: RegMix's CSV pair (:func:`regmix_plugin.table.from_regmix_csv`),
 Olmix's ``*_ratios.csv``/``*_metrics.csv`` pair (:func:`from_olmix_csv`) and long curve files
-(`regmix_plugin.sweep.imported.read_long_curves`).
+(`regmix_plugin.collect.imported.read_long_curves`).
 
 Problems are reported, not fixed: mixtures that do not sum to 1 (within the rounding their weights show), missing domains
 (left empty, not zero-filled), duplicated run ids or duplicated mixtures, runs lacking the chosen step,
@@ -19,19 +20,20 @@ unreadable metric lines. :func:`collect` returns them as a list of one-line warn
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from regmix_plugin.collect.imported import read_long_curves, read_mixtures_file
+from regmix_plugin.collect.record import RunRecord
+from regmix_plugin.collect.rundir import find_run_dirs, read_run
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_text
-from regmix_plugin.sweep.state import COMPLETED, FAILED, METRICS, MIXTURE, OUTCOME, PENDING, RUNNING, STATUS, read_json
+from regmix_plugin.sweep.state import COMPLETED
 from regmix_plugin.table import IMPORTED, WEIGHT_PREFIX, domains, from_regmix_csv, weight_column, write_runs
 
 SUM_TOL = 1e-6  # for weights not rounded to few decimals
@@ -47,136 +49,6 @@ def rounding_tolerance(w: np.ndarray) -> float:
         if np.allclose(vals * 10**k, np.round(vals * 10**k), atol=1e-6):
             return w.shape[1] * 0.5 * 10.0**-k + 1e-9
     return SUM_TOL
-_RUN_MARKERS = (MIXTURE, STATUS, METRICS, OUTCOME)
-TRAINER_CONFIG = "config.yaml"  # written by `regmix train` when it starts
-
-
-@dataclass
-class RunRecord:
-    run_id: str
-    status: str
-    weights: dict[str, float] | None
-    evals: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> {valid/<set>/<metric>..., tokens}
-    train: list[tuple[int, float, Any]] = field(default_factory=list)  # (step, train/loss, tokens)
-    split: str | None = None  # "train" or "heldout" for synthesized mixtures (from the mixture's provenance)
-    path: Path | None = None  # the run directory, for records read from one
-
-
-def find_run_dirs(paths: list[str | Path], warnings: list[str]) -> list[Path]:
-    """Run directories among ``paths``: a run directory itself, a sweep ``out`` (its ``runs/``), or a folder of runs."""
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if not p.is_dir():
-            raise RegmixError(f"RUN_DIR {p}: not a directory; give run directories or a sweep's out folder")
-        if is_run_dir(p):
-            found.append(p)
-            continue
-        root = p / "runs" if (p / "runs").is_dir() else p
-        subs = sorted(d for d in root.iterdir() if d.is_dir() and is_run_dir(d))
-        if not subs:
-            warnings.append(f"{p}: no run directories found (none holds mixture.json, status.json, metrics.jsonl "
-                            "or TensorBoard event files)")
-        found.extend(subs)
-    return found
-
-
-def is_run_dir(d: Path) -> bool:
-    """The minimal run directory: any of mixture.json, status.json, metrics.jsonl, outcome.json, or event files."""
-    from regmix_plugin.sweep.imported import tensorboard_dir
-
-    return any((d / m).exists() for m in _RUN_MARKERS) or tensorboard_dir(d) is not None
-
-
-def read_run(run_dir: Path, warnings: list[str], mixtures: dict[str, dict[str, float]] | None = None) -> RunRecord:
-    """A run directory's record. ``mixtures`` (run id -> weights, from a mixtures file) stands in for a missing
-    mixture.json."""
-    from regmix_plugin.mixture import MixtureError, load_weights_record
-    from regmix_plugin.sweep.imported import fill_record, read_tensorboard, tensorboard_dir
-
-    run_id = run_dir.name
-    weights = None
-    raw = read_json(run_dir / MIXTURE)
-    if (run_dir / MIXTURE).exists():
-        try:
-            weights = load_weights_record(run_dir / MIXTURE)
-        except MixtureError as e:
-            warnings.append(f"{run_id}: {e}; its weights are left empty (check it with `regmix validate {run_dir}`)")
-        if raw and raw.get("normalization", {}).get("raw_sum") is not None:
-            # Mixture.load renormalised a file whose weights did not sum to 1; report the original sum.
-            warnings.append(f"{run_id}: mixture.json weights were normalised from a sum of "
-                            f"{raw['normalization']['raw_sum']:.6g}")
-    elif mixtures is not None and run_id in mixtures:
-        weights = dict(mixtures[run_id])
-    else:
-        weights = weights_from_config(run_dir)  # a plain `regmix train` run: the mixture its config names
-        if weights is None:
-            warnings.append(f"{run_id}: no mixture.json (and not in --mixtures or a config.yaml); its weights "
-                            "are left empty")
-    status = _status(run_dir)
-    prov = (raw or {}).get("provenance")
-    split = prov.get("split") if isinstance(prov, dict) else None
-    rec = RunRecord(run_id, status, weights, split=split, path=run_dir)
-    path = run_dir / METRICS
-    if not path.is_file():
-        tb = tensorboard_dir(run_dir)
-        if tb is not None:
-            fill_record(rec, read_tensorboard(tb))
-        elif status == COMPLETED:
-            warnings.append(f"{run_id}: completed but has no metrics.jsonl")
-        return rec
-    bad = 0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-                step = int(r["step"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                bad += 1
-                continue
-            vals = {k: v for k, v in r.items() if k.startswith("valid/")}
-            if vals:
-                rec.evals.setdefault(step, {}).update(vals, tokens=r.get("tokens"))
-            if "train/loss" in r:
-                rec.train.append((step, r["train/loss"], r.get("tokens")))
-    if bad:
-        warnings.append(f"{run_id}: {bad} unreadable line(s) in metrics.jsonl skipped (a run cut mid-write?)")
-    rec.train.sort(key=lambda t: t[0])
-    return rec
-
-
-def weights_from_config(run_dir: Path) -> dict[str, float] | None:
-    """The weights of the mixture a ``regmix train`` run's ``config.yaml`` names (its first phase); None if none."""
-    import yaml
-
-    try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        first = Path(cfg["run"]["schedule"][0]["mixture"])
-    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
-        return None
-    from regmix_plugin.mixture import Mixture, MixtureError
-
-    try:
-        mix = Mixture.load(first if first.is_absolute() else run_dir / first)
-    except MixtureError:
-        return None
-    return dict(zip(mix.names, mix.weights))
-
-
-def _status(run_dir: Path) -> str:
-    st = read_json(run_dir / STATUS)
-    if st and st.get("state") in (COMPLETED, FAILED, RUNNING, PENDING):
-        return st["state"]
-    if st:
-        return PENDING  # interrupted: the next sweep restarts it
-    out = read_json(run_dir / OUTCOME)
-    if out and out.get("status") in (COMPLETED, FAILED):
-        return out["status"]
-    if (run_dir / TRAINER_CONFIG).exists():  # `regmix train` started it and has not finished
-        return RUNNING if (run_dir / METRICS).exists() else PENDING
-    from regmix_plugin.sweep.imported import tensorboard_dir
-
-    # Curves that no sweep or trainer of ours manages were brought in: imported, not running.
-    return IMPORTED if (run_dir / METRICS).exists() or tensorboard_dir(run_dir) is not None else PENDING
 
 
 def choose_step(records: list[RunRecord], warnings: list[str]) -> int | None:
@@ -268,21 +140,23 @@ def check_table(df: pd.DataFrame, warnings: list[str]) -> None:
     names = domains(df)
     if not names:
         return
-    w = df[[weight_column(d) for d in names]]
-    tol = rounding_tolerance(w.to_numpy(dtype=float))
-    for i, row in df.iterrows():
-        missing = [d for d in names if pd.isna(row[weight_column(d)])]
-        rid = row["run_id"]
+    w = df[[weight_column(d) for d in names]].to_numpy(dtype=float)
+    tol = rounding_tolerance(w)
+    # Whole columns at once, then one pass over the rows: linear in the runs (10,000 in bench/collect.py).
+    empty = np.isnan(w)
+    totals = np.nansum(w, axis=1)
+    for rid, gaps, total in zip(df["run_id"], empty, totals):
+        missing = [d for d, gap in zip(names, gaps) if gap]
         if missing and len(missing) < len(names):
             warnings.append(f"{rid}: no weight for domain(s) {', '.join(missing)}; left empty, not set to 0")
-        total = float(np.nansum(w.loc[i].to_numpy(dtype=float)))
-        if len(missing) < len(names) and not math.isclose(total, 1.0, abs_tol=tol):
+        if len(missing) < len(names) and not math.isclose(float(total), 1.0, abs_tol=tol):
             warnings.append(f"{rid}: weights sum to {total:.6g}, not 1 (tolerance {tol:.2g} for the rounding seen)")
     ids = df["run_id"].astype(str)
-    for rid in sorted(ids[ids.duplicated()].unique()):
-        warnings.append(f"{rid}: run id appears {int((ids == rid).sum())} times; rows kept, rename or drop one")
+    counts = ids.value_counts()
+    for rid in sorted(counts.index[counts > 1]):
+        warnings.append(f"{rid}: run id appears {int(counts[rid])} times; rows kept, rename or drop one")
     groups: dict[tuple, list[str]] = {}
-    for rid, row in zip(ids, w.to_numpy(dtype=float)):
+    for rid, row in zip(ids, w):
         if np.isfinite(row).any():
             groups.setdefault(tuple(None if np.isnan(x) else round(x, 9) for x in row), []).append(rid)
     for same in groups.values():
@@ -303,8 +177,6 @@ def load_records(run_dirs=(), curves=(), mixtures: str | Path | None = None,
                  warnings: list[str] | None = None) -> list[RunRecord]:
     """Run records from run directories (metrics.jsonl or TensorBoard files) and long curve files; a
     mixtures file gives the weights of runs that carry none."""
-    from regmix_plugin.sweep.imported import read_long_curves, read_mixtures_file
-
     warnings = [] if warnings is None else warnings
     mix = read_mixtures_file(mixtures) if mixtures else None
     records = [read_run(d, warnings, mix) for d in find_run_dirs(list(run_dirs), warnings)] if run_dirs else []
@@ -321,7 +193,7 @@ def collect(run_dirs: list[str | Path] = (), step: int | None = None, regmix: li
             olmix: list[tuple[str, str]] = (), curves: list[str | Path] = (),
             mixtures: str | Path | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The runs table and its warnings. ``regmix``/``olmix``: (mixture/ratios CSV, loss/metrics CSV) pairs;
-    ``curves``: long curve files; ``mixtures``: weights of runs that carry none (see `sweep.imported`)."""
+    ``curves``: long curve files; ``mixtures``: weights of runs that carry none (see `collect.imported`)."""
     warnings: list[str] = []
     frames = []
     if run_dirs or curves:

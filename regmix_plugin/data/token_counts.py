@@ -1,4 +1,5 @@
-"""Token counts per domain of a base mixture, for synthesis and the optimiser's token caps."""
+"""Token counts per domain of a mixture (its `tokens` fields or its `.idx` files), and the token cap they set:
+for synthesis and the optimiser's constraints."""
 
 from __future__ import annotations
 

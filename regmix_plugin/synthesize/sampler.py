@@ -48,8 +48,8 @@ from regmix_plugin.config_schema import Checked, Choice, Text, config, validate
 from regmix_plugin.errors import ConfigError, RegmixError
 from regmix_plugin.io import atomic_write_json
 from regmix_plugin.mixture import Mixture
-from regmix_plugin.sweep.mixtures import domain_token_counts, token_cap
-from regmix_plugin.sweep.synth_config import SynthConfig
+from regmix_plugin.data.token_counts import domain_token_counts, token_cap
+from regmix_plugin.synthesize.config import SynthConfig
 from regmix_plugin.table import weight_column, write_runs
 
 MANIFEST = "manifest.json"

@@ -1,0 +1,1 @@
+"""Run directories, imported logs (TensorBoard, long CSV, Olmix, RegMix) and run curves -> one runs table."""

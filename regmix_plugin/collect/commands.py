@@ -1,0 +1,37 @@
+"""`regmix collect`: a thin adapter from argparse to the collector (collect/runs_table.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("collect", help="collect run directories (and RegMix/Olmix CSVs) into one runs table",
+                       description="One row per run: run_id, status, weight/<domain>, valid/<set>/<metric> at one "
+                                   "step, train/loss, tokens. Problems go to <out stem>.warnings.txt.")
+    p.add_argument("run_dirs", nargs="*", help="run directories, folders of them, or a sweep's out folder")
+    p.add_argument("--out", required=True, help="runs table to write (.csv, or .parquet)")
+    p.add_argument("--step", type=int, help="evaluation step to report (default: last step common to completed runs)")
+    p.add_argument("--regmix", nargs=2, action="append", default=[], metavar=("MIXTURE_CSV", "LOSS_CSV"),
+                   help="import RegMix's CSV pair (joined on index)")
+    p.add_argument("--olmix", nargs=2, action="append", default=[], metavar=("RATIOS_CSV", "METRICS_CSV"),
+                   help="import an Olmix *_ratios.csv / *_metrics.csv pair (joined on run)")
+    p.add_argument("--curves", action="append", default=[], metavar="FILE",
+                   help="import a long CSV/TSV of run, step, metric, value rows (a W&B or spreadsheet export)")
+    p.add_argument("--mixtures", metavar="FILE", help="CSV/TSV of run and one weight column per training domain, "
+                   "for runs whose directory or curve file carries no mixture")
+    p.set_defaults(func=_collect)
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from regmix_plugin.collect.runs_table import collect, warnings_path, write_collected
+
+    df, warnings = collect(args.run_dirs, step=args.step, regmix=args.regmix, olmix=args.olmix, curves=args.curves,
+                           mixtures=args.mixtures)
+    write_collected(df, warnings, args.out)
+    for w in warnings:
+        print(f"regmix collect: warning: {w}", file=sys.stderr)
+    extra = f"; {len(warnings)} warning(s) in {warnings_path(args.out)}" if warnings else ""
+    print(f"{args.out}: {len(df)} runs{extra}")
+    return 0
