@@ -53,7 +53,7 @@ from tiny_launch import EXACT, LAUNCH  # noqa: E402
 
 from regmix_plugin.errors import ConfigError  # noqa: E402
 from regmix_plugin.megatron import environment  # noqa: E402
-from regmix_plugin.megatron.processes import run_limited, start, stop_tree  # noqa: E402
+from regmix_plugin.processes import run_limited, start, stop_tree  # noqa: E402
 
 DOMAINS = ("web", "code", "books")
 # Each check's share of the budget: its limit is its share of the time left over the shares of the checks

@@ -23,7 +23,7 @@ import pytest
 from proxy_helpers import REPO, make_corpus, write_mixture
 
 from regmix_plugin.megatron import environment
-from regmix_plugin.megatron.processes import run_limited, start, stop_tree
+from regmix_plugin.processes import run_limited, start, stop_tree
 
 
 def load_gpu_check():

@@ -25,7 +25,7 @@ DOC = REPO / "docs" / "ARCHITECTURE.md"
 COMMAND_MODULES = {"commands", "mixture_commands", "cli", "__main__"}
 # Shared modules every stage may use; they import no stage. The entry point (cli, __main__) is not shared.
 SHARED = {"errors", "io", "mixture", "table", "metrics", "schedule", "markdown_table", "config_schema", "plugins",
-          "reuse_plan"}
+          "reuse_plan", "processes"}
 ENTRY = {"cli", "__main__", "mixture_commands"}
 _MODULE_NAME = re.compile(r"^regmix_plugin(\.[A-Za-z_]\w*)+$")
 

@@ -319,45 +319,115 @@ def test_exports_parse_back_with_megatron(tmp_path, capsys):
     assert test == valid
 
 
-def test_bridge_export_is_read_the_way_bridge_reads_it(tmp_path, capsys):
-    """Megatron-Bridge cannot be imported on CPU (its package imports transformer_engine; DECISIONS 29), so the
-    export is checked against what Bridge runs: ``dataset.data_path`` goes through megatron-core's
-    ``get_blend_from_list``, and ``blend_per_split`` through megatron-core's GPTDatasetConfig and dataset builder."""
-    from types import SimpleNamespace
+def _bridge_override_value(line: str) -> str:
+    """What Megatron-Bridge's ``parse_hydra_overrides`` makes of one printed override line: the shell's word,
+    parsed by Hydra's own ``OverridesParser`` and applied to an OmegaConf config the way Bridge applies it."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    words = shlex.split(line)
+    assert len(words) == 1, words  # one shell word: the whole override
+    parsed = OverridesParser.create().parse_overrides(overrides=words)
+    assert not parsed[0].is_sweep_override()
+    cfg = OmegaConf.create({"dataset": {"data_path": None}})
+    OmegaConf.set_struct(cfg, True)
+    ConfigLoaderImpl._apply_overrides_to_config(overrides=parsed, cfg=cfg)
+    return cfg.dataset.data_path
+
+
+class _StandInBridgeConfig:
+    """Megatron-Bridge cannot be imported on CPU (its package imports transformer_engine; DECISIONS 29). These
+    stand in for ``megatron.bridge.training.config``'s two dataset configs with the behaviour the printed lines
+    depend on (Bridge 0.2-0.6): ``GPTDatasetConfig`` finalizes into megatron-core's config, and
+    ``MockGPTDatasetConfig``, a subclass with no fields of its own, refuses a blend or blend_per_split."""
+
+    class GPTDatasetConfig:
+        def __init__(self, **settings):
+            self.__dict__.update(settings)
+
+        def finalize(self, **core_settings):
+            from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
+
+            return GPTDatasetConfig(blend=self.blend, blend_per_split=self.blend_per_split, split=self.split,
+                                    **core_settings)
+
+    class MockGPTDatasetConfig(GPTDatasetConfig):
+        def finalize(self, **core_settings):
+            if self.__dict__.get("blend") or self.__dict__.get("blend_per_split"):
+                raise TypeError("got an unexpected keyword argument 'blend_per_split'")
+            return super().finalize(**core_settings)
+
+
+def test_bridge_export_is_read_the_way_bridge_reads_it(tmp_path, capsys, monkeypatch):
+    """The override goes through Hydra's parser and OmegaConf as Bridge applies it, then megatron-core's
+    ``get_blend_from_list`` (GPTDatasetConfig.finalize's reading of data_path); ``blend_per_split`` through
+    megatron-core's GPTDatasetConfig and dataset builder. The data sits under a folder whose name has a comma,
+    a quote and a dollar sign: unquoted, the comma made Hydra read the override as a sweep."""
+    import sys
+    import types
 
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+    from megatron.core.datasets.gpt_dataset import GPTDataset
     from megatron.core.datasets.utils import get_blend_from_list
     from proxy_helpers import make_corpus, write_mixture
 
     from regmix_plugin.data.tokenizer import infer_tokenizer
 
-    make_corpus(tmp_path / "corpus", ("web", "code", "books"), docs=24)
-    path = write_mixture(tmp_path / "corpus", "mix", {"web": 0.6, "code": 0.4})  # books: weight 0
+    corpus = tmp_path / "runs,v2 \"q\" ${HOME}".replace(" ", "_")
+    make_corpus(corpus, ("web", "code", "books"), docs=24)
+    path = write_mixture(corpus, "mix", {"web": 0.6, "code": 0.4})  # books: weight 0
     assert main(["export", str(path), "--format", "bridge"]) == 0
     text = capsys.readouterr().out
     mix = Mixture.load(path)
-    corpus = tmp_path / "corpus"
 
-    override = next(ln for ln in text.splitlines() if ln.startswith("dataset.data_path="))
-    value = shlex.split(override.split("=", 1)[1])[0]
-    prefixes, weights = get_blend_from_list(value.split())  # GPTDatasetConfig.finalize's reading of data_path
+    override = next(ln for ln in text.splitlines() if "dataset.data_path=" in ln and not ln.startswith("#"))
+    prefixes, weights = get_blend_from_list(_bridge_override_value(override).split())
     assert prefixes == [str(corpus / "web/train"), str(corpus / "code/train")]
     assert weights == pytest.approx([0.6, 0.4])
 
-    cfg = SimpleNamespace(dataset=SimpleNamespace())
-    exec("\n".join(ln for ln in text.splitlines() if ln.startswith("cfg.")), {"cfg": cfg})
-    config = GPTDatasetConfig(
-        random_seed=1, sequence_length=16, blend=cfg.dataset.blend, blend_per_split=cfg.dataset.blend_per_split,
-        split=cfg.dataset.split, tokenizer=infer_tokenizer(mix), reset_position_ids=False,
-        reset_attention_mask=False, eod_mask_loss=False, path_to_cache=str(tmp_path / "cache"),
-        drop_last_partial_validation_sequence=False)
-    train, valid, test = BlendedMegatronDatasetBuilder(GPTDataset, [32, None, None], lambda: True, config).build()
-    assert len(train) >= 32 and set(train.dataset_index.tolist()) == {0, 1}  # web and code only
-    domains = json.loads((corpus / "corpus.json").read_text())["domains"]
-    # Every domain's held-out set (books included), each read in full: one epoch of 16-token sequences.
-    assert len(valid) == sum(math.ceil((domains[d]["valid_tokens"] - 1) / 16) for d in ("web", "code", "books"))
-    assert len(test) == sum((domains[d]["valid_tokens"] - 1) // 16 for d in ("web", "code", "books"))  # test drops partials
+    bridge_config = types.ModuleType("megatron.bridge.training.config")
+    bridge_config.GPTDatasetConfig = _StandInBridgeConfig.GPTDatasetConfig
+    bridge_config.MockGPTDatasetConfig = _StandInBridgeConfig.MockGPTDatasetConfig
+    monkeypatch.setitem(sys.modules, "megatron.bridge.training.config", bridge_config)
+    python = "\n".join(ln for ln in text.splitlines()[text.splitlines().index(override) + 1:] if not ln.startswith("#"))
+    core = dict(random_seed=1, sequence_length=16, tokenizer=infer_tokenizer(mix), reset_position_ids=False,
+                reset_attention_mask=False, eod_mask_loss=False, path_to_cache=str(tmp_path / "cache"),
+                drop_last_partial_validation_sequence=False)
+    # A recipe's real dataset config, and a mock-data recipe's (which refuses blends until converted).
+    for recipe_dataset in (bridge_config.GPTDatasetConfig(split="9999,8,2", blend=None, blend_per_split=None),
+                           bridge_config.MockGPTDatasetConfig(split="9999,8,2")):
+        cfg = types.SimpleNamespace(dataset=recipe_dataset)
+        exec(python, {"cfg": cfg})
+        assert type(cfg.dataset) is bridge_config.GPTDatasetConfig and cfg.dataset.data_path is None
+        config = cfg.dataset.finalize(**core)
+        train, valid, test = BlendedMegatronDatasetBuilder(GPTDataset, [32, None, None], lambda: True, config).build()
+        assert len(train) >= 32 and set(train.dataset_index.tolist()) == {0, 1}  # web and code only
+        domains = json.loads((corpus / "corpus.json").read_text())["domains"]
+        # Every domain's held-out set (books included), each read in full: one epoch of 16-token sequences.
+        assert len(valid) == sum(math.ceil((domains[d]["valid_tokens"] - 1) / 16) for d in ("web", "code", "books"))
+        assert len(test) == sum((domains[d]["valid_tokens"] - 1) // 16 for d in ("web", "code", "books"))
+
+
+@pytest.mark.parametrize("value", ["0.5 /data/a,b 0.5 /data/c", "1 /d/it's", '1 /d/say "hi"', "1 /d/${oc.env:HOME}",
+                                   "1 /d/[x]=y:z", "1 /d/,'\"${", "1 /d/{a: b}"])
+def test_bridge_override_value_survives_hydra_and_omegaconf(value):
+    import shlex as _shlex
+
+    from regmix_plugin.export.bridge import hydra_quoted
+
+    assert _bridge_override_value(_shlex.quote("dataset.data_path=" + hydra_quoted(value))) == value
+
+
+@pytest.mark.parametrize("folder,says", [("with space", "whitespace"), ("back\\slash", "backslash")])
+def test_bridge_export_refuses_what_cannot_be_quoted(tmp_path, capsys, folder, says):
+    from proxy_helpers import make_corpus, write_mixture
+
+    make_corpus(tmp_path / folder, ("web", "code"), docs=8)
+    path = write_mixture(tmp_path / folder, "mix", {"web": 0.6, "code": 0.4})
+    assert main(["export", str(path), "--format", "bridge"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--format bridge" in err and says in err
 
 
 def test_building_a_mixture_changes_nothing_it_was_given():

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from regmix_plugin import processes
 from regmix_plugin.errors import RegmixError, one_line
 from regmix_plugin.io import read_json_file
 from regmix_plugin.sweep.state import (
@@ -196,15 +197,18 @@ def _fork_cli(argv: list[str], env: dict[str, str], cwd: str, log) -> _Forked:
     return fork_call(child)
 
 
-def _attempt(spec: dict[str, Any], run_id: str, run_dir: Path, number: int,
-             inprocess: bool = False) -> tuple[str, str | None, int | None]:
+def _attempt(spec: dict[str, Any], run_id: str, run_dir: Path, number: int, inprocess: bool = False,
+             devices: str | None = None) -> tuple[str, str | None, int | None]:
     cmd = render_command(spec, run_id, run_dir)
     env = {**os.environ, **spec.get("env", {}), "REGMIX_RUN_ID": run_id, "REGMIX_ATTEMPT": str(number)}
+    if devices is not None:  # the GPUs the local backend gave this run; after the study's env, which listed them all
+        env["CUDA_VISIBLE_DEVICES"] = devices
     timeout = spec.get("timeout_s")
     inprocess = inprocess and can_run_inprocess(spec["command"])
     with open(run_dir / LOG, "a", encoding="utf-8") as log:
         how = " (in a forked, preloaded process)" if inprocess else ""
-        log.write(f"\n=== attempt {number} on {socket.gethostname()} at {now()}{how}: {cmd}\n")
+        on = f" GPU {devices}" if devices else ""
+        log.write(f"\n=== attempt {number} on {socket.gethostname()}{on} at {now()}{how}: {cmd}\n")
         log.flush()
         if inprocess:
             proc = _fork_cli(shlex.split(cmd)[3:], env, spec["study_dir"], log)
@@ -239,24 +243,32 @@ def _attempt(spec: dict[str, Any], run_id: str, run_dir: Path, number: int,
 
 
 def _kill_group(proc: subprocess.Popen | _Forked) -> None:
+    """Stop the attempt and everything it started: its process group (SIGTERM, 10 s, SIGKILL; waited for, so
+    its exit code is ours to read), then whatever had left that group. torchrun starts each worker in a
+    session of its own, so a timed-out Megatron or data-parallel proxy would otherwise keep running, and keep
+    its GPU, after its run was given up."""
+    others = processes.tree(proc.pid)[1:]  # before the group dies: orphans leave the attempt's tree
     for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
             proc.wait(timeout=grace)
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
+    processes.stop_all([p for p in others if p.is_running()], grace=10)
 
 
-def run(spec: dict[str, Any], run_id: str, wait: bool = False, inprocess: bool = False) -> int:
+def run(spec: dict[str, Any], run_id: str, wait: bool = False, inprocess: bool = False,
+        devices: str | None = None) -> int:
     """Run ``run_id`` to completion or until out of retries. Exit code: 0 completed, 1 failed,
     :data:`EXIT_BUSY` when another runner holds it, 130 when interrupted.
 
     ``inprocess``: run a ``{python} -m regmix_plugin ...`` command in a fork of this process rather than in
-    a new interpreter (the local backend's ``preload``)."""
+    a new interpreter (the local backend's ``preload``). ``devices``: the run's ``CUDA_VISIBLE_DEVICES``
+    (the local backend's GPU assignment), or None to leave it as the environment has it."""
     run_dir = Path(spec["runs_dir"]) / run_id
     lock = RunLock(run_dir)
     if not lock.acquire(wait=wait, stale_lock_s=spec.get("stale_lock_s", 600.0)):
@@ -281,7 +293,7 @@ def run(spec: dict[str, Any], run_id: str, wait: bool = False, inprocess: bool =
                                 "pid": os.getpid(), "started": now(), "reason": None})
             st.state = RUNNING
             st.save(run_dir)
-            state, reason, rc = _attempt(spec, run_id, run_dir, number, inprocess)
+            state, reason, rc = _attempt(spec, run_id, run_dir, number, inprocess, devices)
             st.attempts[-1].update(state=state, reason=reason, returncode=rc, ended=now())
             st.state = state
             st.save(run_dir)
@@ -304,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run_id", nargs="?", help="run to execute (default: line $SLURM_ARRAY_TASK_ID+1 of --runs-file)")
     ap.add_argument("--runs-file", help="one run id per line (Slurm arrays)")
     ap.add_argument("--wait", action="store_true", help="wait for another runner's lock instead of exiting 75")
+    ap.add_argument("--devices", help="CUDA_VISIBLE_DEVICES of the run (the local backend's GPU assignment)")
     args = ap.parse_args(argv)
     run_id = args.run_id
     if run_id is None:
@@ -316,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     except RegmixError as e:
         print(f"{ap.prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
-    return run(spec, run_id, wait=args.wait)
+    return run(spec, run_id, wait=args.wait, devices=args.devices)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import subprocess
 import psutil
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+def tree(pid: int) -> list[psutil.Process]:
+    """Process ``pid`` and all its descendants, wherever their session or group (empty once it is gone)."""
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
@@ -41,7 +42,12 @@ def _signal_groups(procs: list[psutil.Process], sig: int) -> None:
 
 def stop_tree(pid: int, grace: float = 5.0) -> None:
     """Stop process ``pid`` and all its descendants, whatever session or group they moved to."""
-    procs = _tree(pid)
+    stop_all(tree(pid), grace)
+
+
+def stop_all(procs: list[psutil.Process], grace: float = 5.0) -> None:
+    """Stop ``procs`` (and what they start meanwhile): SIGTERM to each one's process group and to each, SIGKILL
+    to whatever is left after ``grace`` seconds."""
     _signal_groups(procs, signal.SIGTERM)
     for p in procs:
         try:
@@ -50,7 +56,7 @@ def stop_tree(pid: int, grace: float = 5.0) -> None:
             pass
     _, alive = psutil.wait_procs(procs, timeout=grace)
     # Children started during the grace period are in the tree of a survivor (or in a group already signalled).
-    alive = list({p.pid: p for p in alive + [c for p in alive for c in _tree(p.pid)[1:]]}.values())
+    alive = list({p.pid: p for p in alive + [c for p in alive for c in tree(p.pid)[1:]]}.values())
     _signal_groups(alive, signal.SIGKILL)
     for p in alive:
         try:
