@@ -32,9 +32,10 @@ bench: $(STAMP)
 # `make gpu-check` builds .venv from the package index; `make gpu-check PYTHON=python3` uses the environment
 # you have (an NGC container): it installs the plugin beside that torch, Transformer Engine, apex and
 # megatron-core with --no-deps (nothing of theirs is replaced) and runs the check with that Python.
-PYTHON ?=
+# Only PYTHON given on make's command line selects it: an exported PYTHON is scripts/find_python312.sh's hint
+# for building .venv, not a request to install into that interpreter.
 GPU_CHECK_ARGS ?=
-ifeq ($(strip $(PYTHON)),)
+ifneq ($(origin PYTHON),command line)
 gpu-check: $(STAMP)
 	$(PY) scripts/gpu_check.py --out gpu_check_out $(GPU_CHECK_ARGS)
 else

@@ -132,8 +132,9 @@ def test_make_gpu_check_runs_in_the_environment_you_have():
     assert commands[0].startswith("/opt/ngc/python3 -m pip install -q --no-deps --no-build-isolation -e .")
     assert commands[1] == "/opt/ngc/python3 scripts/gpu_check.py --out gpu_check_out "
     assert not any("venv" in c or ".venv/bin" in c for c in commands)
+    # An exported PYTHON is find_python312.sh's hint for building .venv: only the command line's selects.
     fresh = subprocess.run(["make", "-n", "-B", "gpu-check", "VENV=/tmp/regmix-no-such-venv"], capture_output=True,
-                           text=True, cwd=REPO, timeout=60)
+                           text=True, cwd=REPO, timeout=60, env={**os.environ, "PYTHON": "/opt/ngc/python3"})
     assert "-m venv /tmp/regmix-no-such-venv" in fresh.stdout
     assert "/tmp/regmix-no-such-venv/bin/python scripts/gpu_check.py --out gpu_check_out" in fresh.stdout
 
