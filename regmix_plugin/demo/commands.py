@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=d["workers"].default, help="runs at once")
     p.add_argument("--seed", type=int, default=d["seed"].default, help="synthesis seed")
     p.add_argument("--target-seeds", type=_seeds, default=d["target_seeds"].default_factory(),
-                   help="comma-separated seeds of the target runs (default: 1,2,3)")
+                   help="comma-separated seeds of the target runs (default: 1,2,3,4,5)")
     p.add_argument("--target", default=d["target"].default,
                    help="what to minimise: eval (default; the mean loss on evaluation sets that are not training "
                         "domains) or train-mean (the mean of the training domains' own validation losses)")

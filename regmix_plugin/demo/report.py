@@ -259,6 +259,31 @@ def _target_description(demo: "Demo") -> str:
     return "the mean over training domains of their own validation losses (the old target, `--target train-mean`)"
 
 
+def _numerics(demo: "Demo") -> tuple[str, dict]:
+    """Which kernels and library versions computed the runs: what a rerun elsewhere must match to get the
+    same numbers (docs/DECISIONS.md 65)."""
+    from regmix_plugin.demo.numerics import numerics_record
+    from regmix_plugin.demo.run import run_env
+
+    pins = {k: v for k, v in run_env().items() if k != "OMP_NUM_THREADS"}
+    dirs = [d for d in demo.proxy_dir.joinpath("runs").glob("*")]
+    dirs += [d for s in demo.cfg.target_seeds for d in demo.target_dir(s).joinpath("runs").glob("*")]
+    rec = numerics_record(sorted(dirs), pins)
+    kernels = "; ".join(f"torch {k['torch']}, {k['cpu_capability']} kernels" for k in rec["kernels_of_runs"])
+    versions = ", ".join(f"{p} {v}" for p, v in rec["versions"].items())
+    pinned = (f"pinned to AVX2 ({', '.join(f'{k}={v}' for k, v in pins.items())}), so every x86-64 CPU with AVX2 "
+              "and FMA runs the same ATen and oneDNN kernels (MKL follows the pin on Intel CPUs only)" if pins else
+              "not pinned: this CPU has no AVX2 and FMA (or is not x86-64), so its numbers may differ from other "
+              "machines' in the last digits, and the RegMix mixture's by seed noise")
+    text = (f"Computed on {rec['cpu']} ({rec['machine']}), one thread per run, CPU kernels {pinned}. The runs "
+            f"record: {kernels or 'nothing (no run found)'}. Versions: {versions}. Another torch, MKL or oneDNN "
+            "version may round differently; on one machine the numbers are the same to the last digit under any load "
+            "(docs/DECISIONS.md 65).")
+    if len(rec["kernels_of_runs"]) > 1:
+        text += " **The runs were not all computed with the same kernels**: some were reused from an earlier run."
+    return text, rec
+
+
 def write_demo_report(demo: "Demo") -> str:
     from regmix_plugin.demo.run import summarize_targets, target_table
 
@@ -274,6 +299,7 @@ def write_demo_report(demo: "Demo") -> str:
     gains_text, gains_facts = _gains(demo, paired, target)
     held_text, held_facts = _heldout_check(demo, target)
     check_text, check_facts = _rank_check(demo, target)
+    numerics_text, numerics_facts = _numerics(demo)
     figs = _figures(demo, summary, done, mixes, target)
     model = json.loads(demo.path("model", "model.json").read_text())
     runs = read_runs(demo.path("runs.csv"))
@@ -360,6 +386,10 @@ def write_demo_report(demo: "Demo") -> str:
         "",
         _md_table(timings, "{:.1f}"),
         "",
+        "## What the numbers depend on",
+        "",
+        numerics_text,
+        "",
         "## Use it on a GPU cluster",
         "",
         "```bash",
@@ -370,7 +400,8 @@ def write_demo_report(demo: "Demo") -> str:
     md = "\n".join(lines)
     atomic_write_text(out / "demo.md", md)
     atomic_write_text(out / "demo.html", markdown_to_html(md, "RegMix demo report"))
-    record = {**facts, **gains_facts, **held_facts, **check_facts, "target": target, "figures": figs}
+    record = {**facts, **gains_facts, **held_facts, **check_facts, "target": target, "figures": figs,
+              "numerics": numerics_facts}
     atomic_write_json(out / "demo.json", json_safe(record))
     if facts["won_beyond_noise"]:
         return "RegMix won beyond seed noise"

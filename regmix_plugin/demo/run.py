@@ -214,11 +214,11 @@ class Demo:
 
     @property
     def proxy_dir(self) -> Path:
-        return self.path("proxy", _digest(self.mixtures_dir.name, self.proxy_config.read_text()))
+        return self.path("proxy", _digest(self.mixtures_dir.name, self.proxy_config.read_text(), _env_key()))
 
     def target_dir(self, seed: int) -> Path:
         # Run ids carry each mixture's hash (see target_sweep), so unchanged baselines are reused.
-        return self.path("target", _digest(self.target_config.read_text()), f"seed{seed}")
+        return self.path("target", _digest(self.target_config.read_text(), _env_key()), f"seed{seed}")
 
     def synthesize(self) -> str | None:
         if (self.mixtures_dir / "manifest.json").is_file():
@@ -237,7 +237,7 @@ class Demo:
             "mixtures": str(mixtures),
             "out": str(out),
             "command": trainer_command(*extra),
-            "env": {"OMP_NUM_THREADS": "1"},
+            "env": run_env(),
             "runs": {"retries": 1},
             "backend": "local",
             "local": {"max_concurrent": self.cfg.workers},
@@ -329,7 +329,7 @@ class Demo:
         if self.cfg.heldout < 3 or not held.is_dir():
             return "skipped: a rank correlation needs at least 3 held-out mixtures"
         seed = self.cfg.target_seeds[0]
-        out = self.path("target", _digest(self.target_config.read_text()), f"heldout-seed{seed}")
+        out = self.path("target", _digest(self.target_config.read_text(), _env_key()), f"heldout-seed{seed}")
         study = self._study(f"target-heldout-seed{seed}", held, self.target_config, out,
                             extra=("--set", f"train.seed={seed}"))
         self.regmix("sweep", study)
@@ -343,7 +343,7 @@ class Demo:
         # the regression right?) or only loses at the target scale (does the ranking transfer?). The best
         # proxy mixture is a proxy run already, with the same config and seed, and runs are deterministic
         # (a retrained copy matched it to the last digit), so that run is read back instead of trained again.
-        out = self.path("proxy_eval", _digest(self.proxy_config.read_text()))
+        out = self.path("proxy_eval", _digest(self.proxy_config.read_text(), _env_key()))
         folder = self.path("proxy_eval_mixtures")
         for stale in folder.glob("*.json"):
             stale.unlink()  # the study runs every *.json here
@@ -361,6 +361,20 @@ class Demo:
         table.loc[table["run_id"] == best_id, "run_id"] = best.stem
         write_runs(table, self.path("proxy_eval_runs.csv"))
         return f"{self.cfg.heldout} target-scale runs, {len(evaluated) - 1} proxy runs (+1 reused)"
+
+
+def run_env() -> dict[str, str]:
+    """The environment of every demo run: one thread, and the kernels pinned to one instruction set so that
+    every x86-64 CPU with AVX2 computes the same numbers (demo/numerics.py, DECISIONS 65)."""
+    from regmix_plugin.demo.numerics import pinned_isa_env
+
+    return {"OMP_NUM_THREADS": "1", **pinned_isa_env()}
+
+
+def _env_key() -> str:
+    # Part of the run folders' digests: runs made with other kernels (before the pin, or on a CPU where it
+    # cannot be set) are never reused beside pinned ones.
+    return json.dumps(run_env(), sort_keys=True)
 
 
 def _cpu_seconds() -> float:

@@ -322,6 +322,11 @@ def write_run_config(run_dir: Path, cfg: ProxyConfig, schedule: Schedule, env: d
     doc = cfg.to_dict()
     doc["run"] = dict(extra, world_size=env.world_size, device=str(env.device),
                       schedule=[{"start": p.start, "mixture": p.mixture_path} for p in schedule.phases])
+    if env.device.type == "cpu":
+        # Which kernels computed this run: torch's CPU kernels round differently per instruction set (AVX512,
+        # AVX2, ...), so two machines agree bit for bit only with the same torch and the same capability
+        # (docs/DECISIONS.md 65; the demo pins it to AVX2).
+        doc["run"].update(torch=str(torch.__version__), cpu_capability=str(torch.backends.cpu.get_cpu_capability()))
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(doc, sort_keys=False))
 
 
