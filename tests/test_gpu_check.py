@@ -122,19 +122,27 @@ def test_gpu_check_says_why_no_gpu_is_usable(tmp_path):
     assert lines[-1].startswith("gpu-check: FAIL  pre-flight: fix the lines above first")
 
 
+def _make_dry_run(*args, env=None):
+    """`make -n` as a user types it. Under `make test` the outer make exports MAKELEVEL/MAKEFLAGS, which turn on
+    "make[1]: Entering directory" lines and pass its own variables down: a test must not depend on how it was
+    started (CI's failure of 2026-12-06)."""
+    env = {k: v for k, v in (env or os.environ).items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    return subprocess.run(["make", "--no-print-directory", "-n", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=60, env=env)
+
+
 def test_make_gpu_check_runs_in_the_environment_you_have():
     """`make gpu-check PYTHON=python3` (an NGC container) installs nothing but the plugin, with --no-deps, and
     runs the check with that Python; it used to build a fresh .venv from the package index."""
-    proc = subprocess.run(["make", "-n", "gpu-check", "PYTHON=/opt/ngc/python3"], capture_output=True, text=True,
-                          cwd=REPO, timeout=60)
+    proc = _make_dry_run("gpu-check", "PYTHON=/opt/ngc/python3")
     assert proc.returncode == 0, proc.stderr
     commands = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert commands[0].startswith("/opt/ngc/python3 -m pip install -q --no-deps --no-build-isolation -e .")
     assert commands[1] == "/opt/ngc/python3 scripts/gpu_check.py --out gpu_check_out "
     assert not any("venv" in c or ".venv/bin" in c for c in commands)
     # An exported PYTHON is find_python312.sh's hint for building .venv: only the command line's selects.
-    fresh = subprocess.run(["make", "-n", "-B", "gpu-check", "VENV=/tmp/regmix-no-such-venv"], capture_output=True,
-                           text=True, cwd=REPO, timeout=60, env={**os.environ, "PYTHON": "/opt/ngc/python3"})
+    fresh = _make_dry_run("-B", "gpu-check", "VENV=/tmp/regmix-no-such-venv",
+                          env={**os.environ, "PYTHON": "/opt/ngc/python3"})
     assert "-m venv /tmp/regmix-no-such-venv" in fresh.stdout
     assert "/tmp/regmix-no-such-venv/bin/python scripts/gpu_check.py --out gpu_check_out" in fresh.stdout
 

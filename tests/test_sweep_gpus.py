@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -114,10 +116,13 @@ def test_without_gpus_or_with_gpus_none_the_environment_is_left_alone(tmp_path, 
 
 
 def test_preloaded_runs_get_their_gpu_too(tmp_path):
-    """The fork path (local.preload) hands the devices to the run as the subprocess path does."""
+    """The fork path (local.preload) hands the devices to the run as the subprocess path does. The sweep runs
+    in a process of its own: the fork path needs a single-threaded parent, and a test session may hold threads."""
     study = write_study(tmp_path, n=2, heldout=0, local={"max_concurrent": 2, "preload": True},
                         env={"CUDA_VISIBLE_DEVICES": "6,7"}, command="{python} -m regmix_plugin validate {mixture}")
-    assert main(["sweep", str(study), "--no-progress"]) == 0
+    proc = subprocess.run([sys.executable, "-m", "regmix_plugin", "sweep", str(study), "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
     heads = [next(ln for ln in p.read_text().splitlines() if ln.startswith("=== attempt 1"))
              for p in sorted((tmp_path / "out" / "runs").glob("*/log.txt"))]
     assert sorted(h.split(" GPU ")[1].split()[0] for h in heads) == ["6", "7"]
