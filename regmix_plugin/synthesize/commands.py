@@ -10,7 +10,7 @@ from regmix_plugin.mixture import Mixture
 
 # Every scalar setting of the sampler gets a flag of its own, read from its config class; these two take a
 # mapping or a list (`--nonzero` is parsed below, prior_weights only in a file).
-_NO_FLAG = {"prior_weights", "nonzero"}
+_NO_FLAG = {"prior_weights", "nonzero", "phases"}
 
 
 def _synth_flags() -> list[str]:
@@ -44,7 +44,16 @@ def register(sub) -> None:
                        help=f"synthesize.{name} (see docs/sweeps.md)")
     p.add_argument("--nonzero", help="comma-separated domains (or 'all') that always get weight >= minimum")
     p.add_argument("--no-max-usage", action="store_true", help="disable the max_usage rejection bound")
+    p.add_argument("--phases", help="multi-phase schedules: where phases 1.. begin as fractions of training, "
+                                    "comma-separated and increasing in (0, 1), e.g. 0.8 (docs/phases.md)")
     p.set_defaults(func=_synthesize)
+
+
+def _phase_boundary(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--phases: {text!r} is not a number; give fractions of training such as 0.8 or 0.5,0.8") from None
 
 
 def synth_config_from_args(args: argparse.Namespace):
@@ -62,6 +71,8 @@ def synth_config_from_args(args: argparse.Namespace):
             data[name] = getattr(args, name)
     if args.nonzero:
         data["nonzero"] = "all" if args.nonzero == "all" else [x for x in args.nonzero.split(",") if x]
+    if args.phases:
+        data["phases"] = [_phase_boundary(x) for x in args.phases.split(",")]
     if args.no_max_usage:
         data["max_usage"] = None
     return SynthConfig.from_dict(data)
@@ -74,7 +85,8 @@ def _synthesize(args: argparse.Namespace) -> int:
     man = write_synthesis(cfg, Mixture.load(args.base), args.out, overwrite=args.overwrite)
     n_train = sum(1 for e in man["mixtures"] if e["split"] == "train")
     s = man["stats"]
-    print(f"{args.out}: {n_train} mixtures + {len(man['mixtures']) - n_train} held out over "
+    kind = f"{len(cfg.phases) + 1}-phase schedules" if cfg.phases else "mixtures"
+    print(f"{args.out}: {n_train} {kind} + {len(man['mixtures']) - n_train} held out over "
           f"{len(man['domains'])} domains ({s['candidates']} draws, {s['rejected']} rejected by caps, "
           f"{s['duplicates']} duplicates)")
     return 0
