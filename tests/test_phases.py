@@ -117,3 +117,53 @@ def test_fractional_schedule_needs_resolving_before_megatron(tmp_path):
         s.megatron_args()
     with pytest.raises(ConfigError, match="leaves phase"):
         s.resolve(1)
+
+
+# ---- sweep and collect ----------------------------------------------------------------------------
+def test_sweep_trains_synthesized_schedules_with_the_built_in_trainer_and_collects_per_phase_columns(tmp_path):
+    from data_helpers import make_tiny_corpus
+    from proxy_helpers import TEST_OVERRIDES, TINY_CONFIG
+
+    from regmix_plugin.collect.runs_table import collect
+    from regmix_plugin.sweep.study import SCHEDULE_COMMAND
+
+    _, natural = make_tiny_corpus(tmp_path, domains=3)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "phased",
+        "base_mixture": str(natural),
+        "proxy_config": str(TINY_CONFIG),
+        "synthesize": {"n": 2, "heldout": 0, "seed": 0, "minimum": 0.001, "nonzero": "all", "phases": [0.5]},
+        "out": "out",
+        "command": SCHEDULE_COMMAND + "".join(f" --set {o}" for o in TEST_OVERRIDES if "tensorboard" not in o),
+        "env": {"OMP_NUM_THREADS": "1"},
+        "local": {"max_concurrent": 2},
+    }))
+    assert main(["sweep", str(study), "--no-progress"]) == 0
+    run = tmp_path / "out" / "runs" / "n0001"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert [p["start"] for p in cfg["run"]["schedule"]] == [0, 6]  # 0.5 of the proxy's 12 steps
+    df, warnings = collect([tmp_path / "out"])
+    assert warnings == [], warnings
+    assert list(df.columns[3:10]) == [*(f"weight/p{k}/d{i}" for k in (0, 1) for i in range(3)), "phase/p1/start"]
+    assert (df["status"] == "completed").all() and (df["phase/p1/start"] == 0.5).all()
+    assert df[[f"weight/p1/d{i}" for i in range(3)]].sum(axis=1).round(9).eq(1).all()
+    assert df["valid/d0/loss"].notna().all()
+
+
+def test_collect_imports_marin_phase_columns(tmp_path, capsys):
+    rows = pd.DataFrame({"run_name": ["a", "b"], "phase_0_web": [0.6, 0.3], "phase_0_code": [0.4, 0.7],
+                         "phase_1_code": [0.5, 0.1], "phase_1_web": [0.5, 0.9], "eval/bpb": [1.1, 1.2]})
+    rows.to_csv(tmp_path / "swarm.csv", index=False)
+    assert main(["collect", "--marin", str(tmp_path / "swarm.csv"), "--phases", "0.8", "--out", str(tmp_path / "r.csv")]) == 0
+    df = pd.read_csv(tmp_path / "r.csv")
+    assert list(df.columns) == ["run_id", "status", "weight/p0/web", "weight/p0/code", "weight/p1/web",
+                                "weight/p1/code", "phase/p1/start", "eval/bpb"]
+    assert df["weight/p1/web"].tolist() == [0.5, 0.9] and (df["phase/p1/start"] == 0.8).all()
+    # a phase missing a domain, or a bad boundary: one line, exit 2, nothing written
+    rows.drop(columns=["phase_1_web"]).to_csv(tmp_path / "bad.csv", index=False)
+    capsys.readouterr()
+    for argv in (["--marin", str(tmp_path / "bad.csv")], ["--marin", str(tmp_path / "swarm.csv"), "--phases", "1.5"]):
+        assert main(["collect", *argv, "--out", str(tmp_path / "bad_out.csv")]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+        assert not (tmp_path / "bad_out.csv").exists()
