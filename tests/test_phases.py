@@ -226,3 +226,33 @@ def test_auto_over_a_schedule_table_scores_the_phase_law_and_reports_the_control
     assert doc["phases"]["starts"] == [0.0, 0.8] and rho["phase-law"] > rho["averaged-exposure"] + 5
     # eff-law over the concatenation can represent this law too (one s per phase and domain): they tie here
     assert doc["chosen"] in ("phase-law", "eff-law")
+
+
+# ---- optimise -------------------------------------------------------------------------------------
+def test_optimize_a_schedule_under_caps_with_the_gain_over_the_best_single_mixture(tmp_path, capsys):
+    df = schedule_runs(n=60)
+    df.to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", "--runs", str(tmp_path / "runs.csv"), "--target", "valid/web/loss", "--predictor", "phase-law",
+                 "--params", '{"n_starts": 1}', "--folds", "3", "--out", str(tmp_path / "model"), "--quiet"]) == 0
+    # web may make up at most 30 % of the whole run's tokens; no phase may drop math entirely
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"target_tokens": 1000, "max_epochs": 1, "min": {"math": 0.02},
+                                                     "tokens": {"web": 300, "code": 1000, "books": 1000, "math": 1000}}))
+    out = tmp_path / "opt" / "schedule.yaml"
+    assert main(["optimize", "--model", str(tmp_path / "model"), "--constraints", str(tmp_path / "c.yaml"),
+                 "--samples", "2000", "--out", str(out)]) == 0
+    sched = Schedule.load(out)
+    assert sched.fractions() == [0.0, 0.8]
+    mixes = [p.load() for p in sched.phases]
+    W = np.array([m.weights for m in mixes])
+    assert np.allclose(W.sum(axis=1), 1) and (W[:, 3] >= 0.02 - 1e-9).all()
+    assert 0.8 * W[0, 0] + 0.2 * W[1, 0] <= 0.3 + 1e-6  # the token cap binds the exposure, not each phase
+    assert W[1, 0] > 0.3  # the late phase, which counts 4x here, takes web beyond its share
+    prov = mixes[0].provenance
+    gain = prov["predicted_gain_over_best_single_mixture"]
+    assert gain["predicted"] > 0 and gain["interval"]["lower"] < gain["predicted"] < gain["interval"]["upper"]
+    assert prov["kind"] == "schedule" and prov["phase"] == 0 and mixes[1].provenance["phase"] == 1
+    assert (tmp_path / "opt" / "schedule.png").stat().st_size > 1000
+    # bad input: one line, exit 2, nothing written
+    capsys.readouterr()
+    assert main(["optimize", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "x.json")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
