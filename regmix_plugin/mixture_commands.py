@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from regmix_plugin.export.registry import available as export_formats
-from regmix_plugin.export.registry import export, write_export
+from regmix_plugin.export.registry import export, schedule_formats, write_export
 from regmix_plugin.mixture import Mixture, MixtureError, format_table
 
 
@@ -19,10 +19,12 @@ def register(sub) -> None:
     p.add_argument("--check-files", action="store_true", help="also check that every prefix's .bin/.idx exist")
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("export", help="print stock Megatron-LM flags or files for a mixture")
-    p.add_argument("file")
-    p.add_argument("--format", required=True, choices=export_formats())
+    p = sub.add_parser("export", help="print stock Megatron-LM flags or files for a mixture (or a schedule)")
+    p.add_argument("file", help="regmix.json, or a schedule YAML (formats schedule, megatron-phases, bridge-phases)")
+    p.add_argument("--format", required=True, choices=export_formats() + schedule_formats())
     p.add_argument("--out", help="write to this file (atomically) instead of stdout")
+    p.add_argument("--train-iters", type=int, help="schedules: the run's iterations (resolves phase fractions)")
+    p.add_argument("--global-batch-size", type=int, help="schedules: the run's global batch size (megatron-phases)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("show", help="print a table of a mixture's weights")
@@ -56,7 +58,33 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_schedule(args: argparse.Namespace) -> int:
+    from regmix_plugin.errors import ConfigError
+    from regmix_plugin.export.registry import SCHEDULE_FORMATS
+    from regmix_plugin.export.schedules import ScheduleOptions
+    from regmix_plugin.io import atomic_write_text
+    from regmix_plugin.schedule import Schedule
+
+    if args.format not in schedule_formats():
+        raise ConfigError(f"--format {args.format}: {args.file} is a schedule; use one of {', '.join(schedule_formats())} "
+                          "(or export one phase's regmix.json)")
+    for flag, v in (("--train-iters", args.train_iters), ("--global-batch-size", args.global_batch_size)):
+        if v is not None and v < 1:
+            raise ConfigError(f"{flag}: {v} must be a positive integer")
+    text = SCHEDULE_FORMATS.get(args.format)(Schedule.load(args.file),
+                                             ScheduleOptions(args.train_iters, args.global_batch_size))
+    if args.out:
+        atomic_write_text(args.out, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
+    if str(args.file).endswith((".yaml", ".yml")):
+        return _export_schedule(args)
+    if args.format in schedule_formats():
+        raise MixtureError(f"--format {args.format}: a schedule format; give a schedule YAML, not {args.file}")
     mix = Mixture.load(args.file)
     if args.out:
         try:

@@ -97,7 +97,7 @@ def test_bad_schedules_are_one_line_exit_2(tmp_path, capsys, case, says):
     if case == "outside":
         phases[1]["fraction"] = 1.5
     if case == "sum":
-        (tmp_path / "b.json").write_text(json.dumps({"version": 1, "normalize": False, "domains": [
+        (tmp_path / "b.json").write_text(json.dumps({"version": 1, "domains": [
             {"name": "web", "weight": 0.7, "prefixes": ["web/train"]}, {"name": "code", "weight": 0.7, "prefixes": ["code/train"]}]}))
     if case == "mixed":
         phases[1] = {"start": 10, "mixture": "b.json"}
@@ -256,3 +256,36 @@ def test_optimize_a_schedule_under_caps_with_the_gain_over_the_best_single_mixtu
     capsys.readouterr()
     assert main(["optimize", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "x.json")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
+
+
+# ---- export ---------------------------------------------------------------------------------------
+def test_export_a_schedule_for_megatron_and_bridge(tmp_path, capsys):
+    _mix(tmp_path / "a.json", {"web": 0.75, "code": 0.25})
+    _mix(tmp_path / "b.json", {"web": 0.25, "code": 0.75})
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"phases": [{"fraction": 0, "mixture": "a.json"},
+                                                                {"fraction": 0.8, "mixture": "b.json"}]}))
+    s = str(tmp_path / "s.yaml")
+    out = tmp_path / "run" / "S.yaml"
+    out.parent.mkdir()
+    assert main(["export", s, "--format", "schedule", "--train-iters", "1000", "--out", str(out)]) == 0
+    resolved = Schedule.load(out)  # written elsewhere, its mixture paths still resolve
+    assert [p.start for p in resolved.phases] == [0, 800] and resolved.phases[1].load().weights == [0.25, 0.75]
+    capsys.readouterr()
+    assert main(["export", s, "--format", "megatron-phases", "--train-iters", "1000", "--global-batch-size", "64"]) == 0
+    text = capsys.readouterr().out
+    assert "--train-samples 64000 --global-batch-size 64 --phase-transition-iterations 800" in text
+    assert "phase 1 (iterations 800-999)" in text and f"0.25 {tmp_path}/web" in text
+    assert main(["export", s, "--format", "bridge-phases", "--train-iters", "1000"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("cfg.dataset.blend_per_split") == 2 and "phase 1: iterations 800-999" in text
+    # the flag Megatron-LM reads: its own argument parser accepts it and turns it into iterations
+    from megatron.training.arguments import add_megatron_arguments
+    import argparse
+    parsed = add_megatron_arguments(argparse.ArgumentParser()).parse_args(["--phase-transition-iterations", "800"])
+    assert parsed.phase_transition_iterations == "800"
+    # without the run's length, or a mixture format of a schedule: one line, exit 2
+    for argv in (["--format", "schedule"], ["--format", "megatron-phases", "--train-iters", "10"],
+                 ["--format", "megatron-args"], ["--format", "schedule", "--train-iters", "1"]):
+        assert main(["export", s, *argv, "--out", str(tmp_path / "x.txt")]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+        assert not (tmp_path / "x.txt").exists()
