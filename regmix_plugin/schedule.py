@@ -177,13 +177,6 @@ class Schedule:
         ``mixtures``: the phases' mixtures when the caller has loaded them already (read each file once).
         """
         mixtures = [p.load() for p in self.phases] if mixtures is None else mixtures
-        for i, mix in enumerate(mixtures):
-            raw = mix.normalization.get("raw_sum")
-            if raw is not None and abs(float(raw) - 1.0) > 1e-6:
-                raise ConfigError(
-                    f"phases[{i}].mixture: {self.phases[i].mixture_path} has weights summing to {float(raw):.6g}, not 1; "
-                    "a schedule's phases are mixtures: give weights that sum to 1"
-                )
         first = mixtures[0]
         for i, (phase, mix) in enumerate(zip(self.phases[1:], mixtures[1:]), start=1):
             if set(mix.names) != set(first.names):
@@ -201,6 +194,13 @@ class Schedule:
                         f"phases[{i}].mixture: domain {name!r} is validated on {', '.join(b)} but in phases[0] on "
                         f"{', '.join(a)}; every phase must validate a domain on the same data"
                     )
+        for i, mix in enumerate(mixtures):
+            raw = mix.normalization.get("raw_sum")
+            if raw is not None and abs(float(raw) - 1.0) > 1e-6:
+                raise ConfigError(
+                    f"phases[{i}].mixture: {self.phases[i].mixture_path} has weights summing to {float(raw):.6g}, not 1; "
+                    "a schedule's phases are mixtures: give weights that sum to 1"
+                )
         return first.names
 
     def transition_iterations(self) -> list[int]:
