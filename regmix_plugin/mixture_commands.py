@@ -15,7 +15,7 @@ def register(sub) -> None:
     p = sub.add_parser("validate", help="check a regmix.json mixture file, or a run directory",
                        description="A mixture file, or a run's record of its weights (prefixes left out), or a run "
                                    "directory: the minimal one that `regmix collect` and `regmix scale` read.")
-    p.add_argument("file", help="mixture file, or run directory")
+    p.add_argument("file", help="mixture file, run directory, or schedule YAML")
     p.add_argument("--check-files", action="store_true", help="also check that every prefix's .bin/.idx exist")
     p.set_defaults(func=_validate)
 
@@ -41,6 +41,16 @@ def _validate(args: argparse.Namespace) -> int:
         from regmix_plugin.collect.rundir import check_run_dir
 
         print(check_run_dir(args.file))
+        return 0
+    if str(args.file).endswith((".yaml", ".yml")):  # a multi-phase schedule
+        from regmix_plugin.schedule import Schedule
+
+        sched = Schedule.load(args.file)
+        mixes = [p.load() for p in sched.phases]
+        names = sched.domain_order(mixes)
+        at = [f"{p.fraction:g}" for p in sched.phases] if sched.fractional else [str(p.start) for p in sched.phases]
+        print(f"{args.file}: ok, a schedule of {len(mixes)} phases over {len(names)} domains, beginning at "
+              f"{'fractions' if sched.fractional else 'iterations'} {', '.join(at)}")
         return 0
     if is_weights_record(read_mixture_json(args.file)):
         weights = load_weights_record(args.file)

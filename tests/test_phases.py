@@ -289,3 +289,11 @@ def test_export_a_schedule_for_megatron_and_bridge(tmp_path, capsys):
         assert main(["export", s, *argv, "--out", str(tmp_path / "x.txt")]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
         assert not (tmp_path / "x.txt").exists()
+
+
+def test_validate_a_schedule(tmp_path, capsys):
+    _mix(tmp_path / "a.json", {"web": 0.5, "code": 0.5})
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"phases": [{"fraction": 0, "mixture": "a.json"},
+                                                                {"fraction": 0.8, "mixture": "a.json"}]}))
+    assert main(["validate", str(tmp_path / "s.yaml")]) == 0
+    assert "a schedule of 2 phases over 2 domains, beginning at fractions 0, 0.8" in capsys.readouterr().out
