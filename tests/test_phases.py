@@ -149,6 +149,16 @@ def test_sweep_trains_synthesized_schedules_with_the_built_in_trainer_and_collec
     assert (df["status"] == "completed").all() and (df["phase/p1/start"] == 0.5).all()
     assert df[[f"weight/p1/d{i}" for i in range(3)]].sum(axis=1).round(9).eq(1).all()
     assert df["valid/d0/loss"].notna().all()
+    # a schedule run made by `regmix train --schedule` alone (no sweep): its config.yaml names the phases
+    import shutil
+
+    plain = tmp_path / "plain" / "n0001"
+    shutil.copytree(run, plain)
+    (plain / "schedule" / "schedule.yaml").unlink()
+    (plain / "status.json").unlink()
+    alone, warnings = collect([plain])
+    assert warnings == [] and alone["phase/p1/start"].tolist() == [0.5]
+    assert alone.filter(like="weight/p1/").to_numpy().tolist() == df[df.run_id == "n0001"].filter(like="weight/p1/").to_numpy().tolist()
 
 
 def test_collect_imports_marin_phase_columns(tmp_path, capsys):

@@ -76,7 +76,8 @@ def read_run(run_dir: Path, warnings: list[str], mixtures: dict[str, dict[str, f
     elif mixtures is not None and run_id in mixtures:
         weights = dict(mixtures[run_id])
     else:
-        weights = weights_from_config(run_dir)  # a plain `regmix train` run: the mixture its config names
+        # a plain `regmix train` run: the mixture its config names (each phase's, for a schedule)
+        weights, starts = config_schedule_weights(run_dir) or (weights_from_config(run_dir), None)
         if weights is None:
             warnings.append(f"{run_id}: no mixture.json (and not in --mixtures or a config.yaml); its weights "
                             "are left empty")
@@ -128,6 +129,24 @@ def schedule_weights(path: Path, run_id: str, warnings: list[str]):
         return None, None, None
     weights = {f"p{k}/{n}": w for k, m in enumerate(mixtures) for n, w in zip(m.names, m.weights)}
     return weights, sched.fractions(), read_json(Path(sched.phases[0].mixture_path))
+
+
+def config_schedule_weights(run_dir: Path) -> tuple[dict[str, float], list[float]] | None:
+    """A multi-phase `regmix train` run's weights keyed ``p<k>/<domain>`` and its phase starts as fractions of
+    its ``train.steps``, from its ``config.yaml``; None for a single-mixture run or an unreadable config."""
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        phases, steps = cfg["run"]["schedule"], int(cfg["train"]["steps"])
+        if len(phases) < 2:
+            return None
+        weights: dict[str, float] = {}
+        for k, p in enumerate(phases):
+            path = Path(p["mixture"])
+            mix = Mixture.load(path if path.is_absolute() else run_dir / path)
+            weights.update({f"p{k}/{n}": w for n, w in zip(mix.names, mix.weights)})
+        return weights, [int(p["start"]) / steps for p in phases]
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError, ValueError, MixtureError):
+        return None
 
 
 def weights_from_config(run_dir: Path) -> dict[str, float] | None:
