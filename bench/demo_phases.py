@@ -32,6 +32,7 @@ import yaml
 from regmix_plugin.demo.config import DemoConfig
 from regmix_plugin.demo.run import Demo, _digest, run_env, target_table, with_target
 from regmix_plugin.io import atomic_write_text
+from regmix_plugin.mixture import Mixture
 from regmix_plugin.sweep.study import SCHEDULE_COMMAND, write_study
 from regmix_plugin.table import read_runs, write_runs
 
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     cfg = DemoConfig(out=Path(args.demo), proxies=args.proxies, heldout=args.heldout,
                      target_seeds=[int(s) for s in args.target_seeds.split(",")], predictor=args.predictor,
                      domains=args.domains.split(",") if args.domains else None, **kw)
-    demo = Demo(cfg, log=lambda *a: print(*a, file=sys.stderr, flush=True))
+    demo = Demo(cfg, log=lambda *a, **k: print(*a, file=sys.stderr, flush=True, **k))
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     natural = demo.path("corpus", "natural.json")
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     # one candidate folder, as synthesis writes them: <id>/schedule.yaml with the phases beside it
     sched_doc = yaml.safe_load(target_sched.read_text())
     for k, p in enumerate(sched_doc["phases"]):
-        (cand / "schedule" / f"phase{k}.json").write_text(Path(p["mixture"]).read_text())
+        Mixture.load(p["mixture"]).rebased(cand / "schedule").save(cand / "schedule" / f"phase{k}.json")
         p["fraction"] = p.pop("start") / steps
         p["mixture"] = f"phase{k}.json"
     atomic_write_text(cand / "schedule" / "schedule.yaml", yaml.safe_dump(sched_doc, sort_keys=False))
