@@ -264,8 +264,25 @@ def test_optimize_a_schedule_under_caps_with_the_gain_over_the_best_single_mixtu
     assert (tmp_path / "opt" / "schedule.png").stat().st_size > 1000
     # bad input: one line, exit 2, nothing written
     capsys.readouterr()
-    assert main(["optimize", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "x.json")]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
+    (tmp_path / "pull.yaml").write_text(yaml.safe_dump({"prior_pull": {"kind": "kl", "strength": 0.1}}))
+    for extra in (["--out", str(tmp_path / "x.json")], ["--constraints", str(tmp_path / "pull.yaml"), "--out",
+                                                        str(tmp_path / "x" / "s.yaml")]):
+        assert main(["optimize", "--model", str(tmp_path / "model"), *extra]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "x").exists()
+
+
+def test_optimize_a_schedule_with_a_tree_model_averages_feasible_samples(tmp_path):
+    schedule_runs(n=60).to_csv(tmp_path / "runs.csv", index=False)
+    assert main(["fit", "--runs", str(tmp_path / "runs.csv"), "--target", "valid/web/loss", "--predictor", "lightgbm",
+                 "--params", '{"n_estimators": 40}', "--folds", "3", "--out", str(tmp_path / "model"), "--quiet"]) == 0
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"max": {"web": 0.5}}))
+    out = tmp_path / "opt" / "schedule.yaml"
+    assert main(["optimize", "--model", str(tmp_path / "model"), "--constraints", str(tmp_path / "c.yaml"),
+                 "--samples", "3000", "--top-k", "32", "--out", str(out)]) == 0
+    mixes = [p.load() for p in Schedule.load(out).phases]
+    assert all(abs(sum(m.weights) - 1) < 1e-9 and m.weight_of("web") <= 0.5 + 1e-9 for m in mixes)
+    assert mixes[0].provenance["search"]["method"] == "top-k average"
 
 
 # ---- export ---------------------------------------------------------------------------------------

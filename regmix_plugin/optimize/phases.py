@@ -186,6 +186,9 @@ def optimize_schedule(model: FittedModel, constraints: Constraints, cfg: SearchC
     if not model.phases:
         raise RegmixError("--model: fitted on single mixtures (no weight/p<k>/<domain> columns); use it without phases")
     coverage = check_coverage(coverage)
+    if constraints.prior_pull:
+        raise RegmixError("prior_pull: not supported for schedules yet; drop it from the constraints (per-phase "
+                          "min/max bound how far a phase may move)")
     t0 = time.perf_counter()
     names = list(model.phases["domains"])
     study_mix = study_base_mixture(study) if study is not None else None
