@@ -14,8 +14,9 @@ start as a fraction of training (``fraction: 0.8``: the phase begins after 80 % 
       - {fraction: 0.8, mixture: phase2.json}
 
 A run resolves fractions against its own length (:meth:`Schedule.resolve`): the proxy trainer against its
-``train.steps``, `regmix export --format schedule --train-iters N` for Megatron-LM, whose
-``--phase-transition-iterations`` needs iterations.
+``train.steps``, a Megatron-LM launch against ``--train-samples / --global-batch-size``
+(:meth:`Schedule.for_megatron`; ``--phase-transition-iterations`` needs iterations), and
+`regmix export --format schedule --train-iters N` writes the resolved file.
 
 Semantics (the same for the proxy trainer and for Megatron-LM): phase ``k`` trains on its own blend, built
 for exactly ``(start[k+1] - start[k]) * global_batch_size`` samples, and reads it from its first sample.
@@ -133,6 +134,15 @@ class Schedule:
                     "train longer or move the boundary"
                 )
         return Schedule(tuple(Phase(s, p.mixture) for s, p in zip(starts, self.phases)))
+
+    def for_megatron(self, train_samples: int | None, global_batch_size: int | None) -> "Schedule":
+        """The schedule in iterations of a Megatron-LM run of ``train_samples`` samples at ``global_batch_size``
+        (a schedule run trains in samples, DECISIONS 70); an iteration schedule is returned as it is."""
+        if not self.fractional:
+            return self
+        if not train_samples or not global_batch_size:
+            self._need_iterations("a Megatron-LM run without --train-samples and --global-batch-size")
+        return self.resolve(int(train_samples) // int(global_batch_size))
 
     def to_dict(self, relative_to: str | os.PathLike | None = None) -> dict:
         """The schedule file's content; mixture paths relative to ``relative_to`` when given."""

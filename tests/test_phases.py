@@ -310,6 +310,7 @@ def test_export_a_schedule_for_megatron_and_bridge(tmp_path, capsys):
     import argparse
     parsed = add_megatron_arguments(argparse.ArgumentParser()).parse_args(["--phase-transition-iterations", "800"])
     assert parsed.phase_transition_iterations == "800"
+    capsys.readouterr()  # importing megatron may warn on stderr (no CUDA): not the command's output
     # without the run's length, or a mixture format of a schedule: one line, exit 2
     for argv in (["--format", "schedule"], ["--format", "megatron-phases", "--train-iters", "10"],
                  ["--format", "megatron-args"], ["--format", "schedule", "--train-iters", "1"]):
@@ -324,3 +325,25 @@ def test_validate_a_schedule(tmp_path, capsys):
                                                                 {"fraction": 0.8, "mixture": "a.json"}]}))
     assert main(["validate", str(tmp_path / "s.yaml")]) == 0
     assert "a schedule of 2 phases over 2 domains, beginning at fractions 0, 0.8" in capsys.readouterr().out
+
+
+def test_megatron_takes_an_optimised_schedule_in_fractions_of_its_own_run(tmp_path):
+    """`--data-schedule-from opt/schedule.yaml` as optimize writes it: the boundary resolves against the run's
+    --train-samples / --global-batch-size, in the flag Megatron reads and in the phase each iteration trains."""
+    import argparse
+
+    from regmix_plugin.megatron.datasets import MixtureSource
+    from regmix_plugin.megatron.launch import Kernels, prepare_launch
+
+    _mix(tmp_path / "a.json", {"web": 1.0, "code": 0.0})
+    _mix(tmp_path / "b.json", {"web": 0.0, "code": 1.0})
+    s = tmp_path / "s.yaml"
+    s.write_text(yaml.safe_dump({"phases": [{"fraction": 0, "mixture": "a.json"}, {"fraction": 0.75, "mixture": "b.json"}]}))
+    argv = prepare_launch(["--train-samples", "64", "--global-batch-size", "4", "--data-schedule-from", str(s)],
+                          environ={}, kernels=Kernels.of(te=True, apex=True)).argv
+    assert argv[-2:] == ["--phase-transition-iterations", "12"]
+    src = MixtureSource.from_args(argparse.Namespace(data_schedule_from=str(s), train_samples=64, global_batch_size=4))
+    assert [src.mixture(i).weight_of("code") for i in (0, 11, 12, 15)] == [0.0, 0.0, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="resolve them"):
+        prepare_launch(["--train-iters", "16", "--data-schedule-from", str(s)], environ={},
+                       kernels=Kernels.of(te=True, apex=True))
