@@ -189,3 +189,31 @@ def _read_csv(path, flag: str) -> pd.DataFrame:
         return pd.read_csv(path)
     except Exception as e:
         raise TableError(f"{flag} {path}: cannot read as CSV ({e.__class__.__name__}: {e})") from None
+
+
+# Direction of a metric, from its name: the last part of the column (``lmeval/arc_easy/acc_norm`` ->
+# ``acc_norm``; lm-evaluation-harness's filter suffix ``acc,none`` -> ``acc``). Accuracies and scores are
+# maximised, losses and perplexities minimised; a name neither list knows keeps the project's historical
+# default (minimise), and every command that uses it prints which rule applied (DECISIONS 75).
+MAXIMIZE_NAMES = ("acc", "accuracy", "acc_norm", "exact_match", "em", "f1", "valid_avg", "mc1", "mc2", "bleu",
+                  "rouge1", "rouge2", "rougeL", "pass@1", "score", "contains", "mcc", "brier_skill")
+MINIMIZE_NAMES = ("loss", "bpb", "bits_per_byte", "perplexity", "ppl", "word_perplexity", "byte_perplexity", "nll",
+                  "ce", "brier_score", "error", "err")
+DIRECTIONS = ("minimize", "maximize")
+
+
+def metric_name(column: str) -> str:
+    """The metric a column names: its last ``/`` part without lm-eval's ``,filter`` suffix or a ``_stderr``."""
+    last = normalised_name(str(column)).rsplit("/", 1)[-1].split(",", 1)[0]
+    return last.removesuffix("_stderr")
+
+
+def metric_direction(column: str) -> str | None:
+    """``"maximize"``, ``"minimize"``, or None when the column's metric name is in neither list."""
+    name = metric_name(column)
+    low = name.lower()
+    if name in MAXIMIZE_NAMES or low in {n.lower() for n in MAXIMIZE_NAMES} or low.startswith(("acc_", "exact_match")):
+        return "maximize"
+    if low in MINIMIZE_NAMES or low.endswith(("_loss", "_perplexity", "_bpb")):
+        return "minimize"
+    return None

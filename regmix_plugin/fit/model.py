@@ -22,7 +22,7 @@ import pandas as pd
 
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.fit.base import FitData, FitError, Predictor
-from regmix_plugin.fit.cv import CVResult, kfold_indices, scores
+from regmix_plugin.fit.cv import CVResult, kfold_indices, scores, top10_overlap
 from regmix_plugin.fit.oof import FoldCache
 from regmix_plugin.fit.progress import FitListener
 from regmix_plugin.fit.registry import get_predictor, load_predictor, predictor_class
@@ -44,6 +44,7 @@ class FitConfig:
     compare: tuple[str, ...] = ()  # extra predictors to put in the CV table beside the chosen one
     folds: int = 5
     seed: int = 0
+    direction: str | None = None  # "minimize" | "maximize"; None: the default from the target's metric names
 
     def __post_init__(self) -> None:
         predictor_class(self.predictor)
@@ -121,7 +122,7 @@ class FittedModel:
         return cls(
             predictor=load_predictor(directory / "predictor"),
             domains=list(doc["domains"]),
-            target=Target(t["expr"], tuple((float(w), c) for w, c in t["terms"])),
+            target=Target.from_dict(t),
             cv=list(doc["cv"]),
             reason=doc["reason"],
             n_runs=int(doc["n_runs"]),
@@ -169,7 +170,7 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
     """Parse the target, drop unusable runs, cross-validate, fit the predictor on every usable run.
 
     ``listener`` sees the fold fits and each CV row as it is ready (``regmix fit`` shows them)."""
-    target = parse_target(target_expr, df)
+    target = parse_target(target_expr, df, cfg.direction)
     df_all = df
     df, dropped = usable_runs(df, target)
     names = table_domains(df)
@@ -178,6 +179,7 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         raise RegmixError(f"--runs: only {len(y)} usable run(s) with a finite {target.expr!r}; need at least {max(cfg.folds, 3)}")
     listener = listener or FitListener()
     listener.runs(len(y), cfg.folds, target.expr, dropped, missing_report(df_all, target))
+    listener.direction(target)
     params = dict(cfg.params)
     params.setdefault("random_state", cfg.seed)
     # Everything a predictor may use; each takes what its class declares in `needs` (fit/base.py): per-column
@@ -210,7 +212,12 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         prior = dict(zip(names, (X.mean(axis=0) / X.mean(axis=0).sum()).tolist()))
     else:
         prior_source = "given"
-    best = int(np.argmin(y))
+    if target.maximize:  # the truly best 10% are the highest: CV's one direction-dependent score
+        all_oof = {**getattr(model, "oofs_", {}), **oof}
+        for row in cv_rows:
+            if row["predictor"] in all_oof:
+                row["top10_overlap"] = round(top10_overlap(y, all_oof[row["predictor"]], maximize=True), 4)
+    best = target.best_index(y)
     return FittedModel(
         interactions=linear_interactions(df, names),
         predictor=model,
