@@ -28,7 +28,7 @@ from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_bytes, atomic_write_text
 
 WEIGHT_PREFIX = "weight/"
-ID_COLUMNS = ("run_id", "status")
+ID_COLUMNS = ("run_id", "status", "round")  # round: which search round a run belongs to (not a metric)
 IMPORTED = "imported"  # status of rows that are not runs of a sweep: external results, law predictions
 # Default evaluation metrics: one per evaluation set and metric (``valid/<set>/<metric>``); the aggregate
 # ``valid/loss`` (one slash) is left out.
@@ -212,7 +212,8 @@ def metric_direction(column: str) -> str | None:
     """``"maximize"``, ``"minimize"``, or None when the column's metric name is in neither list."""
     name = metric_name(column)
     low = name.lower()
-    if name in MAXIMIZE_NAMES or low in {n.lower() for n in MAXIMIZE_NAMES} or low.startswith(("acc_", "exact_match")):
+    if name in MAXIMIZE_NAMES or low in {n.lower() for n in MAXIMIZE_NAMES} or low.startswith(("acc_", "exact_match")) \
+            or low.endswith(("_acc", "_acc_norm", "_accuracy", "_exact_match", "_f1")):  # CLIMB's arc_easy_acc
         return "maximize"
     if low in MINIMIZE_NAMES or low.endswith(("_loss", "_perplexity", "_bpb")):
         return "minimize"
