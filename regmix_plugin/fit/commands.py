@@ -13,7 +13,8 @@ from regmix_plugin.errors import RegmixError
 def register(sub) -> None:
     p = sub.add_parser("fit", help="fit a predictor of a target metric from proxy runs; print its cross-validation table")
     src = p.add_argument_group("runs (one of)")
-    src.add_argument("--runs", help="runs table from `regmix collect` (CSV or Parquet)")
+    src.add_argument("--runs", action="append", help="runs table from `regmix collect` (CSV or Parquet); repeat it "
+                     "to fit the union of search rounds (a round column is added; clashing run ids get r<K>_)")
     src.add_argument("--mixtures", help="RegMix mixture CSV (index,train_the_pile_<domain>...); needs --losses")
     src.add_argument("--losses", help="RegMix loss CSV (index,metric/the_pile_<domain>_val_loss...)")
     p.add_argument("--target", required=True, help="metric column, 'a*COL + b*COL', or 'mean(valid/*/loss)'")

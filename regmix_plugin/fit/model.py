@@ -145,15 +145,46 @@ class FittedModel:
         return None
 
 
-def load_runs_table(runs: str | None = None, mixtures: str | None = None, losses: str | None = None) -> pd.DataFrame:
-    """A runs table from `regmix collect` (``--runs``) or RegMix's CSV pair (``--mixtures`` + ``--losses``)."""
+def load_runs_table(runs=None, mixtures: str | None = None, losses: str | None = None) -> pd.DataFrame:
+    """A runs table from `regmix collect` (``--runs``: one path, or several: the union of rounds) or RegMix's CSV
+    pair (``--mixtures`` + ``--losses``)."""
     if runs and (mixtures or losses):
         raise RegmixError("--runs: give either --runs or --mixtures with --losses, not both")
+    if isinstance(runs, (list, tuple)):
+        return union_of_rounds(list(runs)) if len(runs) > 1 else read_runs(runs[0]) if runs else None
     if runs:
         return read_runs(runs)
     if mixtures and losses:
         return from_regmix_csv(mixtures, losses)
     raise RegmixError("--runs: no runs given; pass --runs runs.csv, or --mixtures M.csv --losses L.csv (RegMix's CSVs)")
+
+
+def union_of_rounds(paths: list) -> pd.DataFrame:
+    """The runs tables of several search rounds as one: the same domains in each (a table that differs is a
+    one-line error naming it), a ``round`` column (1, 2, ... in the order given, unless the table has one), and
+    run ids made unique by ``r<K>_`` where two rounds used the same id (each round's sweep numbers from n0001)."""
+    frames = []
+    first = None
+    for k, path in enumerate(paths, start=1):
+        df = read_runs(path)
+        names = table_domains(df)
+        if first is None:
+            first = (path, names)
+        elif sorted(names) != sorted(first[1]):
+            diff = sorted(set(names) ^ set(first[1]))
+            raise RegmixError(f"--runs {path}: its domains differ from {first[0]}'s (e.g. {diff[0]!r}); rounds of one "
+                              "search share the domains")
+        if "round" not in df.columns:
+            df.insert(2 if "status" in df.columns else 1, "round", k)
+        frames.append(df)
+    seen: set[str] = set()
+    for k, df in enumerate(frames, start=1):
+        ids = df["run_id"].astype(str)
+        clash = ids.isin(seen)
+        if clash.any():
+            df.loc[clash, "run_id"] = [f"r{k}_{r}" for r in ids[clash]]
+        seen.update(df["run_id"].astype(str))
+    return pd.concat(frames, ignore_index=True, sort=False)
 
 
 def usable_runs(df: pd.DataFrame, target: Target) -> tuple[pd.DataFrame, list[str]]:
