@@ -212,6 +212,8 @@ def metric_direction(column: str) -> str | None:
     """``"maximize"``, ``"minimize"``, or None when the column's metric name is in neither list."""
     name = metric_name(column)
     low = name.lower()
+    if low.startswith(("neg_", "neg-", "negative_", "minus_")):
+        return None  # a negated metric (the old workaround for accuracies): no rule guesses its direction
     if name in MAXIMIZE_NAMES or low in {n.lower() for n in MAXIMIZE_NAMES} or low.startswith(("acc_", "exact_match")) \
             or low.endswith(("_acc", "_acc_norm", "_accuracy", "_exact_match", "_f1")):  # CLIMB's arc_easy_acc
         return "maximize"
