@@ -1,4 +1,4 @@
-"""Two search rounds of 16 proxies against one round of 32, and against CLIMB's rule (DECISIONS 79).
+"""Two search rounds of 16 proxies against one round of 32, and against CLIMB's rule (DECISIONS 71).
 
     PYTHONPATH=. nice -n 10 .venv/bin/python bench/rounds.py --out bench_out/rounds
 
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         rows.append(row)
     models = {k: json.loads((p / "model.json").read_text())["chosen"] for k, p in
               (("A", a / "model"), ("B_round1", b / "model1"), ("B_union", b / "model2"))}
-    result = {"protocol": "DECISIONS 79", "target": expr, "seeds": list(SEEDS), "rows": rows, "predictors": models,
+    result = {"protocol": "DECISIONS 71", "target": expr, "seeds": list(SEEDS), "rows": rows, "predictors": models,
               "proxy_runs": 32 + 16 + 3 * len(SEEDS), "wall_seconds": round(time.perf_counter() - t0, 1)}
     (out / "rounds.json").write_text(json.dumps(result, indent=2))
     print("| protocol | target (mean of seeds 1-3) | sd | minus A (paired) | p |")

@@ -194,7 +194,7 @@ def _read_csv(path, flag: str) -> pd.DataFrame:
 # Direction of a metric, from its name: the last part of the column (``lmeval/arc_easy/acc_norm`` ->
 # ``acc_norm``; lm-evaluation-harness's filter suffix ``acc,none`` -> ``acc``). Accuracies and scores are
 # maximised, losses and perplexities minimised; a name neither list knows keeps the project's historical
-# default (minimise), and every command that uses it prints which rule applied (DECISIONS 75).
+# default (minimise), and every command that uses it prints which rule applied (DECISIONS 67).
 MAXIMIZE_NAMES = ("acc", "accuracy", "acc_norm", "exact_match", "em", "f1", "valid_avg", "mc1", "mc2", "bleu",
                   "rouge1", "rouge2", "rougeL", "pass@1", "score", "contains", "mcc", "brier_skill")
 MINIMIZE_NAMES = ("loss", "bpb", "bits_per_byte", "perplexity", "ppl", "word_perplexity", "byte_perplexity", "nll",

@@ -183,7 +183,7 @@ class AutoPredictor(Predictor):
                               for t, key, w in self._targets(data, columns, auxiliary, fit_on))
                 except FitError as e:
                     # A candidate that cannot fit this target (a law that needs a positive one, say) is left
-                    # out, and the table says why; the others still compete (DECISIONS 76).
+                    # out, and the table says why; the others still compete (DECISIONS 68).
                     skipped.append({"predictor": label, "skipped": str(e)})
                     listener.row(skipped[-1])
                     continue

@@ -16,7 +16,7 @@ accuracies, exact match, F1, ``valid_avg`` up; losses, bits per byte, perplexiti
 down, as before this rule existed), and ``direction_source`` says which rule applied so every command can
 print it. The columns of a composite must agree, or the flag must be given. Predictors and CV scores never
 see the direction: they fit and score the target as it is; the best run, the search, the reports and
-CV's top-10% overlap read it (DECISIONS 75).
+CV's top-10% overlap read it (DECISIONS 67).
 
 Missing values: a run without a value in one of the target's columns has no target and is left out of
 the fit, listed by id (``fit_model``); :func:`missing_report` says which columns were missing how often, so

@@ -132,7 +132,7 @@ class StepFitConfig:
 
 def refuse_maximized(metrics, where: str) -> None:
     """The laws here saturate downward to a floor (a loss falling with steps or size); an accuracy rises toward
-    a ceiling, so fitting them to one would extrapolate the wrong way: refused in one line (DECISIONS 75)."""
+    a ceiling, so fitting them to one would extrapolate the wrong way: refused in one line (DECISIONS 67)."""
     from regmix_plugin.table import metric_direction
 
     up = [m for m in metrics if metric_direction(m) == "maximize"]

@@ -15,7 +15,7 @@ CLIMB's iterative bootstrapping, with this project's predictors and the sampler'
    (default a quarter) are instead the candidates with the largest predictive standard deviation among the
    best tenth of the pool: close to the optimum, and where the model knows least.
 
-The decisions and the alternatives are DECISIONS 78.
+The decisions and the alternatives are DECISIONS 70.
 """
 
 from __future__ import annotations
