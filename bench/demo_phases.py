@@ -1,4 +1,4 @@
-"""Issue 25's measurement, as fixed in DECISIONS 74: a two-phase schedule chosen by regression against the demo's
+"""Issue 25's measurement, as fixed in DECISIONS 76: a two-phase schedule chosen by regression against the demo's
 optimised single mixture and natural, at the demo's proxy and target scales, paired over the demo's seeds.
 
 Run it on a finished demo (`regmix demo --out DIR`, same flags as given here): the corpus, evaluation sets,
@@ -15,7 +15,7 @@ configs, kernels pin and the single mixture's target runs are the demo's, reused
     .venv/bin/python bench/demo_phases.py --demo demo_out --out bench_out/demo_phases
 
 Cost at the demo's sizes: about 40 proxy runs and 5 target runs (roughly 530 + 230 CPU-s on a quiet machine,
-BENCHMARKS.md "The demo"). Not run yet (DECISIONS 74).
+BENCHMARKS.md "The demo"). Not run yet (DECISIONS 76).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from regmix_plugin.mixture import Mixture
 from regmix_plugin.sweep.study import SCHEDULE_COMMAND, write_study
 from regmix_plugin.table import read_runs, write_runs
 
-BOUNDARY = 0.8  # DECISIONS 74: Marin's switch, fixed before any run
+BOUNDARY = 0.8  # DECISIONS 76: Marin's switch, fixed before any run
 
 
 def paired_against(df: pd.DataFrame, target: str, tested: str, baselines: list[str]) -> dict[str, dict]:
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     prov = yaml.safe_load((out / "opt" / "phase0.json").read_text())["provenance"]
     gain = prov["predicted_gain_over_best_single_mixture"]
     rho = {r["predictor"]: r["spearman"] for r in model["cv"]}
-    lines = [f"## Two-phase schedule against the single mixture (demo corpus, boundary {BOUNDARY}, DECISIONS 74)", "",
+    lines = [f"## Two-phase schedule against the single mixture (demo corpus, boundary {BOUNDARY}, DECISIONS 76)", "",
              f"`{sys.executable} bench/demo_phases.py --demo {args.demo} --out {args.out}`", "",
              "| mixture | mean | std |", "|---|---|---|"]
     lines += [f"| {m} | {r['mean']:.4f} | {r['std']:.4f} |" for m, r in means.iterrows()]

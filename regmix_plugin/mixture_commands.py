@@ -19,10 +19,17 @@ def register(sub) -> None:
     p.add_argument("--check-files", action="store_true", help="also check that every prefix's .bin/.idx exist")
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("export", help="print stock Megatron-LM flags or files for a mixture (or a schedule)")
-    p.add_argument("file", help="regmix.json, or a schedule YAML (formats schedule, megatron-phases, bridge-phases)")
+    p = sub.add_parser("export", help="print stock Megatron-LM flags or files for a mixture (or CLIMB's nK.sh, "
+                                      "or a schedule's)")
+    p.add_argument("file", nargs="+", help="regmix.json mixture file(s); several need --out-dir; or one schedule YAML "
+                                           "(formats schedule, megatron-phases, bridge-phases)")
     p.add_argument("--format", required=True, choices=export_formats() + schedule_formats())
     p.add_argument("--out", help="write to this file (atomically) instead of stdout")
+    p.add_argument("--base-dir", help="resolve relative prefixes against this folder instead of the mixture file's (for "
+                                      "CLIMB: its domains folder, so a mixture optimised without --base-mixture, whose "
+                                      "prefixes are the domain names, names CLIMB's .bin/.idx prefixes)")
+    p.add_argument("--out-dir", help="write one file per mixture into this folder, named after it (n3.json -> n3.sh "
+                                     "for --format climb, n3.txt otherwise)")
     p.add_argument("--train-iters", type=int, help="schedules: the run's iterations (resolves phase fractions)")
     p.add_argument("--global-batch-size", type=int, help="schedules: the run's global batch size (megatron-phases)")
     p.set_defaults(func=_export)
@@ -82,7 +89,7 @@ def _export_schedule(args: argparse.Namespace) -> int:
         if v is not None and v < 1:
             raise ConfigError(f"{flag}: {v} must be a positive integer")
     text = SCHEDULE_FORMATS.get(args.format)(Schedule.load(args.file),
-                                             ScheduleOptions(args.train_iters, args.global_batch_size))
+                                             ScheduleOptions(args.train_iters, args.global_batch_size, args.base_dir))
     if args.out:
         atomic_write_text(args.out, text)
     else:
@@ -91,18 +98,39 @@ def _export_schedule(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    if str(args.file).endswith((".yaml", ".yml")):
+    from pathlib import Path
+
+    if any(str(f).endswith((".yaml", ".yml")) for f in args.file):
+        if len(args.file) > 1 or args.out_dir:
+            raise MixtureError("file: a schedule YAML is exported alone; give one schedule and --out (or none)")
+        args.file = args.file[0]
         return _export_schedule(args)
     if args.format in schedule_formats():
-        raise MixtureError(f"--format {args.format}: a schedule format; give a schedule YAML, not {args.file}")
+        raise MixtureError(f"--format {args.format}: a schedule format; give a schedule YAML, not {args.file[0]}")
+    if args.out and args.out_dir:
+        raise MixtureError("--out-dir: give --out (one mixture) or --out-dir (one file per mixture), not both")
+    if args.out_dir:
+        mixes = [(Path(f), Mixture.load(f)) for f in args.file]  # every file checked before anything is written
+        suffix = ".sh" if args.format == "climb" else ".txt"
+        texts = [(Path(args.out_dir) / (f.stem + suffix), export(m, args.format, args.base_dir))
+                 for f, m in mixes]
+        from regmix_plugin.io import atomic_write_text
+
+        for path, text in texts:
+            atomic_write_text(path, text)
+        print(f"wrote {len(texts)} {args.format} file(s) to {args.out_dir}")
+        return 0
+    if len(args.file) > 1:
+        raise MixtureError(f"file: {len(args.file)} mixtures given; pass --out-dir DIR to write one file per mixture")
+    args.file = args.file[0]
     mix = Mixture.load(args.file)
     if args.out:
         try:
-            write_export(mix, args.format, args.out)
+            write_export(mix, args.format, args.out, args.base_dir)
         except OSError as e:
             raise MixtureError(f"--out: cannot write {args.out} ({e.strerror or e}); give a writable file path") from None
     else:
-        text = export(mix, args.format)
+        text = export(mix, args.format, args.base_dir)
         # Printed, every format ends its line (megatron-args is one line with no newline in a file).
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0

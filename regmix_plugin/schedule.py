@@ -137,7 +137,7 @@ class Schedule:
 
     def for_megatron(self, train_samples: int | None, global_batch_size: int | None) -> "Schedule":
         """The schedule in iterations of a Megatron-LM run of ``train_samples`` samples at ``global_batch_size``
-        (a schedule run trains in samples, DECISIONS 70); an iteration schedule is returned as it is."""
+        (a schedule run trains in samples, DECISIONS 72); an iteration schedule is returned as it is."""
         if not self.fractional:
             return self
         if not train_samples or not global_batch_size:

@@ -35,7 +35,7 @@ from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_bytes, atomic_write_text
 
 WEIGHT_PREFIX = "weight/"
-ID_COLUMNS = ("run_id", "status")
+ID_COLUMNS = ("run_id", "status", "round")  # round: which search round a run belongs to (not a metric)
 IMPORTED = "imported"  # status of rows that are not runs of a sweep: external results, law predictions
 # Default evaluation metrics: one per evaluation set and metric (``valid/<set>/<metric>``); the aggregate
 # ``valid/loss`` (one slash) is left out.
@@ -296,3 +296,34 @@ def _read_csv(path, flag: str) -> pd.DataFrame:
         return pd.read_csv(path)
     except Exception as e:
         raise TableError(f"{flag} {path}: cannot read as CSV ({e.__class__.__name__}: {e})") from None
+
+
+# Direction of a metric, from its name: the last part of the column (``lmeval/arc_easy/acc_norm`` ->
+# ``acc_norm``; lm-evaluation-harness's filter suffix ``acc,none`` -> ``acc``). Accuracies and scores are
+# maximised, losses and perplexities minimised; a name neither list knows keeps the project's historical
+# default (minimise), and every command that uses it prints which rule applied (DECISIONS 67).
+MAXIMIZE_NAMES = ("acc", "accuracy", "acc_norm", "exact_match", "em", "f1", "valid_avg", "mc1", "mc2", "bleu",
+                  "rouge1", "rouge2", "rougeL", "pass@1", "score", "contains", "mcc", "brier_skill")
+MINIMIZE_NAMES = ("loss", "bpb", "bits_per_byte", "perplexity", "ppl", "word_perplexity", "byte_perplexity", "nll",
+                  "ce", "brier_score", "error", "err")
+DIRECTIONS = ("minimize", "maximize")
+
+
+def metric_name(column: str) -> str:
+    """The metric a column names: its last ``/`` part without lm-eval's ``,filter`` suffix or a ``_stderr``."""
+    last = normalised_name(str(column)).rsplit("/", 1)[-1].split(",", 1)[0]
+    return last.removesuffix("_stderr")
+
+
+def metric_direction(column: str) -> str | None:
+    """``"maximize"``, ``"minimize"``, or None when the column's metric name is in neither list."""
+    name = metric_name(column)
+    low = name.lower()
+    if low.startswith(("neg_", "neg-", "negative_", "minus_")):
+        return None  # a negated metric (the old workaround for accuracies): no rule guesses its direction
+    if name in MAXIMIZE_NAMES or low in {n.lower() for n in MAXIMIZE_NAMES} or low.startswith(("acc_", "exact_match")) \
+            or low.endswith(("_acc", "_acc_norm", "_accuracy", "_exact_match", "_f1")):  # CLIMB's arc_easy_acc
+        return "maximize"
+    if low in MINIMIZE_NAMES or low.endswith(("_loss", "_perplexity", "_bpb")):
+        return "minimize"
+    return None

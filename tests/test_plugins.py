@@ -53,7 +53,7 @@ def toy_backend():
 
 def test_a_toy_export_format_is_a_format_choice_of_regmix_export(tmp_path, toy_format, capsys):
     base = write_base(tmp_path)
-    assert exports.available() == ["megatron-args", "data-args", "per-split-json", "bridge", "toy-csv"]
+    assert exports.available() == ["megatron-args", "data-args", "per-split-json", "bridge", "climb", "toy-csv"]
     out = tmp_path / "weights.csv"
     assert main(["export", str(base), "--format", "toy-csv", "--out", str(out)]) == 0
     weights = dict(line.split(",") for line in out.read_text().splitlines())
@@ -69,7 +69,7 @@ def test_an_unknown_format_lists_the_registered_ones(tmp_path, capsys):
         main(["export", str(base), "--format", "toy-csv"])
     assert e.value.code == 2 and "invalid choice: 'toy-csv'" in capsys.readouterr().err
     with pytest.raises(Exception, match=r"^--format: unknown value 'toy-csv'; choose one of megatron-args, data-args, "
-                                        r"per-split-json, bridge$"):
+                                        r"per-split-json, bridge, climb$"):
         exports.export(Mixture.load(base), "toy-csv")
 
 

@@ -26,6 +26,17 @@ def register(sub) -> None:
                                                    "(default 0.8, Marin's two-phase switch)")
     p.add_argument("--mixtures", metavar="FILE", help="CSV/TSV of run and one weight column per training domain, "
                    "for runs whose directory or curve file carries no mixture")
+    p.add_argument("--lm-eval", action="append", default=[], metavar="DIR",
+                   help="import lm-evaluation-harness results: one subfolder per run (its name is the run id), the "
+                        "newest results_*.json in it; columns lmeval/<task>/<metric> (+ _stderr), joined to the run's "
+                        "directory, --climb-mixtures or --mixtures")
+    p.add_argument("--climb-mixtures", action="append", default=[], metavar="DIR",
+                   help="folder of CLIMB mixture scripts (n<K>.sh) giving the weights of --lm-eval runs")
+    p.add_argument("--climb", action="append", default=[], metavar="DIR",
+                   help="import a whole CLIMB working folder: every round's mixtures_K/n<i>.sh with its "
+                        "lm_eval_results_K/n<i> (run ids r<K>_n<i>, a round column)")
+    p.add_argument("--climb-csv", action="append", default=[], metavar="FILE",
+                   help="import CLIMB's lm_harness_results.csv (8_predict.py's table)")
     p.set_defaults(func=_collect)
 
 
@@ -42,7 +53,8 @@ def _collect(args: argparse.Namespace) -> int:
         raise ConfigError(f"--phases: {args.phases} must be increasing fractions in (0, 1), e.g. 0.8")
     df, warnings = collect(args.run_dirs, step=args.step, regmix=args.regmix, olmix=args.olmix, curves=args.curves,
                            marin=args.marin, phases=phases,
-                           mixtures=args.mixtures)
+                           mixtures=args.mixtures, lm_eval=args.lm_eval, climb_mixtures=args.climb_mixtures,
+                           climb=args.climb, climb_csv=args.climb_csv)
     write_collected(df, warnings, args.out)
     for w in warnings:
         print(f"regmix collect: warning: {w}", file=sys.stderr)

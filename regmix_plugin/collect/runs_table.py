@@ -178,7 +178,7 @@ def check_table(df: pd.DataFrame, warnings: list[str]) -> None:
 
 
 def order_columns(df: pd.DataFrame) -> pd.DataFrame:
-    first = ["run_id", "status"] + [c for c in ("split",) if c in df.columns]
+    first = ["run_id", "status"] + [c for c in ("split", "round") if c in df.columns]
     first += [c for c in df.columns if c.startswith(WEIGHT_PREFIX)]
     first += [c for c in df.columns if PHASE_START.match(str(c))]
     lead = [c for c in ("step", "tokens", "train/loss") if c in df.columns]
@@ -205,11 +205,19 @@ def load_records(run_dirs=(), curves=(), mixtures: str | Path | None = None,
 
 def collect(run_dirs: list[str | Path] = (), step: int | None = None, regmix: list[tuple[str, str]] = (),
             olmix: list[tuple[str, str]] = (), curves: list[str | Path] = (),
-            mixtures: str | Path | None = None, marin: list[str | Path] = (),
+            mixtures: str | Path | None = None, lm_eval: list[str | Path] = (),
+            climb_mixtures: list[str | Path] = (), climb: list[str | Path] = (),
+            climb_csv: list[str | Path] = (), marin: list[str | Path] = (),
             phases: list[float] = (0.8,)) -> tuple[pd.DataFrame, list[str]]:
     """The runs table and its warnings. ``regmix``/``olmix``: (mixture/ratios CSV, loss/metrics CSV) pairs;
     ``curves``: long curve files; ``mixtures``: weights of runs that carry none (see `collect.imported`);
-    ``marin``: Marin-style schedule swarms (``phase_<k>_<domain>`` columns) whose phases begin at ``phases``."""
+    ``lm_eval``: folders of lm-evaluation-harness results, one subfolder per run (collect/lmeval.py), joined to
+    the run directories of the same run id, else to ``climb_mixtures`` (folders of CLIMB n<K>.sh scripts) or
+    ``mixtures``; ``climb``: CLIMB working folders; ``climb_csv``: CLIMB's lm_harness_results.csv files
+    (collect/climb.py); ``marin``: Marin-style schedule swarms (``phase_<k>_<domain>`` columns) whose phases
+    begin at ``phases``."""
+    from regmix_plugin.collect.climb import read_climb_folder, read_lm_harness_csv
+
     warnings: list[str] = []
     frames = []
     if run_dirs or curves:
@@ -221,14 +229,49 @@ def collect(run_dirs: list[str | Path] = (), step: int | None = None, regmix: li
         frames.append(from_regmix_csv(mix_csv, loss_csv))
     for ratios_csv, metrics_csv in olmix:
         frames.append(from_olmix_csv(ratios_csv, metrics_csv, warnings))
+    frames += [read_climb_folder(f, warnings) for f in climb]
+    frames += [read_lm_harness_csv(f) for f in climb_csv]
     for path in marin:
         frames.append(from_marin_csv(path, list(phases)))
+    for folder in lm_eval:
+        frames = join_lm_eval(frames, folder, climb_mixtures, mixtures, warnings)
     if not frames:
-        raise RegmixError("collect: no runs found; give run directories, --curves, --regmix, --olmix or --marin files")
+        raise RegmixError("collect: no runs found; give run directories, --curves, --regmix, --olmix, --lm-eval, "
+                          "--climb or --marin")
     df = order_columns(pd.concat(frames, ignore_index=True, sort=False))
     phase_layout(df)  # single mixtures and schedules do not mix; schedules share their domains and boundaries
     check_table(df, warnings)
     return df, warnings
+
+
+def join_lm_eval(frames: list[pd.DataFrame], folder, climb_mixtures, mixtures, warnings: list[str]) -> list[pd.DataFrame]:
+    """``frames`` with one lm-eval results folder joined in: its columns added to the rows of the same run id
+    when a frame has them (your own runs' directories), else new rows with the weights of the CLIMB mixture
+    scripts or the ``--mixtures`` file; a run found in none is a one-line error naming its folder."""
+    from regmix_plugin.collect.climb import join_mixtures, read_mixtures_dir
+    from regmix_plugin.collect.imported import read_mixtures_file
+    from regmix_plugin.collect.lmeval import read_lmeval_folder
+
+    results = read_lmeval_folder(folder, warnings)
+    known = {str(r) for f in frames for r in f["run_id"]}
+    mine = results[results["run_id"].isin(known)]
+    if len(mine):
+        frames = [f.merge(mine, on="run_id", how="left") if f["run_id"].astype(str).isin(mine["run_id"]).any() else f
+                  for f in frames]
+    rest = results[~results["run_id"].isin(known)]
+    if not len(rest):
+        return frames
+    weights: dict[str, dict[str, float]] = {}
+    for d in climb_mixtures:
+        weights.update(read_mixtures_dir(d))
+    if mixtures:
+        weights.update(read_mixtures_file(mixtures))
+    if not weights:
+        raise RegmixError(f"--lm-eval {folder}: run {rest['run_id'].iloc[0]!r} is not among the run directories given and "
+                          "no mixtures were given; pass its run directory, --climb-mixtures DIR (n<K>.sh) or --mixtures FILE")
+    df = join_mixtures(rest.reset_index(drop=True), weights, f"--lm-eval {folder}")
+    df.insert(1, "status", IMPORTED)
+    return frames + [df]
 
 
 def warnings_path(out: str | Path) -> Path:

@@ -25,7 +25,7 @@ class ExportFormat(Protocol):
 
 
 # Imported on first use, in this order (the order `regmix export --format` lists them in).
-BUILTIN_MODULES = ("megatron_args", "data_args", "per_split_json", "bridge")
+BUILTIN_MODULES = ("megatron_args", "data_args", "per_split_json", "bridge", "climb")
 
 FORMATS: Registry[ExportFormat] = Registry("export format", "--format", "regmix_plugin.export", BUILTIN_MODULES)
 register = FORMATS.register

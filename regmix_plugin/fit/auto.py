@@ -173,21 +173,31 @@ class AutoPredictor(Predictor):
         folds = kfold_indices(len(y), n_splits, self.random_state)
         cache = FoldCache(X, folds, step=listener.step)
         listener.start(self._count_fits(plan, data, columns, auxiliary, n_splits))
-        results, by_label = [], {}
+        results, by_label, skipped = [], {}, []
         try:
             for label, spec, fit_on in plan:
                 # Per column: each column's own law (spec's base), summed with the target's weights.
                 base = self._column_base(spec) if fit_on == "columns" else spec
-                oof = sum(w * cache.predictions(base, t, key, label)
-                          for t, key, w in self._targets(data, columns, auxiliary, fit_on))
+                try:
+                    oof = sum(w * cache.predictions(base, t, key, label)
+                              for t, key, w in self._targets(data, columns, auxiliary, fit_on))
+                except FitError as e:
+                    # A candidate that cannot fit this target (a law that needs a positive one, say) is left
+                    # out, and the table says why; the others still compete (DECISIONS 68).
+                    skipped.append({"predictor": label, "skipped": str(e)})
+                    listener.row(skipped[-1])
+                    continue
                 result = CVResult(label, scores(y, oof), oof)
                 results.append(result)
                 by_label[label] = (spec, fit_on)
                 listener.row(result.row())
         finally:
             listener.close()
+        if not results:
+            raise FitError("auto: no candidate could fit this target: " + "; ".join(r["skipped"] for r in skipped))
         best, self.selection_ = self._choose(results, folds, y, by_label)
-        self.cv_ = [r.row() for r in results]
+        self.cv_ = [r.row() for r in results] + skipped
+        self.oofs_ = {r.name: r.oof for r in results}  # not saved: fit_model's direction-aware top-10 overlap
         self.chosen_ = best.name
         self.reason_ = self._reason(best, results, n_splits, len(y))
         self.oof_ = best.oof
@@ -260,6 +270,9 @@ class AutoPredictor(Predictor):
         scored += " among non-baseline predictors" if excluded else ""
         others = ", ".join(f"{r.name}{' (baseline, not chosen)' if r.name in excluded else ''} {r.scores[metric]:.2f}"
                            for r in results if r is not best)
+        skipped = [r["predictor"] for r in self.cv_ if "skipped" in r] if hasattr(self, "cv_") else []
+        if skipped:
+            others += f"; skipped (cannot fit this target): {', '.join(skipped)}"
         if best.name == sel["best_by_cv"]:
             head = f"{best.name} has the best {scored}"
             if "smooth_law" in sel:

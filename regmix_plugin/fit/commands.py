@@ -13,10 +13,12 @@ from regmix_plugin.errors import RegmixError
 def register(sub) -> None:
     p = sub.add_parser("fit", help="fit a predictor of a target metric from proxy runs; print its cross-validation table")
     src = p.add_argument_group("runs (one of)")
-    src.add_argument("--runs", help="runs table from `regmix collect` (CSV or Parquet)")
+    src.add_argument("--runs", action="append", help="runs table from `regmix collect` (CSV or Parquet); repeat it "
+                     "to fit the union of search rounds (a round column is added; clashing run ids get r<K>_)")
     src.add_argument("--mixtures", help="RegMix mixture CSV (index,train_the_pile_<domain>...); needs --losses")
     src.add_argument("--losses", help="RegMix loss CSV (index,metric/the_pile_<domain>_val_loss...)")
     p.add_argument("--target", required=True, help="metric column, 'a*COL + b*COL', or 'mean(valid/*/loss)'")
+    add_direction_flags(p)
     p.add_argument("--predictor", default="auto", help="predictor name (see docs/predictors.md); default: auto (chosen by CV)")
     p.add_argument("--params", default="{}", help="JSON object of predictor hyperparameters, e.g. '{\"n_estimators\": 200}'")
     p.add_argument("--compare", default="", help="comma-separated predictors to cross-validate beside the chosen one")
@@ -31,6 +33,17 @@ def register(sub) -> None:
     q.add_argument("--mixtures", required=True, help="CSV of mixtures (RegMix's format, a runs table, or domain columns)")
     q.add_argument("--out", required=True, help="CSV to write: index,prediction in the input's row order")
     q.set_defaults(func=cmd_predict)
+
+
+def add_direction_flags(p) -> None:
+    """``--maximize``/``--minimize`` (one of them; default from the target's metric names, printed)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--maximize", dest="direction", action="store_const", const="maximize",
+                   help="higher target is better (accuracies); default: from the metric name (acc, f1, valid_avg... "
+                        "maximize; loss, bpb, perplexity... minimize; unknown: minimize), printed")
+    g.add_argument("--minimize", dest="direction", action="store_const", const="minimize",
+                   help="lower target is better (losses)")
+    p.set_defaults(direction=None)
 
 
 def parse_params(text: str) -> dict:
@@ -53,6 +66,7 @@ def cmd_fit(args) -> int:
         compare=tuple(c for c in args.compare.split(",") if c),
         folds=args.folds,
         seed=args.seed,
+        direction=args.direction,
     )
     df = load_runs_table(args.runs, args.mixtures, args.losses)
     # The CV table is printed row by row as candidates finish, with a progress bar on stderr meanwhile.
@@ -75,5 +89,5 @@ def cmd_predict(args) -> int:
     pred = model.predictor.predict(X)
     out = pd.DataFrame({"index": ids, "prediction": np.asarray(pred)})
     atomic_write_text(args.out, out.to_csv(index=False))
-    print(f"wrote {len(out)} predictions of {model.target.expr} to {args.out}")
+    print(f"wrote {len(out)} predictions of {model.target.expr} to {args.out}; direction {model.target.describe()}")
     return 0

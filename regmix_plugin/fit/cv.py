@@ -35,6 +35,16 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     }
 
 
+def top10_overlap(y_true: np.ndarray, y_pred: np.ndarray, maximize: bool = False) -> float:
+    """Share (x100) of the truly best 10% of runs found in the predicted best 10%: the lowest, or the highest
+    for a target to maximise (``scores`` reports the lowest; fit_model recomputes it for such targets)."""
+    s = -1.0 if maximize else 1.0
+    k = max(1, int(round(0.1 * len(y_true))))
+    top_true = set(np.argsort(s * np.asarray(y_true, float), kind="stable")[:k])
+    top_pred = set(np.argsort(s * np.asarray(y_pred, float), kind="stable")[:k])
+    return float(100 * len(top_true & top_pred) / k)
+
+
 def kfold_indices(n: int, n_splits: int, random_state: int) -> list[np.ndarray]:
     if n_splits < 2:
         raise FitError(f"cv.n_splits: {n_splits} must be >= 2")
@@ -68,5 +78,6 @@ def format_table(rows: list[dict]) -> str:
     from regmix_plugin.markdown_table import markdown_table
 
     head = ["predictor", "spearman", "pearson", "mse", "top10_overlap"]
-    return markdown_table(head, [[str(r["predictor"])] + [f"{r[h]:.2f}" if h != "mse" else f"{r[h]:.5f}" for h in head[1:]]
-                                 for r in rows])
+    return markdown_table(head, [[str(r["predictor"])] + (
+        [f"skipped: {r['skipped']}", "-", "-", "-"] if "skipped" in r
+        else [f"{r[h]:.2f}" if h != "mse" else f"{r[h]:.5f}" for h in head[1:]]) for r in rows])

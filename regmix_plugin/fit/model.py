@@ -22,7 +22,7 @@ import pandas as pd
 
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.fit.base import FitData, FitError, Predictor
-from regmix_plugin.fit.cv import CVResult, kfold_indices, scores
+from regmix_plugin.fit.cv import CVResult, kfold_indices, scores, top10_overlap
 from regmix_plugin.fit.oof import FoldCache
 from regmix_plugin.fit.progress import FitListener
 from regmix_plugin.fit.registry import get_predictor, load_predictor, predictor_class
@@ -49,6 +49,7 @@ class FitConfig:
     compare: tuple[str, ...] = ()  # extra predictors to put in the CV table beside the chosen one
     folds: int = 5
     seed: int = 0
+    direction: str | None = None  # "minimize" | "maximize"; None: the default from the target's metric names
 
     def __post_init__(self) -> None:
         predictor_class(self.predictor)
@@ -129,7 +130,7 @@ class FittedModel:
         return cls(
             predictor=load_predictor(directory / "predictor"),
             domains=list(doc["domains"]),
-            target=Target(t["expr"], tuple((float(w), c) for w, c in t["terms"])),
+            target=Target.from_dict(t),
             cv=list(doc["cv"]),
             reason=doc["reason"],
             n_runs=int(doc["n_runs"]),
@@ -153,15 +154,46 @@ class FittedModel:
         return None
 
 
-def load_runs_table(runs: str | None = None, mixtures: str | None = None, losses: str | None = None) -> pd.DataFrame:
-    """A runs table from `regmix collect` (``--runs``) or RegMix's CSV pair (``--mixtures`` + ``--losses``)."""
+def load_runs_table(runs=None, mixtures: str | None = None, losses: str | None = None) -> pd.DataFrame:
+    """A runs table from `regmix collect` (``--runs``: one path, or several: the union of rounds) or RegMix's CSV
+    pair (``--mixtures`` + ``--losses``)."""
     if runs and (mixtures or losses):
         raise RegmixError("--runs: give either --runs or --mixtures with --losses, not both")
+    if isinstance(runs, (list, tuple)):
+        return union_of_rounds(list(runs)) if len(runs) > 1 else read_runs(runs[0]) if runs else None
     if runs:
         return read_runs(runs)
     if mixtures and losses:
         return from_regmix_csv(mixtures, losses)
     raise RegmixError("--runs: no runs given; pass --runs runs.csv, or --mixtures M.csv --losses L.csv (RegMix's CSVs)")
+
+
+def union_of_rounds(paths: list) -> pd.DataFrame:
+    """The runs tables of several search rounds as one: the same domains in each (a table that differs is a
+    one-line error naming it), a ``round`` column (1, 2, ... in the order given, unless the table has one), and
+    run ids made unique by ``r<K>_`` where two rounds used the same id (each round's sweep numbers from n0001)."""
+    frames = []
+    first = None
+    for k, path in enumerate(paths, start=1):
+        df = read_runs(path)
+        names = table_domains(df)
+        if first is None:
+            first = (path, names)
+        elif sorted(names) != sorted(first[1]):
+            diff = sorted(set(names) ^ set(first[1]))
+            raise RegmixError(f"--runs {path}: its domains differ from {first[0]}'s (e.g. {diff[0]!r}); rounds of one "
+                              "search share the domains")
+        if "round" not in df.columns:
+            df.insert(2 if "status" in df.columns else 1, "round", k)
+        frames.append(df)
+    seen: set[str] = set()
+    for k, df in enumerate(frames, start=1):
+        ids = df["run_id"].astype(str)
+        clash = ids.isin(seen)
+        if clash.any():
+            df.loc[clash, "run_id"] = [f"r{k}_{r}" for r in ids[clash]]
+        seen.update(df["run_id"].astype(str))
+    return pd.concat(frames, ignore_index=True, sort=False)
 
 
 def usable_runs(df: pd.DataFrame, target: Target) -> tuple[pd.DataFrame, list[str]]:
@@ -178,7 +210,7 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
     """Parse the target, drop unusable runs, cross-validate, fit the predictor on every usable run.
 
     ``listener`` sees the fold fits and each CV row as it is ready (``regmix fit`` shows them)."""
-    target = parse_target(target_expr, df)
+    target = parse_target(target_expr, df, cfg.direction)
     df_all = df
     df, dropped = usable_runs(df, target)
     names = table_domains(df)
@@ -196,6 +228,7 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         raise RegmixError(f"--runs: only {len(y)} usable run(s) with a finite {target.expr!r}; need at least {max(cfg.folds, 3)}")
     listener = listener or FitListener()
     listener.runs(len(y), cfg.folds, target.expr, dropped, missing_report(df_all, target))
+    listener.direction(target)
     params = dict(cfg.params)
     params.setdefault("random_state", cfg.seed)
     for k, v in by_name.get(cfg.predictor, {}).items():
@@ -205,7 +238,9 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
 
         params.setdefault("candidates", (*DEFAULT_CANDIDATES, *PHASE_CANDIDATES))
         params["candidate_params"] = {**by_name, **(params.get("candidate_params") or {})}
-    cfg = FitConfig(cfg.predictor, params, tuple(compare), cfg.folds, cfg.seed)
+    from dataclasses import replace
+
+    cfg = replace(cfg, params=params, compare=tuple(compare))
     # Everything a predictor may use; each takes what its class declares in `needs` (fit/base.py): per-column
     # the target's columns, joint-law the runs' other per-domain validation losses as auxiliaries.
     aux_names, aux = auxiliary_losses(df, target)
@@ -236,7 +271,12 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         prior = dict(zip(names, (X.mean(axis=0) / X.mean(axis=0).sum()).tolist()))
     else:
         prior_source = "given"
-    best = int(np.argmin(y))
+    if target.maximize:  # the truly best 10% are the highest: CV's one direction-dependent score
+        all_oof = {**getattr(model, "oofs_", {}), **oof}
+        for row in cv_rows:
+            if row["predictor"] in all_oof:
+                row["top10_overlap"] = round(top10_overlap(y, all_oof[row["predictor"]], maximize=True), 4)
+    best = target.best_index(y)
     return FittedModel(
         interactions=linear_interactions(df, names),
         predictor=model,

@@ -19,6 +19,9 @@ class FitListener:
         """The fit will cross-validate on ``n_runs`` runs; ``dropped`` were left out (``missing``: which target
         columns they lacked, as ``targets.missing_report`` says)."""
 
+    def direction(self, target) -> None:
+        """The target's direction (``Target.describe()``) is decided."""
+
     def start(self, total: int) -> None:
         """``total`` model fits are planned (one per candidate's model and fold, shared ones counted once)."""
 
@@ -48,6 +51,9 @@ class ConsoleListener(FitListener):
             print(f"left out {len(dropped)} run(s) that failed or have no {target!r}: {', '.join(dropped[:10])}{more}"
                   + (f"; missing values: {missing}" if missing else ""), file=self.out)
         print(f"{folds}-fold cross-validation on {n_runs} runs, target {target}:", file=self.out, flush=True)
+
+    def direction(self, target) -> None:
+        print(f"direction: {target.describe()}", file=self.out, flush=True)
 
     def start(self, total: int) -> None:
         from tqdm import tqdm

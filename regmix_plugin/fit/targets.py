@@ -10,6 +10,14 @@ Column names contain '/', so terms are split on ' + ' (spaces required) and weig
 A column (or glob) may be named as the source file spells it: RegMix's ``metric/the_pile_pile_cc_val_loss``
 is ``valid/pile_cc/loss`` (:func:`regmix_plugin.table.resolve_column`).
 
+Direction: every target is minimised or maximised (``Target.direction``). ``--maximize``/``--minimize`` say so
+explicitly; otherwise the default comes from the metric names (:func:`regmix_plugin.table.metric_direction`:
+accuracies, exact match, F1, ``valid_avg`` up; losses, bits per byte, perplexities down; an unknown name
+down, as before this rule existed), and ``direction_source`` says which rule applied so every command can
+print it. The columns of a composite must agree, or the flag must be given. Predictors and CV scores never
+see the direction: they fit and score the target as it is; the best run, the search, the reports and
+CV's top-10% overlap read it (DECISIONS 67).
+
 Missing values: a run without a value in one of the target's columns has no target and is left out of
 the fit, listed by id (``fit_model``); :func:`missing_report` says which columns were missing how often, so
 a ``mean(GLOB)`` over many downstream tasks can be narrowed when one task is missing on many runs.
@@ -25,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from regmix_plugin.errors import RegmixError
-from regmix_plugin.table import metric_columns, normalised_name, resolve_column
+from regmix_plugin.table import DIRECTIONS, metric_columns, metric_direction, metric_name, normalised_name, resolve_column
 
 _MEAN = re.compile(r"^mean\((.+)\)$")
 
@@ -36,6 +44,28 @@ class Target:
 
     expr: str
     terms: tuple[tuple[float, str], ...]
+    direction: str = "minimize"
+    direction_source: str = "default"
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+    @property
+    def sign(self) -> float:
+        """+1 when lower is better, -1 when higher is: ``sign * y`` is always lower-is-better."""
+        return -1.0 if self.maximize else 1.0
+
+    @property
+    def better(self) -> str:
+        return "higher is better" if self.maximize else "lower is better"
+
+    def describe(self) -> str:
+        """One line for people: ``maximize (higher is better; default from the metric name 'acc')``."""
+        return f"{self.direction} ({self.better}; {self.direction_source})"
+
+    def best_index(self, y) -> int:
+        return int(np.argmin(self.sign * np.asarray(y, float)))
 
     @property
     def columns(self) -> list[str]:
@@ -48,11 +78,46 @@ class Target:
         return out
 
     def to_dict(self) -> dict:
-        return {"expr": self.expr, "terms": [[w, c] for w, c in self.terms]}
+        return {"expr": self.expr, "terms": [[w, c] for w, c in self.terms], "direction": self.direction,
+                "direction_source": self.direction_source}
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "Target":
+        # Model folders written before targets had a direction were all minimised.
+        return cls(doc["expr"], tuple((float(w), c) for w, c in doc["terms"]), doc.get("direction", "minimize"),
+                   doc.get("direction_source", "written before directions existed: minimize"))
 
 
-def parse_target(expr: str, df: pd.DataFrame) -> Target:
-    """Parse ``expr`` against the runs table ``df``; unknown columns give a one-line error listing valid ones."""
+def target_direction(columns: list[str], direction: str | None, expr: str) -> tuple[str, str]:
+    """(direction, where it came from) for a target over ``columns``: ``direction`` when given (the flag),
+    else the columns' common default from their names; columns that disagree need the flag."""
+    if direction is not None:
+        if direction not in DIRECTIONS:
+            raise RegmixError(f"--direction: {direction!r} is not one of {', '.join(DIRECTIONS)}")
+        return direction, f"--{direction}"
+    found = {c: metric_direction(c) for c in columns}
+    known = {d for d in found.values() if d}
+    if len(known) > 1:
+        up = next(c for c, d in found.items() if d == "maximize")
+        down = next(c for c, d in found.items() if d == "minimize")
+        raise RegmixError(f"--target {expr!r}: {up!r} is higher-is-better but {down!r} is lower-is-better; pass "
+                          "--maximize or --minimize (and negative weights for the columns that go the other way)")
+    if not known:
+        return "minimize", (f"no rule for the metric name {metric_name(columns[0])!r}: minimize by default; "
+                            "pass --maximize if higher is better")
+    d = known.pop()
+    names = sorted({metric_name(c) for c, v in found.items() if v})
+    return d, f"default from the metric name {', '.join(repr(n) for n in names[:3])}; override with --{'minimize' if d == 'maximize' else 'maximize'}"
+
+
+def parse_target(expr: str, df: pd.DataFrame, direction: str | None = None) -> Target:
+    """Parse ``expr`` against the runs table ``df``; unknown columns give a one-line error listing valid ones.
+    ``direction``: ``"minimize"``/``"maximize"``, or None for the default from the columns' names."""
+    t = _parse_terms(expr, df)
+    return Target(t.expr, t.terms, *target_direction(t.columns, direction, t.expr))
+
+
+def _parse_terms(expr: str, df: pd.DataFrame) -> Target:
     if not isinstance(expr, str) or not expr.strip():
         raise RegmixError("--target: empty; give a metric column such as valid/<domain>/loss, a weighted sum, or mean(GLOB)")
     expr = expr.strip()

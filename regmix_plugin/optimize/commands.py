@@ -46,6 +46,7 @@ def cmd_optimize(args) -> int:
     out.mixture.save(args.out)
     prov = out.mixture.provenance
     print(f"predictor {model.chosen}; {out.result.label} search in {out.seconds:.2f}s")
+    print(f"direction: {model.target.describe()}")
     print(f"predicted {model.target.expr}: {out.result.predicted:.4f} {interval_text(prov['predicted_target_uncertainty'])}")
     for k, v in out.baselines.items():
         print(f"  baseline {k}: predicted {v['predicted']:.4f}")

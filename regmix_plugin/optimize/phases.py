@@ -116,15 +116,17 @@ def _slsqp(f, grad, x0: np.ndarray, space: Space, tied: bool, cfg: SearchConfig)
 
 
 def _objective(model: FittedModel, space: Space, tied: bool):
+    """``sign x prediction`` (lower is better whatever the target's direction) and its gradient."""
     pred = model.predictor
     K = space.K
+    sign = model.target.sign
     grad_fn = getattr(pred, "gradient", None)
 
     def expand(w):
         return np.tile(w, K) if tied else w
 
     def f(w):
-        return float(pred.predict(expand(w)[None, :])[0])
+        return sign * float(pred.predict(expand(w)[None, :])[0])
 
     def grad(w):
         x = expand(w)
@@ -135,6 +137,7 @@ def _objective(model: FittedModel, space: Space, tied: bool):
             E = np.eye(len(x)) * h
             P = pred.predict(np.vstack([x + E, x - E]))
             g = (P[: len(x)] - P[len(x):]) / (2 * h)
+        g = sign * g
         return g.reshape(K, -1).sum(axis=0) if tied else g
 
     return f, grad
@@ -149,8 +152,8 @@ def _search(model: FittedModel, space: Space, prior: np.ndarray, cfg: SearchConf
     if len(pool) == 0:
         raise RegmixError("constraints: no sampled schedule met the per-phase bounds and token caps; loosen them")
     full = np.tile(pool, (1, space.K)) if tied else pool
-    P = model.predictor.predict(full)
-    order = np.argsort(P)
+    P = model.target.sign * model.predictor.predict(full)  # lower is better
+    order = np.argsort(P, kind="stable")
     if not smooth:
         return pool[order[: cfg.top_k]].mean(axis=0), "top-k average", len(pool)
     f, grad = _objective(model, space, tied)
@@ -218,7 +221,8 @@ def optimize_schedule(model: FittedModel, constraints: Constraints, cfg: SearchC
     pred = model.predictor.predict
     p_sched = float(pred(W.reshape(1, -1))[0])
     p_single = float(pred(np.tile(single, K)[None, :])[0])
-    if p_single < p_sched:  # the repeated single mixture is itself a schedule: never report a worse one
+    sign = model.target.sign
+    if sign * p_single < sign * p_sched:  # the repeated single mixture is itself a schedule: never report a worse one
         W, p_sched = np.tile(single, (K, 1)), p_single
     gain = _gain(model, p_single, p_sched, coverage)
     seconds = time.perf_counter() - t0
@@ -232,6 +236,7 @@ def optimize_schedule(model: FittedModel, constraints: Constraints, cfg: SearchC
         "predictor": model.chosen,
         "predictor_reason": model.reason,
         "target": model.target.expr,
+        "direction": model.target.direction,
         "cv": model.cv,
         "cv_spearman": model.cv_score("spearman"),
         "phase_starts": starts,
@@ -261,9 +266,9 @@ def optimize_schedule(model: FittedModel, constraints: Constraints, cfg: SearchC
 
 
 def _gain(model: FittedModel, p_single: float, p_sched: float, coverage: float) -> dict[str, Any]:
-    gain = p_single - p_sched
-    out: dict[str, Any] = {"predicted": gain, "meaning": "predicted target of the best single mixture minus the "
-                           "schedule's (positive: the schedule is predicted better)"}
+    gain = model.target.sign * (p_single - p_sched)
+    out: dict[str, Any] = {"predicted": gain, "meaning": "how much better the schedule's predicted target is than "
+                           f"the best single mixture's ({model.target.better}; positive: the schedule is better)"}
     oof = model.oof.get(model.chosen)
     if oof is None:
         return out

@@ -11,14 +11,14 @@ from regmix_plugin.optimize.uncertainty import interval_text
 from regmix_plugin.report.builder import Report, new_figure
 
 
-def predicted_vs_actual(y: np.ndarray, oof: dict[str, np.ndarray], target: str):
+def predicted_vs_actual(y: np.ndarray, oof: dict[str, np.ndarray], target: str, better: str = "lower is better"):
     fig = new_figure(5.5, 4.5)
     ax = fig.add_subplot(111)
     for name, p in oof.items():
         ax.scatter(y, p, s=8, alpha=0.6, label=name)
     lo, hi = float(np.min(y)), float(np.max(y))
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)
-    ax.set_xlabel(f"actual {target}")
+    ax.set_xlabel(f"actual {target} ({better})")
     ax.set_ylabel("predicted (held-out fold)")
     ax.legend(fontsize=7)
     return fig
@@ -54,7 +54,12 @@ def interaction_heatmap(inter: dict):
 
 def write_fit_report(model, outcome, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Markdown + HTML report of a fitted model and (optionally) an optimisation outcome."""
-    rep = Report(f"Mixture fit: {model.target.expr}", out_dir)
+    t = model.target
+    rep = Report(f"Mixture fit: {t.direction} {t.expr} ({t.better})", out_dir)
+    # The direction first, in bold: a target optimised the wrong way must be impossible to miss.
+    rep.add_paragraph(f"**Direction: {t.direction.upper()} {t.expr} ({t.better}).** Why: {t.direction_source}. "
+                      f"The best proxy run is the one with the {'highest' if t.maximize else 'lowest'} target, and "
+                      f"the search looks for the {'highest' if t.maximize else 'lowest'} prediction.")
     rep.add_paragraph(f"{model.n_runs} proxy runs; predictor **{model.chosen}**: {model.reason}.")
     sel = model.selection or {}
     if "best_by_cv" in sel:
@@ -64,9 +69,10 @@ def write_fit_report(model, outcome, out_dir: str | os.PathLike) -> tuple[Path, 
     if model.dropped:
         rep.add_paragraph(f"Left out {len(model.dropped)} failed/incomplete run(s): {', '.join(model.dropped[:20])}.")
     rep.add_heading("Cross-validation")
-    rep.add_table(model.cv, ["predictor", "spearman", "pearson", "mse", "top10_overlap"])
+    rep.add_table([{**r, "spearman": f"skipped: {r['skipped']}"} if "skipped" in r else r for r in model.cv],
+                  ["predictor", "spearman", "pearson", "mse", "top10_overlap"])
     if model.oof:
-        rep.add_figure(predicted_vs_actual(model.y, model.oof, model.target.expr), "predicted_vs_actual",
+        rep.add_figure(predicted_vs_actual(model.y, model.oof, model.target.expr, t.better), "predicted_vs_actual",
                        "Out-of-fold predictions vs actual target on the proxy runs")
     if model.interactions.get("rows"):
         rep.add_heading("Domain interactions")
@@ -77,14 +83,14 @@ def write_fit_report(model, outcome, out_dir: str | os.PathLike) -> tuple[Path, 
         rep.add_heading("Chosen mixture")
         unc = prov["predicted_target_uncertainty"]
         rep.add_paragraph(
-            f"Predicted target {outcome.result.predicted:.4f} {interval_text(unc)}; "
+            f"Predicted target ({t.better}) {outcome.result.predicted:.4f} {interval_text(unc)}; "
             f"{outcome.result.label} search in {outcome.seconds:.2f}s."
         )
         if unc.get("interval"):
             rep.add_paragraph(
                 f"Interval: {unc['interval']['method']} of {unc['interval']['calibration_runs']} proxy runs. It covers a "
                 "new mixture drawn like the proxy runs at the stated rate; at the optimum (the predictor's own "
-                "minimum) treat it as the error scale, not a guarantee (docs/uncertainty.md).")
+                "optimum) treat it as the error scale, not a guarantee (docs/uncertainty.md).")
         rows = [{"mixture": k, **{c: v[c] for c in ("predicted", "actual") if c in v},
                  "interval": "-" if not v.get("interval") or v["interval"][0] is None
                  else f"{v['interval'][0]:.4f} to {v['interval'][1]:.4f}"} for k, v in outcome.baselines.items()]

@@ -111,7 +111,7 @@ def optimize(
         cfg.pull_kind = constraints.prior_pull.get("kind", "kl")
         cfg.pull_strength = float(constraints.prior_pull.get("strength", 0.0))
     lo, hi, source = constraints.bounds(model.domains, tokens)
-    res = search(model.predictor, model.domains, prior, lo, hi, cfg, source)
+    res = search(model.predictor, model.domains, prior, lo, hi, cfg, source, maximize=model.target.maximize)
     seconds = time.perf_counter() - t0
 
     pred = model.predictor.predict
@@ -142,6 +142,8 @@ def optimize(
         "predictor_reason": model.reason,
         **({"selection": model.selection} if model.selection else {}),
         "target": model.target.expr,
+        "direction": model.target.direction,
+        "direction_meaning": model.target.describe(),
         **({"auxiliary_columns": model.auxiliary} if model.auxiliary else {}),
         "cv": model.cv,
         "cv_spearman": model.cv_score("spearman"),

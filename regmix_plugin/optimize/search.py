@@ -12,6 +12,10 @@ Two modes:
   where the predictor has ``gradient`` and otherwise finite differences evaluated as ONE batched
   ``predict`` call of D+1 mixtures, which is what makes 1000 domains cheap.
 
+A target to maximise (an accuracy) is searched as the minimum of its negation (:class:`Negated`): the same
+code, the predictor untouched, the reported prediction in the target's own units; a closed-form minimiser
+does not apply then (it minimises the law), so the exact mode searches.
+
 An optional pull toward the prior (KL(w || prior) or negative entropy) is added to the objective.
 """
 
@@ -154,6 +158,25 @@ def _active(w: np.ndarray, lo: np.ndarray, hi: np.ndarray, names: list[str], sou
     return out
 
 
+class Negated:
+    """A fitted predictor seen upside down, so that minimising it maximises the target."""
+
+    def __init__(self, model: Predictor) -> None:
+        self.model = model
+        self.name = model.name
+        if callable(getattr(model, "gradient", None)):
+            self.gradient = lambda x: -np.asarray(model.gradient(x), float)
+
+    def is_smooth(self) -> bool:
+        return is_smooth(self.model)
+
+    def _predict(self, X):
+        return -np.asarray(self.model._predict(X), float)
+
+    def predict(self, X):
+        return -np.asarray(self.model.predict(X), float)
+
+
 def search(
     model: Predictor,
     names: list[str],
@@ -162,8 +185,13 @@ def search(
     hi: np.ndarray,
     cfg: SearchConfig,
     source: dict[str, str] | None = None,
+    maximize: bool = False,
 ) -> SearchResult:
-    """Find the mixture with the lowest predicted target (plus pull) within the bounds."""
+    """Find the mixture with the lowest (``maximize``: highest) predicted target, plus pull, within the bounds."""
+    if maximize:
+        res = search(Negated(model), names, prior, lo, hi, cfg, source)
+        res.predicted = -res.predicted
+        return res
     model.predict(np.asarray(prior, float)[None, :])  # one checked call: fitted, and the widths agree
     smooth = is_smooth(model)
     mode = cfg.mode if cfg.mode != "auto" else ("exact" if smooth else "sample")

@@ -9,7 +9,7 @@ optimise time.
 What it promises, and what not: for a new mixture drawn like the proxy runs, the interval holds the true
 target about ``c`` of the time (measured on RegMix's 256 test runs by bench/uncertainty.py, docs/uncertainty.md).
 It is centred on the full-data model while the scores come from fold models fit on (K-1)/K of the runs,
-which makes it slightly conservative rather than exact. The chosen mixture is the predictor's own minimum,
+which makes it slightly conservative rather than exact. The chosen mixture is the predictor's own minimum (maximum, for a target to maximise),
 often at the edge of the sampled region: its error can be larger than a typical run's (and biased
 optimistic), so read its interval as the error scale of the predictor, not a guarantee at that point.
 """

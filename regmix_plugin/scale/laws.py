@@ -130,6 +130,18 @@ class StepFitConfig:
         _check_alpha(self.alpha)
 
 
+def refuse_maximized(metrics, where: str) -> None:
+    """The laws here saturate downward to a floor (a loss falling with steps or size); an accuracy rises toward
+    a ceiling, so fitting them to one would extrapolate the wrong way: refused in one line (DECISIONS 67)."""
+    from regmix_plugin.table import metric_direction
+
+    up = [m for m in metrics if metric_direction(m) == "maximize"]
+    if up:
+        raise RegmixError(f"{where}: {up[0]!r} is an accuracy-like metric (higher is better); the scaling laws fit "
+                          "losses that fall to a floor and cannot extrapolate it; choose losses with --metric "
+                          "'valid/*/loss' (or bpb), and fit the accuracy at proxy scale with `regmix fit --maximize`")
+
+
 def _step_points(curve: pd.DataFrame, config: StepFitConfig, where: str, lo: int, hi: float | None):
     """``{metric: (x, y)}`` of the evals with lo <= step <= hi."""
     if config.axis not in curve.columns:
@@ -141,6 +153,7 @@ def _step_points(curve: pd.DataFrame, config: StepFitConfig, where: str, lo: int
     if not metrics:
         raise RegmixError(f"{where}: no evaluation metric matches {', '.join(config.metrics or ('valid/*/*',))}; "
                           f"the curve has {', '.join(c for c in curve.columns if c not in ('step', 'tokens')) or 'none'}")
+    refuse_maximized(metrics, where)
     return {m: (sel[config.axis].to_numpy(float), sel[m].to_numpy(float)) for m in metrics}
 
 
@@ -331,6 +344,7 @@ def extrapolate_size(
     if not cols:
         raise RegmixError(f"size {sizes[0]:g}: no metric column matches {', '.join(metrics or ('valid/*/*',))}; "
                           "give runs tables with valid/<set>/<metric> columns (or --metric)")
+    refuse_maximized(cols, f"size {sizes[0]:g}")
     for t, n in zip(matched[1:], sizes[1:]):
         missing = [c for c in cols if c not in t.columns]
         if missing:

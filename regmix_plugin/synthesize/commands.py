@@ -46,6 +46,14 @@ def register(sub) -> None:
     p.add_argument("--no-max-usage", action="store_true", help="disable the max_usage rejection bound")
     p.add_argument("--phases", help="multi-phase schedules: where phases 1.. begin as fractions of training, "
                                     "comma-separated and increasing in (0, 1), e.g. 0.8 (docs/phases.md)")
+    r = p.add_argument_group("next round (CLIMB-style bootstrapping)")
+    r.add_argument("--around", metavar="MODEL_DIR", help="draw --n mixtures where this fitted model predicts the best "
+                   "target (in its direction), spread over the top of a candidate pool, plus where it is least "
+                   "certain when the predictor can say (GP); the sampler's caps and floors apply; no held-out set")
+    r.add_argument("--pool", type=int, default=20_000, help="--around: candidate mixtures predicted (default 20000)")
+    r.add_argument("--explore", type=float, default=0.25,
+                   help="--around: share of the round drawn where the model is least certain (default 0.25; GP only)")
+    r.add_argument("--round", type=int, default=2, help="--around: round number; files are r<ROUND>_n0001.json ...")
     p.set_defaults(func=_synthesize)
 
 
@@ -82,6 +90,18 @@ def _synthesize(args: argparse.Namespace) -> int:
     from regmix_plugin.synthesize.sampler import write_synthesis
 
     cfg = synth_config_from_args(args)
+    if args.around:
+        from regmix_plugin.fit.model import FittedModel
+        from regmix_plugin.synthesize.around import write_round
+
+        model = FittedModel.load(args.around)
+        if cfg.phases or model.phases:
+            raise ConfigError("--around: rounds of schedules are not supported yet; draw schedules without --around")
+        man = write_round(cfg, Mixture.load(args.base), args.out, model, args.around, cfg.n, args.pool, args.explore,
+                          args.round, overwrite=args.overwrite)
+        print(f"{args.out}: {len(man['mixtures'])} mixtures of round {args.round} around {args.around} "
+              f"({model.target.direction} {model.target.expr}; {man['around']['pool']} candidates predicted)")
+        return 0
     man = write_synthesis(cfg, Mixture.load(args.base), args.out, overwrite=args.overwrite)
     n_train = sum(1 for e in man["mixtures"] if e["split"] == "train")
     s = man["stats"]

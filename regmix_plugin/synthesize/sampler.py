@@ -255,24 +255,10 @@ def write_synthesis(cfg: SynthConfig, base: Mixture, out_dir: str | os.PathLike,
     for f in existing:
         f.unlink()
     res = synthesize(cfg, base)
-    entries = []
-    for split, prefix, folder, block in (("train", "n", out, res.weights), ("heldout", "h", out / "heldout", res.heldout)):
-        template = base.rebased(folder)
-        width = max(4, len(str(len(block))))
-        for i, row in enumerate(block, start=1):
-            run_id = f"{prefix}{i:0{width}d}"
-            mix = Mixture.from_weights(
-                dict(zip(res.names, (float(x) for x in row))), template=template, name=run_id,
-                provenance={"tool": "regmix synthesize", "version": __version__, "seed": cfg.seed,
-                            "sampler": cfg.sampler, "config_digest": cfg.digest(), "split": split},
-            )
-            path = folder / f"{run_id}.json"
-            mix.save(path)
-            entries.append({"run_id": run_id, "split": split, "file": str(path.relative_to(out)),
-                            "hash": mix.content_hash()})
-    rows = [dict(run_id=e["run_id"], split=e["split"]) for e in entries]
-    table = _weights_table(rows, np.vstack([res.weights, res.heldout]), res.names)
-    write_runs(table, out / "weights.csv")
+    prov = {"tool": "regmix synthesize", "version": __version__, "seed": cfg.seed, "sampler": cfg.sampler,
+            "config_digest": cfg.digest()}
+    entries = write_mixture_files(out, base, res.names, [("train", "n", out, res.weights),
+                                                         ("heldout", "h", out / "heldout", res.heldout)], prov)
     manifest = {
         "version": 1,
         "tool": "regmix synthesize",
@@ -364,6 +350,30 @@ def _write_schedules(cfg: SynthConfig, base: Mixture, out: Path, old: list[Path]
     }
     atomic_write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def write_mixture_files(out: Path, base: Mixture, names: list[str], blocks, provenance: dict,
+                        per_row: list[dict] | None = None) -> list[dict]:
+    """Write each block ``(split, id prefix, folder, weights)`` as ``<prefix>0001.json``... with ``provenance``
+    (plus ``per_row[i]`` for the i-th mixture written), and ``weights.csv``; returns the manifest entries."""
+    entries, k = [], 0
+    for split, prefix, folder, block in blocks:
+        template = base.rebased(folder)
+        width = max(4, len(str(len(block))))
+        for i, row in enumerate(block, start=1):
+            run_id = f"{prefix}{i:0{width}d}"
+            extra = per_row[k] if per_row else {}
+            k += 1
+            mix = Mixture.from_weights(dict(zip(names, (float(x) for x in row))), template=template, name=run_id,
+                                       provenance={**provenance, "split": split, **extra})
+            path = folder / f"{run_id}.json"
+            mix.save(path)
+            entries.append({"run_id": run_id, "split": split, "file": str(path.relative_to(out)),
+                            "hash": mix.content_hash()})
+    rows = [dict(run_id=e["run_id"], split=e["split"]) for e in entries]
+    weights = np.vstack([b[3] for b in blocks if len(b[3])]) if entries else np.zeros((0, len(names)))
+    write_runs(_weights_table(rows, weights, names), out / "weights.csv")
+    return entries
 
 
 def _weights_table(rows: list[dict], w: np.ndarray, names: list[str]) -> pd.DataFrame:
