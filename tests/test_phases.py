@@ -347,3 +347,23 @@ def test_megatron_takes_an_optimised_schedule_in_fractions_of_its_own_run(tmp_pa
     with pytest.raises(ConfigError, match="resolve them"):
         prepare_launch(["--train-iters", "16", "--data-schedule-from", str(s)], environ={},
                        kernels=Kernels.of(te=True, apex=True))
+
+
+def test_a_maximised_target_gets_the_same_schedule_as_its_negated_loss(tmp_path, capsys):
+    df = schedule_runs(n=50)
+    df["eval/acc"] = 10.0 - df["valid/web/loss"]  # higher is better
+    df.to_csv(tmp_path / "runs.csv", index=False)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"target_tokens": 1000, "max_epochs": 1,
+                                                     "tokens": {"web": 300, "code": 1000, "books": 1000, "math": 1000}}))
+    W = {}
+    for target, flag in (("valid/web/loss", "--minimize"), ("eval/acc", "--maximize")):
+        model, out = tmp_path / f"m-{flag}", tmp_path / f"o{flag}" / "s.yaml"
+        # LightGBM's L2 boosting on -y is the mirror of its boosting on y: the same schedules must come out
+        assert main(["fit", "--runs", str(tmp_path / "runs.csv"), "--target", target, flag, "--predictor", "lightgbm",
+                     "--params", '{"n_estimators": 40}', "--folds", "3", "--out", str(model), "--quiet"]) == 0
+        assert main(["optimize", "--model", str(model), "--constraints", str(tmp_path / "c.yaml"), "--samples", "2000",
+                     "--out", str(out)]) == 0
+        mixes = [p.load() for p in Schedule.load(out).phases]
+        W[flag] = np.array([m.weights for m in mixes])
+        assert mixes[0].provenance["predicted_gain_over_best_single_mixture"]["predicted"] >= 0
+    np.testing.assert_allclose(W["--minimize"], W["--maximize"], atol=1e-6)
