@@ -8,8 +8,8 @@
   ``megatron/training/training.py``), then each phase's ``--data-path`` for a launcher of stock ``pretrain_gpt.py``,
   which saves and exits at each transition and is relaunched with ``--load`` and the next phase's data;
 - ``bridge-phases``: per phase, the Megatron-Bridge blend of that phase's mixture (``--format bridge``), headed by
-  the iterations it covers (Bridge has no phase transitions: relaunched per phase, its loader skips the samples
-  of the new blend that the resumed iteration count says were consumed; the header says so).
+  the iterations it covers (a relaunch with another blend whose loader starts at the checkpoint's consumed
+  samples skips that many of the new blend's samples; the header says so; Bridge's resume was not checked).
 
 A schedule format is a function ``(schedule, options) -> str`` registered in ``export.registry.SCHEDULE_FORMATS``.
 """
@@ -93,9 +93,9 @@ def bridge_phases(schedule: Schedule, opts: ScheduleOptions) -> str:
         out.append(f"# ===== phase {k}: iterations {span} "
                    f"(set train.train_iters to this phase's end and resume from the last phase's checkpoint)")
         if k:
-            out.append("# Bridge has no phase transitions of its own: resumed, its loader starts this blend at the "
-                       "resumed iteration x global batch size (skipping, not repeating, that many of its samples); "
-                       "Megatron-LM's --phase-transition-iterations (--format megatron-phases) starts each phase at its "
-                       "first sample")
+            out.append("# Resumed with another blend, a loader that starts at the checkpoint's consumed samples (as "
+                       "Megatron-LM's does without --phase-transition-iterations) skips that many of this blend's "
+                       "samples; --format megatron-phases starts each phase at its first sample (Bridge's resume not "
+                       "checked here)")
         out.append(bridge(mix, opts.base_dir))
     return "\n".join(out)
