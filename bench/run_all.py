@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["data", "proxy", "sweep", "collect", "fit", "fit_time", "downstream", "optimize", "uncertainty", "synthesize",
-         "scaling", "nested", "step_fit_speed", "megatron_eval", "megatron_step"]
+         "phases", "scaling", "nested", "step_fit_speed", "megatron_eval", "megatron_step"]
 
 
 def main() -> int:

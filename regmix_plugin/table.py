@@ -12,6 +12,13 @@ Evaluation sets are not training domains: ``valid/<set>/<metric>`` columns name 
 (``valid/wiki/loss``, ``valid/arc_easy/bpb``), whether or not ``<set>`` has a ``weight/`` column.
 :func:`eval_columns` selects them (the scaling stage fits a law to each).
 
+Multi-phase schedules (docs/phases.md) use one naming rule: ``weight/p<k>/<domain>`` is phase ``k``'s weight
+on a domain (phases counted from 0, each phase's weights summing to 1) and ``phase/p<k>/start`` is where phase
+``k >= 1`` begins, as a fraction of training. Domain names never hold ``/``, so the ``domains`` of such a table
+are ``p0/<d>..., p1/<d>...``: every predictor fits the concatenated phase weights as they are, and
+:func:`phase_layout` reads the phases back. Marin's swarms spell them ``phase_0_<domain>`` (imported by
+:func:`from_marin_csv`).
+
 Domain order is the order of the ``weight/`` columns. Importers for RegMix's and Olmix's released CSVs
 map their column names onto this schema, so every later stage sees one format.
 """
@@ -41,6 +48,65 @@ class TableError(RegmixError):
 
 def weight_column(domain: str) -> str:
     return f"{WEIGHT_PREFIX}{domain}"
+
+
+PHASE_START = re.compile(r"^phase/p(\d+)/start$")
+_PHASE_WEIGHT = re.compile(r"^p(\d+)/(.+)$")
+
+
+def phase_weight_column(phase: int, domain: str) -> str:
+    """``weight/p<k>/<domain>``: phase ``k``'s weight on ``domain`` (the runs table's one naming rule)."""
+    return f"{WEIGHT_PREFIX}p{phase}/{domain}"
+
+
+def phase_start_column(phase: int) -> str:
+    """``phase/p<k>/start``: where phase ``k`` begins, as a fraction of training."""
+    return f"phase/p{phase}/start"
+
+
+def phase_layout(df: pd.DataFrame) -> tuple[list[str], list[float]] | None:
+    """``(domains, starts)`` of a schedule runs table (``starts[0] == 0``), None for a single-mixture table.
+
+    Every phase lists the same domains in the same order, and every run has the same boundaries (a boundary
+    varying between runs is not a searched variable here yet)."""
+    names = domains(df)
+    parsed = [_PHASE_WEIGHT.match(n) for n in names]
+    if not any(parsed):
+        return None
+    if not all(parsed):
+        plain = names[[m is None for m in parsed].index(True)]
+        raise TableError(f"{WEIGHT_PREFIX}{plain}: a table with per-phase columns (weight/p<k>/<domain>) cannot "
+                         "also have single-mixture ones; give every weight per phase")
+    phases: dict[int, list[str]] = {}
+    for m in parsed:
+        phases.setdefault(int(m.group(1)), []).append(m.group(2))
+    K = len(phases)
+    if sorted(phases) != list(range(K)):
+        raise TableError(f"weight/p<k>/: phases {sorted(phases)} are not numbered 0..{K - 1}")
+    first = phases[0]
+    for k in range(1, K):
+        if phases[k] != first:
+            raise TableError(f"weight/p{k}/: phase {k} lists domains {', '.join(phases[k])} but phase 0 lists "
+                             f"{', '.join(first)}; every phase must list the same domains in the same order")
+    starts = [0.0]
+    for k in range(1, K):
+        col = phase_start_column(k)
+        if col not in df.columns:
+            raise TableError(f"{col}: missing; a schedule runs table says where each phase begins (a fraction)")
+        v = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+        if len(v) and (not (v == v[0]).all() or not 0 < v[0] < 1):
+            raise TableError(f"{col}: {sorted(set(v.tolist()))[:3]} must be one fraction in (0, 1) shared by every "
+                             "run (a boundary that varies between runs is not supported)")
+        starts.append(float(v[0]) if len(v) else float("nan"))
+    if any(b <= a for a, b in zip(starts, starts[1:])):
+        raise TableError(f"phase/p<k>/start: {starts[1:]} are not increasing; phases begin in order")
+    return first, starts
+
+
+def phase_lengths(starts: list[float]) -> list[float]:
+    """The share of training each phase covers, from where the phases begin."""
+    ends = list(starts[1:]) + [1.0]
+    return [e - s for s, e in zip(starts, ends)]
 
 
 def loss_column(domain: str) -> str:
@@ -180,6 +246,47 @@ def from_regmix_csv(mixture_csv: str | os.PathLike, loss_csv: str | os.PathLike)
     df.insert(0, "status", IMPORTED)
     df.insert(0, "run_id", df.pop("index").astype(str))
     return df
+
+
+_MARIN_WEIGHT = re.compile(r"^phase_(\d+)_(.+)$")
+
+
+def from_marin_csv(path: str | os.PathLike, starts: list[float], flag: str = "--marin") -> pd.DataFrame:
+    """A Marin-style two-phase swarm: one row per run, ``phase_<k>_<domain>`` weight columns, metric columns.
+
+    The run id is the ``run_id``, ``run_name``, ``name`` or ``index`` column (else the row number); weight columns
+    become ``weight/p<k>/<domain>``, ``starts`` (where each phase k >= 1 begins, e.g. ``[0.8]``) become
+    ``phase/p<k>/start`` columns; the other numeric columns are kept as metrics under their own names."""
+    df = _read_csv(path, flag)
+    wcols = {c: _MARIN_WEIGHT.match(str(c)) for c in df.columns}
+    wcols = {c: m for c, m in wcols.items() if m}
+    if not wcols:
+        raise TableError(f"{flag} {path}: no phase_<k>_<domain> columns; is this a Marin two-phase swarm?")
+    K = 1 + max(int(m.group(1)) for m in wcols.values())
+    if len(starts) != K - 1:
+        raise TableError(f"--phases: {len(starts)} boundary(ies) given but {path} has {K} phases; give {K - 1}")
+    id_col = next((c for c in ("run_id", "run_name", "name", "index") if c in df.columns), None)
+    out = pd.DataFrame({"run_id": df[id_col].astype(str) if id_col else [str(i) for i in range(len(df))],
+                        "status": IMPORTED})
+    by_phase: dict[int, dict[str, str]] = {}
+    for c, m in wcols.items():
+        by_phase.setdefault(int(m.group(1)), {})[m.group(2)] = c
+    names = list(by_phase.get(0, {}))
+    for k in range(K):
+        cols = by_phase.get(k, {})
+        if set(cols) != set(names):
+            diff = sorted(set(cols) ^ set(names))
+            raise TableError(f"{flag} {path}: phase_{k}_{diff[0]}: phase {k} and phase 0 list different domains; "
+                             "every phase needs a column per domain (0 where it does not train)")
+        for d in names:  # phase 0's order in every phase
+            out[phase_weight_column(k, d)] = pd.to_numeric(df[cols[d]], errors="coerce")
+    for k, s in enumerate(starts, start=1):
+        out[phase_start_column(k)] = float(s)
+    for c in df.columns:
+        if c not in wcols and c != id_col and pd.api.types.is_numeric_dtype(df[c]):
+            out[str(c)] = df[c]
+    phase_layout(out)  # every phase lists the same domains
+    return out
 
 
 def _read_csv(path, flag: str) -> pd.DataFrame:

@@ -20,6 +20,8 @@ FAST_PARAMS = {
     "per-column": {"base_params": {"n_starts": 2}},
     "joint-law": {"eps_inits": [0.03], "n_starts": 2},
     "eff-law": {"n_starts": 2},
+    "phase-law": {"n_starts": 2},
+    "averaged-exposure": {"base_params": {"n_starts": 2}},
     "auto": {"candidates": ["linear", "mixing-law"], "n_splits": 3},
 }
 

@@ -19,6 +19,11 @@ def register(sub) -> None:
                    help="import an Olmix *_ratios.csv / *_metrics.csv pair (joined on run)")
     p.add_argument("--curves", action="append", default=[], metavar="FILE",
                    help="import a long CSV/TSV of run, step, metric, value rows (a W&B or spreadsheet export)")
+    p.add_argument("--marin", action="append", default=[], metavar="CSV",
+                   help="import a Marin-style schedule swarm: phase_<k>_<domain> weight columns and metric columns "
+                        "(docs/phases.md); the phases begin at --phases")
+    p.add_argument("--phases", default="0.8", help="with --marin: where phases 1.. begin, as fractions of training "
+                                                   "(default 0.8, Marin's two-phase switch)")
     p.add_argument("--mixtures", metavar="FILE", help="CSV/TSV of run and one weight column per training domain, "
                    "for runs whose directory or curve file carries no mixture")
     p.add_argument("--lm-eval", action="append", default=[], metavar="DIR",
@@ -38,7 +43,16 @@ def register(sub) -> None:
 def _collect(args: argparse.Namespace) -> int:
     from regmix_plugin.collect.runs_table import collect, warnings_path, write_collected
 
+    from regmix_plugin.errors import ConfigError
+
+    try:
+        phases = [float(x) for x in args.phases.split(",")]
+    except ValueError:
+        raise ConfigError(f"--phases: {args.phases!r} is not a list of fractions; give e.g. 0.8") from None
+    if any(not 0 < b < 1 for b in phases) or any(b <= a for a, b in zip(phases, phases[1:])):
+        raise ConfigError(f"--phases: {args.phases} must be increasing fractions in (0, 1), e.g. 0.8")
     df, warnings = collect(args.run_dirs, step=args.step, regmix=args.regmix, olmix=args.olmix, curves=args.curves,
+                           marin=args.marin, phases=phases,
                            mixtures=args.mixtures, lm_eval=args.lm_eval, climb_mixtures=args.climb_mixtures,
                            climb=args.climb, climb_csv=args.climb_csv)
     write_collected(df, warnings, args.out)

@@ -20,6 +20,8 @@ class RunRecord:
     train: list[tuple[int, float, Any]] = field(default_factory=list)  # (step, train/loss, tokens)
     split: str | None = None  # "train" or "heldout" for synthesized mixtures (from the mixture's provenance)
     path: Path | None = None  # the run directory, for records read from one
+    # a schedule run's phase starts as fractions of training ([0, 0.8]); its weights are then keyed p<k>/<domain>
+    phase_starts: list[float] | None = None
 
 
 def record_curve(rec: RunRecord) -> pd.DataFrame:

@@ -23,12 +23,12 @@ from regmix_plugin.collect.record import RunRecord, record_curve
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.mixture import Mixture, MixtureError, load_weights_record
 from regmix_plugin.sweep.state import (
-    COMPLETED, FAILED, METRICS, MIXTURE, OUTCOME, PENDING, RUNNING, STATUS, read_json,
+    COMPLETED, FAILED, METRICS, MIXTURE, OUTCOME, PENDING, RUNNING, SCHEDULE, STATUS, read_json,
 )
 from regmix_plugin.table import IMPORTED
 
 
-_RUN_MARKERS = (MIXTURE, STATUS, METRICS, OUTCOME)
+_RUN_MARKERS = (MIXTURE, STATUS, METRICS, OUTCOME, SCHEDULE)
 TRAINER_CONFIG = "config.yaml"  # written by `regmix train` when it starts
 
 
@@ -60,8 +60,11 @@ def read_run(run_dir: Path, warnings: list[str], mixtures: dict[str, dict[str, f
     mixture.json."""
     run_id = run_dir.name
     weights = None
+    starts = None
     raw = read_json(run_dir / MIXTURE)
-    if (run_dir / MIXTURE).exists():
+    if (run_dir / SCHEDULE).exists():
+        weights, starts, raw = schedule_weights(run_dir / SCHEDULE, run_id, warnings)
+    elif (run_dir / MIXTURE).exists():
         try:
             weights = load_weights_record(run_dir / MIXTURE)
         except MixtureError as e:
@@ -73,14 +76,15 @@ def read_run(run_dir: Path, warnings: list[str], mixtures: dict[str, dict[str, f
     elif mixtures is not None and run_id in mixtures:
         weights = dict(mixtures[run_id])
     else:
-        weights = weights_from_config(run_dir)  # a plain `regmix train` run: the mixture its config names
+        # a plain `regmix train` run: the mixture its config names (each phase's, for a schedule)
+        weights, starts = config_schedule_weights(run_dir) or (weights_from_config(run_dir), None)
         if weights is None:
             warnings.append(f"{run_id}: no mixture.json (and not in --mixtures or a config.yaml); its weights "
                             "are left empty")
     status = _status(run_dir)
     prov = (raw or {}).get("provenance")
     split = prov.get("split") if isinstance(prov, dict) else None
-    rec = RunRecord(run_id, status, weights, split=split, path=run_dir)
+    rec = RunRecord(run_id, status, weights, split=split, path=run_dir, phase_starts=starts)
     path = run_dir / METRICS
     if not path.is_file():
         tb = tensorboard_dir(run_dir)
@@ -107,6 +111,42 @@ def read_run(run_dir: Path, warnings: list[str], mixtures: dict[str, dict[str, f
         warnings.append(f"{run_id}: {bad} unreadable line(s) in metrics.jsonl skipped (a run cut mid-write?)")
     rec.train.sort(key=lambda t: t[0])
     return rec
+
+
+def schedule_weights(path: Path, run_id: str, warnings: list[str]):
+    """A schedule run's weights keyed ``p<k>/<domain>``, its phase starts (fractions) and its first phase's raw
+    JSON (for the split in its provenance); ``(None, None, None)`` with a warning when it cannot be read."""
+    from regmix_plugin.schedule import Schedule
+
+    try:
+        sched = Schedule.load(path)
+        mixtures = [p.load() for p in sched.phases]
+        sched.domain_order(mixtures)
+        if not sched.fractional:
+            raise RegmixError("phases: give them as fractions of training (fraction: 0.8) to collect them")
+    except RegmixError as e:
+        warnings.append(f"{run_id}: {e}; its weights are left empty")
+        return None, None, None
+    weights = {f"p{k}/{n}": w for k, m in enumerate(mixtures) for n, w in zip(m.names, m.weights)}
+    return weights, sched.fractions(), read_json(Path(sched.phases[0].mixture_path))
+
+
+def config_schedule_weights(run_dir: Path) -> tuple[dict[str, float], list[float]] | None:
+    """A multi-phase `regmix train` run's weights keyed ``p<k>/<domain>`` and its phase starts as fractions of
+    its ``train.steps``, from its ``config.yaml``; None for a single-mixture run or an unreadable config."""
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        phases, steps = cfg["run"]["schedule"], int(cfg["train"]["steps"])
+        if len(phases) < 2:
+            return None
+        weights: dict[str, float] = {}
+        for k, p in enumerate(phases):
+            path = Path(p["mixture"])
+            mix = Mixture.load(path if path.is_absolute() else run_dir / path)
+            weights.update({f"p{k}/{n}": w for n, w in zip(mix.names, mix.weights)})
+        return weights, [int(p["start"]) / steps for p in phases]
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError, ValueError, MixtureError):
+        return None
 
 
 def weights_from_config(run_dir: Path) -> dict[str, float] | None:

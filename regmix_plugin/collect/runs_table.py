@@ -34,7 +34,10 @@ from regmix_plugin.collect.rundir import find_run_dirs, read_run
 from regmix_plugin.errors import RegmixError
 from regmix_plugin.io import atomic_write_text
 from regmix_plugin.sweep.state import COMPLETED
-from regmix_plugin.table import IMPORTED, WEIGHT_PREFIX, domains, from_regmix_csv, weight_column, write_runs
+from regmix_plugin.table import (
+    IMPORTED, PHASE_START, WEIGHT_PREFIX, domains, from_marin_csv, from_regmix_csv, phase_layout, phase_start_column,
+    weight_column, write_runs,
+)
 
 SUM_TOL = 1e-6  # for weights not rounded to few decimals
 
@@ -74,6 +77,8 @@ def records_table(records: list[RunRecord], step: int | None, warnings: list[str
             row["split"] = r.split
         for d, w in (r.weights or {}).items():
             row[weight_column(d)] = w
+        for k, s in enumerate((r.phase_starts or [])[1:], start=1):
+            row[phase_start_column(k)] = s
         s = step if step is not None else (max(r.evals) if r.evals else None)
         ev = r.evals.get(s) if s is not None else None
         if ev is None and r.evals and step is not None and r.status == COMPLETED:
@@ -142,15 +147,23 @@ def check_table(df: pd.DataFrame, warnings: list[str]) -> None:
         return
     w = df[[weight_column(d) for d in names]].to_numpy(dtype=float)
     tol = rounding_tolerance(w)
+    # A schedule table's weights sum to 1 within each phase (weight/p<k>/<domain>).
+    blocks: dict[str, list[int]] = {}
+    for j, n in enumerate(names):
+        m = re.match(r"^(p\d+)/", n)
+        blocks.setdefault(m.group(1) if m else "", []).append(j)
     # Whole columns at once, then one pass over the rows: linear in the runs (10,000 in bench/collect.py).
     empty = np.isnan(w)
-    totals = np.nansum(w, axis=1)
-    for rid, gaps, total in zip(df["run_id"], empty, totals):
+    totals = {b: np.nansum(w[:, cols], axis=1) for b, cols in blocks.items()}
+    for i, (rid, gaps) in enumerate(zip(df["run_id"], empty)):
         missing = [d for d, gap in zip(names, gaps) if gap]
         if missing and len(missing) < len(names):
             warnings.append(f"{rid}: no weight for domain(s) {', '.join(missing)}; left empty, not set to 0")
-        if len(missing) < len(names) and not math.isclose(float(total), 1.0, abs_tol=tol):
-            warnings.append(f"{rid}: weights sum to {total:.6g}, not 1 (tolerance {tol:.2g} for the rounding seen)")
+        for b, total in totals.items():
+            if len(missing) < len(names) and not math.isclose(float(total[i]), 1.0, abs_tol=tol):
+                where = f"phase {b[1:]} " if b else ""
+                warnings.append(f"{rid}: {where}weights sum to {total[i]:.6g}, not 1 (tolerance {tol:.2g} for the "
+                                "rounding seen)")
     ids = df["run_id"].astype(str)
     counts = ids.value_counts()
     for rid in sorted(counts.index[counts > 1]):
@@ -167,6 +180,7 @@ def check_table(df: pd.DataFrame, warnings: list[str]) -> None:
 def order_columns(df: pd.DataFrame) -> pd.DataFrame:
     first = ["run_id", "status"] + [c for c in ("split", "round") if c in df.columns]
     first += [c for c in df.columns if c.startswith(WEIGHT_PREFIX)]
+    first += [c for c in df.columns if PHASE_START.match(str(c))]
     lead = [c for c in ("step", "tokens", "train/loss") if c in df.columns]
     valid = [c for c in df.columns if c.startswith("valid/")]
     rest = [c for c in df.columns if c not in first + lead + valid]
@@ -193,13 +207,15 @@ def collect(run_dirs: list[str | Path] = (), step: int | None = None, regmix: li
             olmix: list[tuple[str, str]] = (), curves: list[str | Path] = (),
             mixtures: str | Path | None = None, lm_eval: list[str | Path] = (),
             climb_mixtures: list[str | Path] = (), climb: list[str | Path] = (),
-            climb_csv: list[str | Path] = ()) -> tuple[pd.DataFrame, list[str]]:
+            climb_csv: list[str | Path] = (), marin: list[str | Path] = (),
+            phases: list[float] = (0.8,)) -> tuple[pd.DataFrame, list[str]]:
     """The runs table and its warnings. ``regmix``/``olmix``: (mixture/ratios CSV, loss/metrics CSV) pairs;
     ``curves``: long curve files; ``mixtures``: weights of runs that carry none (see `collect.imported`);
     ``lm_eval``: folders of lm-evaluation-harness results, one subfolder per run (collect/lmeval.py), joined to
     the run directories of the same run id, else to ``climb_mixtures`` (folders of CLIMB n<K>.sh scripts) or
     ``mixtures``; ``climb``: CLIMB working folders; ``climb_csv``: CLIMB's lm_harness_results.csv files
-    (collect/climb.py)."""
+    (collect/climb.py); ``marin``: Marin-style schedule swarms (``phase_<k>_<domain>`` columns) whose phases
+    begin at ``phases``."""
     from regmix_plugin.collect.climb import read_climb_folder, read_lm_harness_csv
 
     warnings: list[str] = []
@@ -215,12 +231,15 @@ def collect(run_dirs: list[str | Path] = (), step: int | None = None, regmix: li
         frames.append(from_olmix_csv(ratios_csv, metrics_csv, warnings))
     frames += [read_climb_folder(f, warnings) for f in climb]
     frames += [read_lm_harness_csv(f) for f in climb_csv]
+    for path in marin:
+        frames.append(from_marin_csv(path, list(phases)))
     for folder in lm_eval:
         frames = join_lm_eval(frames, folder, climb_mixtures, mixtures, warnings)
     if not frames:
-        raise RegmixError("collect: no runs found; give run directories, --curves, --regmix, --olmix, --lm-eval or "
-                          "--climb")
+        raise RegmixError("collect: no runs found; give run directories, --curves, --regmix, --olmix, --lm-eval, "
+                          "--climb or --marin")
     df = order_columns(pd.concat(frames, ignore_index=True, sort=False))
+    phase_layout(df)  # single mixtures and schedules do not mix; schedules share their domains and boundaries
     check_table(df, warnings)
     return df, warnings
 

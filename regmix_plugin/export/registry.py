@@ -30,6 +30,15 @@ BUILTIN_MODULES = ("megatron_args", "data_args", "per_split_json", "bridge", "cl
 FORMATS: Registry[ExportFormat] = Registry("export format", "--format", "regmix_plugin.export", BUILTIN_MODULES)
 register = FORMATS.register
 
+# Formats of a multi-phase schedule (a schedule YAML): ``(schedule, options) -> str`` (export/schedules.py), where
+# options carry the run's --train-iters and --global-batch-size. Same registry shape, its own names.
+SCHEDULE_FORMATS: Registry = Registry("schedule export format", "--format", "regmix_plugin.export", ("schedules",))
+register_schedule = SCHEDULE_FORMATS.register
+
+
+def schedule_formats() -> list[str]:
+    return SCHEDULE_FORMATS.names()
+
 
 def available() -> list[str]:
     """The export formats: the built-in ones first, then any registered elsewhere."""

@@ -29,7 +29,12 @@ from regmix_plugin.fit.registry import get_predictor, load_predictor, predictor_
 from regmix_plugin.fit.targets import Target, missing_report, parse_target
 from regmix_plugin.io import atomic_write_bytes, atomic_write_json
 from regmix_plugin.table import domains as table_domains
-from regmix_plugin.table import from_regmix_csv, read_runs, weight_domain, weight_matrix
+from regmix_plugin.table import from_regmix_csv, phase_layout, phase_lengths, read_runs, weight_domain, weight_matrix
+
+# Over a schedule runs table (weight/p<k>/<d>) `auto` also scores the phase-aware law, and the control that sees
+# only the time-averaged exposure is scored beside every fit (fit/phaselaw.py; docs/phases.md).
+PHASE_CANDIDATES = ("phase-law", "averaged-exposure")
+PHASE_CONTROL = "averaged-exposure"
 
 MODEL_FORMAT = "regmix-model"
 USABLE_STATUS = ("completed", "imported")
@@ -72,6 +77,8 @@ class FittedModel:
     interactions: dict[str, Any] = field(default_factory=dict)
     auxiliary: list[str] = field(default_factory=list)  # metric columns fitted beside the target (joint-law)
     selection: dict[str, Any] = field(default_factory=dict)  # how auto chose (its rule, the CV leader, the margin)
+    # a schedule model's phases: {"domains": [...], "starts": [0, 0.8], "lengths": [0.8, 0.2]}; {} for a mixture's
+    phases: dict[str, Any] = field(default_factory=dict)
 
     @property
     def chosen(self) -> str:
@@ -102,6 +109,7 @@ class FittedModel:
                 "interactions": self.interactions,
                 "auxiliary_columns": self.auxiliary,
                 "selection": self.selection,
+                "phases": self.phases,
             },
         )
         return directory
@@ -136,6 +144,7 @@ class FittedModel:
             interactions=doc.get("interactions", {}),
             auxiliary=list(doc.get("auxiliary_columns", [])),
             selection=dict(doc.get("selection", {})),
+            phases=dict(doc.get("phases", {})),
         )
 
     def cv_score(self, metric: str = "spearman") -> float | None:
@@ -206,6 +215,15 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
     df, dropped = usable_runs(df, target)
     names = table_domains(df)
     X, y = weight_matrix(df), target.values(df)
+    layout = phase_layout(df)
+    phases: dict[str, Any] = {}
+    by_name: dict[str, dict] = {}  # hyperparameters a predictor needs from the table: a schedule's phase lengths
+    compare = list(cfg.compare)
+    if layout is not None:
+        lengths = phase_lengths(layout[1])
+        phases = {"domains": layout[0], "starts": layout[1], "lengths": lengths}
+        by_name = {n: {"lengths": lengths} for n in PHASE_CANDIDATES}
+        compare += [PHASE_CONTROL] if PHASE_CONTROL != cfg.predictor and PHASE_CONTROL not in compare else []
     if len(y) < max(cfg.folds, 3):
         raise RegmixError(f"--runs: only {len(y)} usable run(s) with a finite {target.expr!r}; need at least {max(cfg.folds, 3)}")
     listener = listener or FitListener()
@@ -213,6 +231,16 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
     listener.direction(target)
     params = dict(cfg.params)
     params.setdefault("random_state", cfg.seed)
+    for k, v in by_name.get(cfg.predictor, {}).items():
+        params.setdefault(k, v)
+    if layout is not None and cfg.predictor == "auto":
+        from regmix_plugin.fit.auto import DEFAULT_CANDIDATES
+
+        params.setdefault("candidates", (*DEFAULT_CANDIDATES, *PHASE_CANDIDATES))
+        params["candidate_params"] = {**by_name, **(params.get("candidate_params") or {})}
+    from dataclasses import replace
+
+    cfg = replace(cfg, params=params, compare=tuple(compare))
     # Everything a predictor may use; each takes what its class declares in `needs` (fit/base.py): per-column
     # the target's columns, joint-law the runs' other per-domain validation losses as auxiliaries.
     aux_names, aux = auxiliary_losses(df, target)
@@ -226,12 +254,12 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         cv_rows, oof, reason = list(model.cv_), {model.chosen_: model.oof_}, model.reason_
         extra = [c for c in cfg.compare if c not in {r["predictor"] for r in cv_rows}]
         if extra:
-            cv_rows += _cross_validate(extra, data, cfg, {}, oof, _fold_cache(X, y, cfg, listener), listener)
+            cv_rows += _cross_validate(extra, data, cfg, {}, oof, _fold_cache(X, y, cfg, listener), listener, by_name)
         selection = dict(model.selection_)
     else:
         names_cv = [cfg.predictor, *[c for c in cfg.compare if c != cfg.predictor]]
         cache = _fold_cache(X, y, cfg, listener)
-        cv_rows = _cross_validate(names_cv, data, cfg, params, oof := {}, cache, listener)
+        cv_rows = _cross_validate(names_cv, data, cfg, params, oof := {}, cache, listener, by_name)
         reason = f"{cfg.predictor} was requested (--predictor)"
         if cls.needs:
             model = get_predictor(cfg.predictor, **params).fit(data)
@@ -266,6 +294,7 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         X=X,
         auxiliary=aux_names if model.uses_auxiliary() else [],  # part of the model: recorded beside it
         selection=selection,
+        phases=phases,
     )
 
 
@@ -274,11 +303,12 @@ def _fold_cache(X: np.ndarray, y: np.ndarray, cfg: FitConfig, listener: FitListe
 
 
 def _cross_validate(names: list[str], data: FitData, cfg: FitConfig, params: dict, oof: dict[str, np.ndarray],
-                    cache: FoldCache, listener: FitListener) -> list[dict]:
+                    cache: FoldCache, listener: FitListener, by_name: dict[str, dict] | None = None) -> list[dict]:
     """CV rows of ``names`` on the cache's folds (the requested predictor with ``params`` and, when its class
     needs more than the target (per-column, joint-law), on the fit's data; the others with their defaults, on
     the target); fills ``oof``."""
-    specs = {n: (n, params if n == cfg.predictor else {"random_state": cfg.seed}) for n in names}
+    specs = {n: (n, params if n == cfg.predictor else {"random_state": cfg.seed, **(by_name or {}).get(n, {})})
+             for n in names}
     listener.start(len(names) * len(cache.folds))
     rows = []
     try:

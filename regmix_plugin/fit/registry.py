@@ -19,7 +19,8 @@ from regmix_plugin.errors import check_choice
 from regmix_plugin.fit.base import ARTIFACT_FORMAT, ARTIFACT_VERSION, FitError, Predictor, State
 
 # Imported on first use, in this order (the order `available` lists the names in).
-BUILTIN_MODULES = ("linear", "lightgbm", "mixing_law", "stack", "efflaw", "gp", "percolumn", "jointlaw", "auto")
+BUILTIN_MODULES = ("linear", "lightgbm", "mixing_law", "stack", "efflaw", "gp", "percolumn", "jointlaw", "phaselaw",
+                   "auto")
 
 _REGISTRY: dict[str, type[Predictor]] = {}
 P = TypeVar("P", bound=type[Predictor])

@@ -44,7 +44,8 @@ class MixtureSource:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "MixtureSource":
         if args.data_schedule_from:
-            schedule = Schedule.load(args.data_schedule_from)
+            # phases given as fractions of training resolve against this run's iterations
+            schedule = Schedule.load(args.data_schedule_from).for_megatron(args.train_samples, args.global_batch_size)
             return cls(args.data_schedule_from, schedule, [p.load() for p in schedule.phases])
         return cls(args.data_mixture_from, None, [Mixture.load(args.data_mixture_from)])
 

@@ -76,6 +76,8 @@ def _peek(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     p.add_argument("--data-schedule-from")
     p.add_argument("--phase-transition-iterations")
+    p.add_argument("--train-samples", type=int)
+    p.add_argument("--global-batch-size", type=int)
     p.add_argument("--transformer-impl")
     for flag in ("--no-rope-fusion", "--no-gradient-accumulation-fusion", "--no-masked-softmax-fusion",
                  "--no-persist-layer-norm"):
@@ -151,7 +153,8 @@ def prepare_launch(argv: list[str], environ: dict | None = None, kernels: Kernel
     seen = _peek(argv)
 
     if seen.data_schedule_from and seen.phase_transition_iterations is None:
-        launch.argv += Schedule.load(seen.data_schedule_from).megatron_args()
+        sched = Schedule.load(seen.data_schedule_from).for_megatron(seen.train_samples, seen.global_batch_size)
+        launch.argv += sched.megatron_args()
 
     added, notes = implementation_flags(seen, Kernels.detect() if kernels is None else kernels)
     launch.argv += added

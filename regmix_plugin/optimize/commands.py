@@ -23,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="regmix-opt", help="name of the written mixture")
     p.add_argument("--report", help="also write a markdown/HTML report with figures into this folder")
-    p.add_argument("--out", required=True, help="regmix.json to write")
+    p.add_argument("--out", required=True, help="regmix.json to write; for a model fitted on schedules, the schedule "
+                                                "YAML (phase<k>.json and <stem>.png are written beside it)")
     p.set_defaults(func=cmd_optimize)
 
 
@@ -39,6 +40,8 @@ def cmd_optimize(args) -> int:
     cons = Constraints.load(args.constraints)
     cfg = SearchConfig(mode=args.mode, n_samples=args.samples, top_k=args.top_k, n_starts=args.starts, seed=args.seed)
     base = Mixture.load(args.base_mixture) if args.base_mixture else None
+    if model.phases:
+        return _optimize_schedule(args, model, cons, cfg, base)
     out = optimize(model, cons, cfg, base, name=args.name, study=args.study, coverage=args.coverage)
     out.mixture.save(args.out)
     prov = out.mixture.provenance
@@ -57,4 +60,30 @@ def cmd_optimize(args) -> int:
 
         paths = write_fit_report(model, out, args.report)
         print(f"wrote report {paths[0]}")
+    return 0
+
+
+def _optimize_schedule(args, model, cons, cfg, base) -> int:
+    from regmix_plugin.errors import ConfigError
+    from regmix_plugin.optimize.phases import optimize_schedule, write_schedule
+
+    if args.report:
+        raise ConfigError("--report: not written for schedules yet; the figure <out stem>.png shows both phases")
+    if not str(args.out).endswith((".yaml", ".yml")):
+        raise ConfigError(f"--out {args.out}: the model was fitted on schedules; name the schedule YAML to write "
+                          "(e.g. opt/schedule.yaml)")
+    name = "regmix-schedule" if args.name == "regmix-opt" else args.name
+    out = optimize_schedule(model, cons, cfg, base, name=name, study=args.study, coverage=args.coverage)
+    paths = write_schedule(out, args.out)
+    g = out.gain
+    iv = g.get("interval") or {}
+    span = (f" ({iv['coverage']:.0%} interval {iv['lower']:.4f} to {iv['upper']:.4f})"
+            if iv.get("lower") is not None else "")
+    print(f"predictor {model.chosen}; {out.method} search of {len(out.phases)}-phase schedules in {out.seconds:.2f}s")
+    print(f"predicted {model.target.expr}: schedule {out.predicted:.4f}, best single mixture {out.predicted_single:.4f}; "
+          f"predicted gain {g['predicted']:.4f}{span}")
+    for k, m in enumerate(out.phases):
+        top = sorted(zip(m.names, m.weights), key=lambda t: -t[1])[:4]
+        print(f"  phase {k}: " + ", ".join(f"{n} {w:.3f}" for n, w in top))
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -36,6 +36,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise ConfigError("--init-from: not allowed with --resume (a resumed run restores its own weights)")
     cfg = ProxyConfig.load(args.config, args.overrides)
     schedule = Schedule.load(args.schedule) if args.schedule else Schedule.single(args.mixture)
+    # A schedule synthesized or optimised for any length gives its boundaries as fractions of training.
+    schedule = schedule.resolve(cfg.train.steps)
 
     from regmix_plugin.proxy.trainer import train  # imports megatron-core: keep `regmix --help` fast
 

@@ -73,6 +73,55 @@ def _mixture_files(study: Study, base: Mixture) -> list[tuple[str, Path]]:
     return [(r, p) for r, p, _ in found]
 
 
+def _check_schedule_study(study: Study, n_schedules: int, n_runs: int, reuse: bool, repetition: bool) -> None:
+    import string
+
+    if n_schedules != n_runs:
+        raise RegmixError(f"mixtures: {n_schedules} of {n_runs} candidates are schedules; a study runs mixtures or "
+                          "schedules, not both")
+    used = {f for _, f, _, _ in string.Formatter().parse(study.command) if f is not None}
+    if "schedule" not in used:
+        raise RegmixError("command: the study's candidates are schedules; pass --schedule {schedule} (or "
+                          "--data-schedule-from {schedule} for Megatron)")
+    if reuse or repetition:
+        raise RegmixError(f"{'reuse' if reuse else 'repetition'}: not supported for schedules yet; drop it from "
+                          "the study")
+
+
+def _place_schedule(study: Study, base: Mixture, run_id: str, path: Path) -> None:
+    """Copy a candidate schedule into ``<run_dir>/schedule/`` (its YAML and one mixture per phase, rebased)."""
+    import yaml
+
+    from regmix_plugin.io import atomic_write_text
+    from regmix_plugin.schedule import Schedule
+    from regmix_plugin.sweep.state import SCHEDULE, SCHEDULE_DIR
+
+    sched = Schedule.load(path)
+    mixtures = [p.load() for p in sched.phases]
+    sched.domain_order(mixtures)  # every phase lists the same domains, validated alike
+    for k, mix in enumerate(mixtures):
+        if mix.names != base.names:
+            raise RegmixError(f"mixtures: {path} phase {k} has domains {', '.join(mix.names)} but base_mixture has "
+                              f"{', '.join(base.names)}; make them match")
+    folder = study.runs_dir / run_id / SCHEDULE_DIR
+    placed = [m.rebased(folder) for m in mixtures]
+    key = "fraction" if sched.fractional else "start"
+    doc = {"phases": [{key: (p.fraction if sched.fractional else p.start), "mixture": f"phase{k}.json"}
+                      for k, p in enumerate(sched.phases)]}
+    target = study.runs_dir / run_id / SCHEDULE
+    if target.is_file():
+        old = [Mixture.load(folder / f"phase{k}.json").content_hash() if (folder / f"phase{k}.json").is_file() else None
+               for k in range(len(placed))]
+        if old != [m.content_hash() for m in placed] or yaml.safe_load(target.read_text(encoding="utf-8")) != doc:
+            raise RegmixError(f"mixtures: {run_id} changed since its run directory was made ({target}); "
+                              "use a new out folder for new schedules")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, m in enumerate(placed):
+        m.save(folder / f"phase{k}.json")
+    atomic_write_text(target, yaml.safe_dump(doc, sort_keys=False))
+
+
 def prepare(study: Study) -> Prepared:
     """Write ``sweep.json`` and one run directory (with its ``mixture.json``) per mixture; idempotent."""
     base = Mixture.load(study.base_mixture)
@@ -81,7 +130,13 @@ def prepare(study: Study) -> Prepared:
     runs = _mixture_files(study, base)
     reuse = _reuse_plan(study, base)
     repetition = _repetition_plan(study, reuse.full_base() if reuse else base)
+    schedules = [p for _, p in runs if p.suffix in (".yaml", ".yml")]
+    if schedules:
+        _check_schedule_study(study, len(schedules), len(runs), reuse is not None, repetition is not None)
     for run_id, path in runs:
+        if path.suffix in (".yaml", ".yml"):
+            _place_schedule(study, base, run_id, path)
+            continue
         mix = Mixture.load(path)
         if mix.names != base.names:
             missing = sorted(set(base.names) ^ set(mix.names))

@@ -38,7 +38,7 @@ from regmix_plugin import processes
 from regmix_plugin.errors import RegmixError, one_line
 from regmix_plugin.io import read_json_file
 from regmix_plugin.sweep.state import (
-    COMPLETED, FAILED, LOG, METRICS, OUTCOME, OWN_FILES, RUNNING, RunLock, Status, now, read_json,
+    COMPLETED, FAILED, LOG, METRICS, OUTCOME, OWN_FILES, RUNNING, SCHEDULE, RunLock, Status, now, read_json,
 )
 
 EXIT_BUSY = 75  # another live runner holds this run
@@ -70,6 +70,7 @@ def can_run_inprocess(command_template: str) -> bool:
 def render_command(spec: dict[str, Any], run_id: str, run_dir: Path) -> str:
     values = {
         "python": spec["python"], "mixture": str(run_dir / "mixture.json"), "config": spec.get("config") or "",
+        "schedule": str(run_dir / SCHEDULE),
         "run_dir": str(run_dir), "run_id": run_id, "study_dir": spec["study_dir"],
     }
     return spec["command"].format(**{k: shlex.quote(v) for k, v in values.items()})

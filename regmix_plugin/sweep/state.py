@@ -31,7 +31,10 @@ LOG = "log.txt"
 OUTCOME = "outcome.json"
 METRICS = "metrics.jsonl"
 MIXTURE = "mixture.json"
-OWN_FILES = {STATUS, LOCK, LOG, MIXTURE, "attempts"}
+# A schedule run's schedule.yaml and phase mixtures (the sweep writes them; {schedule} names the YAML)
+SCHEDULE_DIR = "schedule"
+SCHEDULE = f"{SCHEDULE_DIR}/schedule.yaml"
+OWN_FILES = {STATUS, LOCK, LOG, MIXTURE, SCHEDULE_DIR, "attempts"}
 HEARTBEAT_S = 30.0
 
 # What `run_state` reports.

@@ -18,6 +18,7 @@ Example (``megatron_configs/study-tiny.yaml``)::
     reuse: reuse/plan.json                 # a reduced study of `regmix reuse plan` (docs/reuse.md)
 
 Placeholders in ``command``: ``{python}`` (this interpreter), ``{mixture}`` (the run's ``mixture.json``),
+``{schedule}`` (a schedule study's ``schedule/schedule.yaml``: its phases as fractions of training),
 ``{config}``, ``{run_dir}``, ``{run_id}``, ``{study_dir}``. Values are shell-quoted; the command runs under
 ``bash -c`` in the study file's folder. A Megatron launch looks like
 ``torchrun ... pretrain_gpt.py ... --data-mixture-from {mixture} --save {run_dir}/checkpoints``.
@@ -43,7 +44,9 @@ from regmix_plugin.synthesize.config import SynthConfig
 from regmix_plugin.synthesize.repetition import RepetitionConfig
 
 DEFAULT_COMMAND = "{python} -m regmix_plugin train --mixture {mixture} --config {config} --run-dir {run_dir}"
-PLACEHOLDERS = ("python", "mixture", "config", "run_dir", "run_id", "study_dir")
+PLACEHOLDERS = ("python", "mixture", "config", "run_dir", "run_id", "study_dir", "schedule")
+# A study of multi-phase schedules (synthesize.phases, or a folder of schedules) trains each with this command.
+SCHEDULE_COMMAND = "{python} -m regmix_plugin train --schedule {schedule} --config {config} --run-dir {run_dir}"
 
 
 _SAYS = "expected {expect}, got {value}"
@@ -95,8 +98,17 @@ class Study:
             raise ConfigError(f"command: unknown placeholder {{{unknown[0]}}}; use {names}")
         _need("config" not in used or self.proxy_config is not None,
               "proxy_config: the command uses {config}; set proxy_config to the proxy model's YAML")
-        _need("mixture" in used, "command: the template never passes {mixture}; add --mixture {mixture} "
-                                 "(or --data-mixture-from {mixture} for Megatron)")
+        phased = self.synthesize is not None and bool(self.synthesize.phases)
+        if phased and self.command == DEFAULT_COMMAND:  # the default command, for schedules
+            self.command = SCHEDULE_COMMAND
+            used = (used - {"mixture"}) | {"schedule"}
+        if phased:
+            _need("schedule" in used, "command: synthesize.phases makes schedules; pass --schedule {schedule} "
+                                      f"(e.g. command: \"{SCHEDULE_COMMAND}\")")
+        else:
+            _need("mixture" in used or "schedule" in used,
+                  "command: the template never passes {mixture}; add --mixture {mixture} "
+                  "(or --data-mixture-from {mixture} for Megatron)")
         self.env = {str(k): str(v) for k, v in self.env.items()}
         if self.local.preload is True:
             from regmix_plugin.sweep.runner import can_run_inprocess

@@ -10,7 +10,7 @@ from regmix_plugin.mixture import Mixture
 
 # Every scalar setting of the sampler gets a flag of its own, read from its config class; these two take a
 # mapping or a list (`--nonzero` is parsed below, prior_weights only in a file).
-_NO_FLAG = {"prior_weights", "nonzero"}
+_NO_FLAG = {"prior_weights", "nonzero", "phases"}
 
 
 def _synth_flags() -> list[str]:
@@ -44,6 +44,8 @@ def register(sub) -> None:
                        help=f"synthesize.{name} (see docs/sweeps.md)")
     p.add_argument("--nonzero", help="comma-separated domains (or 'all') that always get weight >= minimum")
     p.add_argument("--no-max-usage", action="store_true", help="disable the max_usage rejection bound")
+    p.add_argument("--phases", help="multi-phase schedules: where phases 1.. begin as fractions of training, "
+                                    "comma-separated and increasing in (0, 1), e.g. 0.8 (docs/phases.md)")
     r = p.add_argument_group("next round (CLIMB-style bootstrapping)")
     r.add_argument("--around", metavar="MODEL_DIR", help="draw --n mixtures where this fitted model predicts the best "
                    "target (in its direction), spread over the top of a candidate pool, plus where it is least "
@@ -53,6 +55,13 @@ def register(sub) -> None:
                    help="--around: share of the round drawn where the model is least certain (default 0.25; GP only)")
     r.add_argument("--round", type=int, default=2, help="--around: round number; files are r<ROUND>_n0001.json ...")
     p.set_defaults(func=_synthesize)
+
+
+def _phase_boundary(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--phases: {text!r} is not a number; give fractions of training such as 0.8 or 0.5,0.8") from None
 
 
 def synth_config_from_args(args: argparse.Namespace):
@@ -70,6 +79,8 @@ def synth_config_from_args(args: argparse.Namespace):
             data[name] = getattr(args, name)
     if args.nonzero:
         data["nonzero"] = "all" if args.nonzero == "all" else [x for x in args.nonzero.split(",") if x]
+    if args.phases:
+        data["phases"] = [_phase_boundary(x) for x in args.phases.split(",")]
     if args.no_max_usage:
         data["max_usage"] = None
     return SynthConfig.from_dict(data)
@@ -84,6 +95,8 @@ def _synthesize(args: argparse.Namespace) -> int:
         from regmix_plugin.synthesize.around import write_round
 
         model = FittedModel.load(args.around)
+        if cfg.phases or model.phases:
+            raise ConfigError("--around: rounds of schedules are not supported yet; draw schedules without --around")
         man = write_round(cfg, Mixture.load(args.base), args.out, model, args.around, cfg.n, args.pool, args.explore,
                           args.round, overwrite=args.overwrite)
         print(f"{args.out}: {len(man['mixtures'])} mixtures of round {args.round} around {args.around} "
@@ -92,7 +105,8 @@ def _synthesize(args: argparse.Namespace) -> int:
     man = write_synthesis(cfg, Mixture.load(args.base), args.out, overwrite=args.overwrite)
     n_train = sum(1 for e in man["mixtures"] if e["split"] == "train")
     s = man["stats"]
-    print(f"{args.out}: {n_train} mixtures + {len(man['mixtures']) - n_train} held out over "
+    kind = f"{len(cfg.phases) + 1}-phase schedules" if cfg.phases else "mixtures"
+    print(f"{args.out}: {n_train} {kind} + {len(man['mixtures']) - n_train} held out over "
           f"{len(man['domains'])} domains ({s['candidates']} draws, {s['rejected']} rejected by caps, "
           f"{s['duplicates']} duplicates)")
     return 0

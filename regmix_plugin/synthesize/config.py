@@ -16,6 +16,10 @@ from regmix_plugin.errors import ConfigError
 
 PRIOR_SOURCES = ("auto", "tokens", "idx", "weights", "uniform")
 SAMPLERS = ("dirichlet", "sobol")
+PHASE_MODES = ("independent", "anchored")
+# Settings of multi-phase synthesis: left out of the digest while no phases are asked for, so a folder
+# synthesized before they existed keeps its digest (a sweep resumes it).
+PHASE_FIELDS = ("phases", "phase_mode", "anchor_strength")
 
 
 _SAYS = "{value} must be {bound}"
@@ -49,6 +53,14 @@ class SynthConfig:
     # with target_tokens: weight_d <= tokens_d * max_epochs / target_tokens
     max_epochs: Number(gt=0, says=_SAYS) = 4.0
     max_candidates: Number(integer=True) | None = None  # draws before giving up; default 100 * (n + heldout) as in RegMix
+    # Multi-phase schedules (docs/phases.md): where phases 1.. begin, as increasing fractions of training in
+    # (0, 1) (`--phases 0.8`: 80 % then 20 %); empty: single mixtures.
+    phases: list[Number(gt=0, lt=1, says="{value} must be a fraction of training in (0, 1), e.g. 0.8")] = \
+        field(default_factory=list)
+    # independent: every phase its own Dirichlet around the prior (RegMix's draw per phase); anchored: phase 0
+    # around the prior, each later phase around the one before (Dir(anchor_strength * D * previous))
+    phase_mode: Choice(*PHASE_MODES) = "independent"
+    anchor_strength: Number(gt=0, says=_SAYS) = 5.0  # anchored: larger keeps later phases closer to the earlier
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -68,6 +80,11 @@ class SynthConfig:
              f"synthesize.max_candidates: {self.max_candidates} is below n + heldout")
         need(self.prior_weights is None or len(self.prior_weights) > 0,
              "synthesize.prior_weights: expected a {domain: share} mapping")
+        for a, b in zip(self.phases, self.phases[1:]):
+            need(b > a, f"synthesize.phases: {list(self.phases)} are not increasing; give the boundaries in order, "
+                        "e.g. 0.5,0.8")
+        need(not self.phases or self.sampler == "dirichlet",
+             "synthesize.sampler: phases are drawn by Dirichlet per phase; use sampler: dirichlet with phases")
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "synthesize") -> "SynthConfig":
@@ -75,4 +92,8 @@ class SynthConfig:
         return validate(cls, data, prefix=where)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        d = asdict(self)
+        if not self.phases:
+            for k in PHASE_FIELDS:
+                d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -246,6 +246,12 @@ def write_synthesis(cfg: SynthConfig, base: Mixture, out_dir: str | os.PathLike,
     existing = sorted(out.glob("n[0-9]*.json")) + sorted(out.glob("heldout/h[0-9]*.json"))
     if existing and not overwrite:
         raise RegmixError(f"--out {out}: already holds mixtures ({existing[0].name}); pick a new folder or pass --overwrite")
+    if cfg.phases:
+        sched = sorted(out.glob("n[0-9]*/" + SCHEDULE_FILE)) + sorted(out.glob("heldout/h[0-9]*/" + SCHEDULE_FILE))
+        if sched and not overwrite:
+            raise RegmixError(f"--out {out}: already holds schedules ({sched[0].parent.name}); pick a new folder or "
+                              "pass --overwrite")
+        return _write_schedules(cfg, base, out, existing + sched)
     for f in existing:
         f.unlink()
     res = synthesize(cfg, base)
@@ -266,6 +272,79 @@ def write_synthesis(cfg: SynthConfig, base: Mixture, out_dir: str | os.PathLike,
         "upper_bound": dict(zip(res.names, map(float, res.plan.upper))),
         "floor": dict(zip(res.names, map(float, res.plan.floor))),
         "strengths": [float(s) for s in res.plan.strengths],
+        "stats": res.stats,
+        "mixtures": entries,
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+SCHEDULE_FILE = "schedule.yaml"
+
+
+def _write_schedules(cfg: SynthConfig, base: Mixture, out: Path, old: list[Path]) -> dict:
+    """Schedules: ``n0001/schedule.yaml`` with ``n0001/phase0.json``... per candidate (heldout/h0001/...),
+    ``weights.csv`` with ``weight/p<k>/<domain>`` and ``phase/p<k>/start`` columns, and ``manifest.json``."""
+    import shutil
+
+    import yaml
+
+    from regmix_plugin.io import atomic_write_text
+    from regmix_plugin.schedule import Schedule
+    from regmix_plugin.synthesize.phases import phase_lengths, synthesize_schedules
+    from regmix_plugin.table import phase_start_column, phase_weight_column
+
+    p = plan(cfg, base)
+    res = synthesize_schedules(cfg, p)  # before anything is removed: a failed draw leaves the folder as it was
+    for f in old:
+        if f.name == SCHEDULE_FILE:
+            shutil.rmtree(f.parent)
+        else:
+            f.unlink()
+    starts = [0.0, *map(float, cfg.phases)]
+    doc = {"phases": [{"fraction": s, "mixture": f"phase{k}.json"} for k, s in enumerate(starts)]}
+    Schedule.from_dict(doc, out)  # the one config layer checks the schedule before anything is written
+    entries, rows = [], []
+    for split, prefix, folder, block in (("train", "n", out, res.weights), ("heldout", "h", out / "heldout", res.heldout)):
+        width = max(4, len(str(len(block))))
+        for i, sched in enumerate(block, start=1):
+            run_id = f"{prefix}{i:0{width}d}"
+            cand = folder / run_id
+            template = base.rebased(cand)
+            hashes = []
+            for k, row in enumerate(sched):
+                mix = Mixture.from_weights(
+                    dict(zip(p.names, (float(x) for x in row))), template=template, name=f"{run_id}-phase{k}",
+                    provenance={"tool": "regmix synthesize", "version": __version__, "seed": cfg.seed,
+                                "phase": k, "phase_start": starts[k], "phase_mode": cfg.phase_mode,
+                                "config_digest": cfg.digest(), "split": split},
+                )
+                mix.save(cand / f"phase{k}.json")
+                hashes.append(mix.content_hash())
+            atomic_write_text(cand / SCHEDULE_FILE, yaml.safe_dump(doc, sort_keys=False))
+            entries.append({"run_id": run_id, "split": split, "file": str((cand / SCHEDULE_FILE).relative_to(out)),
+                            "hash": ":".join(hashes)})
+            row = {"run_id": run_id, "split": split, "status": "pending"}
+            for k, wk in enumerate(sched):
+                row.update({phase_weight_column(k, n): float(x) for n, x in zip(p.names, wk)})
+            row.update({phase_start_column(k): starts[k] for k in range(1, len(starts))})
+            rows.append(row)
+    write_runs(pd.DataFrame(rows), out / "weights.csv")
+    manifest = {
+        "version": 1,
+        "tool": "regmix synthesize",
+        "regmix_version": __version__,
+        "config": asdict(cfg),
+        "config_digest": cfg.digest(),
+        "domains": p.names,
+        "phases": {"starts": starts, "lengths": phase_lengths(cfg.phases).tolist(), "mode": cfg.phase_mode},
+        "prior": dict(zip(p.names, map(float, p.prior))),
+        "token_share": dict(zip(p.names, map(float, p.share))),
+        "tokens": p.tokens,
+        # the caps bound each domain's exposure over the whole schedule, sum_k length_k * w_kd
+        "upper_bound": dict(zip(p.names, map(float, p.upper))),
+        "floor": dict(zip(p.names, map(float, p.floor))),
+        "strengths": [float(s) for s in p.strengths],
         "stats": res.stats,
         "mixtures": entries,
     }
@@ -372,5 +451,7 @@ def manifest_mixtures(folder: str | os.PathLike) -> list[tuple[str, Path, str]]:
         return [(e.run_id, folder / e.file, e.split) for e in entries]
     found = [(p.stem, p, "train") for p in sorted(folder.glob("*.json")) if p.name != MANIFEST]
     found += [(p.stem, p, "heldout") for p in sorted(folder.glob("heldout/*.json"))]
+    found += [(p.parent.name, p, "train") for p in sorted(folder.glob(f"*/{SCHEDULE_FILE}")) if p.parent.name != "heldout"]
+    found += [(p.parent.name, p, "heldout") for p in sorted(folder.glob(f"heldout/*/{SCHEDULE_FILE}"))]
     return found
 
