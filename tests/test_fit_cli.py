@@ -113,3 +113,40 @@ def test_cli_on_a_slice_of_regmix_data(regmix_data, tmp_path, capsys):
     assert main(["optimize", "--model", str(tmp_path / "model"), "--samples", "5000", "--out", str(tmp_path / "r.json")]) == 0
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["provenance"]["predicted_target"] < doc["provenance"]["baselines"]["prior"]["predicted"]
+
+
+def test_heldout_runs_are_kept_out_of_the_fit_and_scored(tmp_path, capsys):
+    """Runs marked split = heldout (as `regmix collect` marks synthesized held-out mixtures) are not fitted on by
+    default; the fit scores them and says so; --include-heldout fits on them and says nothing scored the fit."""
+    from regmix_plugin.fit.model import FittedModel
+
+    df = synthetic_runs(40)
+    df.insert(2, "split", ["heldout" if i % 5 == 0 else "train" for i in range(40)])  # 8 held out, r000 r005 ...
+    write_runs(df, tmp_path / "runs.csv")
+    base = ["fit", "--runs", str(tmp_path / "runs.csv"), "--target", "valid/web/loss", "--predictor", "mixing-law",
+            "--params", '{"n_starts": 2}', "--folds", "3"]
+    assert main(base + ["--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "3-fold cross-validation on 31 runs" in out  # 40 - 1 failed - 8 held out
+    assert "held-out: 8 run(s) never fitted on (split = heldout): Spearman" in out
+    model = FittedModel.load(tmp_path / "m")
+    assert model.n_runs == 31 and model.heldout["runs"] == 8 and not model.heldout["included_in_fit"]
+    assert model.heldout["spearman"] > 80  # a real score of the law on runs it never saw
+    assert sorted(model.heldout["predictions"]) == [f"r{i:03d}" for i in range(0, 40, 5)]
+    from regmix_plugin.optimize.report import write_fit_report
+
+    md = write_fit_report(model, None, tmp_path / "report")[0].read_text()
+    assert "Held-out: 8 run(s) never fitted on" in md
+    assert main(base + ["--include-heldout", "--out", str(tmp_path / "m2")]) == 0
+    out = capsys.readouterr().out
+    assert "3-fold cross-validation on 39 runs" in out and "were fitted on (--include-heldout)" in out
+    assert FittedModel.load(tmp_path / "m2").heldout == {"runs": 8, "included_in_fit": True}
+
+
+def test_a_table_of_heldout_runs_only_is_one_line_and_exit_2(tmp_path, capsys):
+    df = synthetic_runs(12)
+    df["split"] = "heldout"
+    write_runs(df, tmp_path / "runs.csv")
+    rc = main(["fit", "--runs", str(tmp_path / "runs.csv"), "--target", "valid/web/loss", "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--include-heldout" in err and len(err.strip().splitlines()) == 1

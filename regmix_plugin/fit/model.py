@@ -44,6 +44,9 @@ class FitConfig:
     compare: tuple[str, ...] = ()  # extra predictors to put in the CV table beside the chosen one
     folds: int = 5
     seed: int = 0
+    # Fit on the runs marked ``split = heldout`` too (`regmix collect` marks the mixtures `regmix synthesize`
+    # wrote apart); by default they are kept out of the fit and scored (--include-heldout).
+    include_heldout: bool = False
 
     def __post_init__(self) -> None:
         predictor_class(self.predictor)
@@ -71,6 +74,9 @@ class FittedModel:
     interactions: dict[str, Any] = field(default_factory=dict)
     auxiliary: list[str] = field(default_factory=list)  # metric columns fitted beside the target (joint-law)
     selection: dict[str, Any] = field(default_factory=dict)  # how auto chose (its rule, the CV leader, the margin)
+    # The held-out runs (split = heldout): how many, whether they were fitted on, and the chosen predictor's
+    # score on them when they were not (``heldout_text`` says it in words).
+    heldout: dict[str, Any] = field(default_factory=dict)
 
     @property
     def chosen(self) -> str:
@@ -101,6 +107,7 @@ class FittedModel:
                 "interactions": self.interactions,
                 "auxiliary_columns": self.auxiliary,
                 "selection": self.selection,
+                "heldout": self.heldout,
             },
         )
         return directory
@@ -135,7 +142,12 @@ class FittedModel:
             interactions=doc.get("interactions", {}),
             auxiliary=list(doc.get("auxiliary_columns", [])),
             selection=dict(doc.get("selection", {})),
+            heldout=dict(doc.get("heldout", {})),
         )
+
+    def heldout_text(self) -> str:
+        """One line on the held-out runs: their score, or that they were fitted on; empty when there are none."""
+        return heldout_text(self.heldout)
 
     def cv_score(self, metric: str = "spearman") -> float | None:
         for row in self.cv:
@@ -172,6 +184,7 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
     target = parse_target(target_expr, df)
     df_all = df
     df, dropped = usable_runs(df, target)
+    df, held = split_heldout(df, cfg.include_heldout)
     names = table_domains(df)
     X, y = weight_matrix(df), target.values(df)
     if len(y) < max(cfg.folds, 3):
@@ -211,7 +224,9 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
     else:
         prior_source = "given"
     best = int(np.argmin(y))
+    heldout = score_heldout(model, held, target, cfg.include_heldout, int(np.sum(is_heldout(df))))
     return FittedModel(
+        heldout=heldout,
         interactions=linear_interactions(df, names),
         predictor=model,
         domains=names,
@@ -229,6 +244,50 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         auxiliary=aux_names if model.uses_auxiliary() else [],  # part of the model: recorded beside it
         selection=selection,
     )
+
+
+def is_heldout(df: pd.DataFrame) -> np.ndarray:
+    """Rows marked ``split = heldout`` (a table without a split column has none)."""
+    if "split" not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return df["split"].astype(str).str.strip().str.lower().eq("heldout").to_numpy()
+
+
+def split_heldout(df: pd.DataFrame, include: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the rows to fit on, the held-out rows kept out of the fit). With ``include`` every row is fitted on."""
+    held = is_heldout(df)
+    if include or not held.any():
+        return df, df.iloc[0:0]
+    if held.all():
+        raise RegmixError(f"--runs: all {len(df)} usable runs are marked split = heldout; nothing is left to fit on "
+                          "(pass --include-heldout to fit on them anyway)")
+    return df.loc[~held].reset_index(drop=True), df.loc[held].reset_index(drop=True)
+
+
+def score_heldout(model: Predictor, held: pd.DataFrame, target: Target, included: bool,
+                  n_included: int) -> dict[str, Any]:
+    """The fitted predictor on the held-out rows it never saw: Spearman rho x100 (3+ runs), MAE, and the
+    predictions by run id; or a record that they were fitted on (``included``)."""
+    if included:
+        return {"runs": n_included, "included_in_fit": True} if n_included else {}
+    if held.empty:
+        return {}
+    y = target.values(held)
+    pred = model.predict(weight_matrix(held))  # same table, so the same domain columns in the same order
+    rho = scores(y, pred)["spearman"] if len(y) >= 3 else None
+    return {"runs": int(len(y)), "included_in_fit": False, "spearman": None if rho is None else round(rho, 4),
+            "mae": round(float(np.mean(np.abs(pred - y))), 6),
+            "predictions": {str(r): float(p) for r, p in zip(held["run_id"], pred)}}
+
+
+def heldout_text(h: dict[str, Any]) -> str:
+    if not h:
+        return ""
+    if h.get("included_in_fit"):
+        return (f"held-out: the {h['runs']} run(s) marked split = heldout were fitted on (--include-heldout); "
+                "nothing scored the fit on unseen runs")
+    rho = f"Spearman {h['spearman']:.2f}, " if h.get("spearman") is not None else "(too few to rank), "
+    return f"held-out: {h['runs']} run(s) never fitted on (split = heldout): {rho}mean absolute error {h['mae']:.4g}"
 
 
 def _fold_cache(X: np.ndarray, y: np.ndarray, cfg: FitConfig, listener: FitListener) -> FoldCache:

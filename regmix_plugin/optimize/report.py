@@ -65,6 +65,8 @@ def write_fit_report(model, outcome, out_dir: str | os.PathLike) -> tuple[Path, 
         rep.add_paragraph(f"Left out {len(model.dropped)} failed/incomplete run(s): {', '.join(model.dropped[:20])}.")
     rep.add_heading("Cross-validation")
     rep.add_table(model.cv, ["predictor", "spearman", "pearson", "mse", "top10_overlap"])
+    if model.heldout:
+        rep.add_paragraph(model.heldout_text()[0].upper() + model.heldout_text()[1:] + ".")
     if model.oof:
         rep.add_figure(predicted_vs_actual(model.y, model.oof, model.target.expr), "predicted_vs_actual",
                        "Out-of-fold predictions vs actual target on the proxy runs")
