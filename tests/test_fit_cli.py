@@ -150,3 +150,35 @@ def test_a_table_of_heldout_runs_only_is_one_line_and_exit_2(tmp_path, capsys):
     rc = main(["fit", "--runs", str(tmp_path / "runs.csv"), "--target", "valid/web/loss", "--out", str(tmp_path / "m")])
     err = capsys.readouterr().err
     assert rc == 2 and "--include-heldout" in err and len(err.strip().splitlines()) == 1
+
+
+def test_fit_prints_a_learning_curve_with_the_promised_points(runs_csv, tmp_path, capsys):
+    """CV of the chosen predictor at 50 %, 75 % and 100 % of the runs, and the projection to twice the runs, in
+    the output, model.json and the report; --no-learning-curve skips it."""
+    from regmix_plugin.fit.model import FittedModel
+    from regmix_plugin.optimize.report import write_fit_report
+
+    assert main(["fit", "--runs", str(runs_csv), "--target", "valid/web/loss", "--predictor", "auto", "--params",
+                 '{"candidates": ["linear", "mixing-law"], "candidate_params": {"mixing-law": {"n_starts": 1}}, '
+                 '"repeats": 2}', "--folds", "3", "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    lc = FittedModel.load(tmp_path / "m").learning_curve
+    assert [(p["fraction"], p["runs"], p["subsets"]) for p in lc["points"]] == [(0.5, 20, 2), (0.75, 29, 2), (1.0, 39, 2)]
+    assert lc["projected_runs"] == 78 and lc["projected_spearman"] is not None
+    assert lc["projected_gain"] == round(lc["projected_spearman"] - lc["points"][-1]["spearman"], 4)
+    assert "learning curve (3-fold CV spearman of mixing-law): 20 runs " in out and "projected with 78 runs" in out
+    md = write_fit_report(FittedModel.load(tmp_path / "m"), None, tmp_path / "r")[0].read_text()
+    assert "How many runs?" in md and "projected" in md
+    assert main(["fit", "--runs", str(runs_csv), "--target", "valid/web/loss", "--predictor", "mixing-law",
+                 "--params", '{"n_starts": 1}', "--folds", "3", "--no-learning-curve", "--out", str(tmp_path / "n")]) == 0
+    assert "learning curve" not in capsys.readouterr().out and not FittedModel.load(tmp_path / "n").learning_curve
+
+
+def test_the_projection_follows_a_power_law_and_gives_no_gain_on_a_flat_curve():
+    from regmix_plugin.fit.learning_curve import project
+
+    pts = [{"fraction": f, "runs": n, "spearman": 100 - 40 * n ** -0.5} for f, n in ((0.5, 16), (0.75, 24), (1.0, 32))]
+    p = project(pts, 64)
+    assert abs(p["exponent"] - 0.5) < 1e-6 and abs(p["projected_spearman"] - (100 - 40 * 64 ** -0.5)) < 1e-3
+    flat = [dict(q, spearman=90.0 - q["fraction"]) for q in pts]  # falls with more runs
+    assert project(flat, 64)["projected_gain"] == 0.0

@@ -203,6 +203,7 @@ class AutoPredictor(Predictor):
             listener.close()
         self.cv_ = [r.row() for r in results]
         self._results_ = results  # not saved: the per-fold records, for bench/selection_dev.py
+        self._by_label_ = by_label  # not saved: what subset_score refits
         self.repeats_, self.n_splits_ = repeats, n_splits
         order = self._ranking(results, by_label, n_splits)
         self.fits_ = sum(c.fits for c in caches)
@@ -251,6 +252,18 @@ class AutoPredictor(Predictor):
         fs = np.array([fold_scores(y, oof, folds, self.metric) for oof, folds in zip(oofs, partitions)])
         return CVResult(label, mean, oofs[0], fold_scores=fs, se=corrected_se(fs, len(partitions[0])),
                         per_partition=[p[self.metric] for p in per])
+
+    def subset_score(self, data: FitData, rows: np.ndarray, seed: int) -> float | None:
+        """The chosen candidate's K-fold CV score (this fit's K and metric) on ``rows`` of the fit's data, one
+        partition with seed ``seed``; None where it cannot be scored there (the learning curve's points)."""
+        from regmix_plugin.fit.cv import kfold_indices
+
+        spec, fit_on = self._by_label_[self.chosen_]
+        sub = data.take(rows)
+        columns, auxiliary = self._extras(sub)
+        folds = kfold_indices(len(rows), self.n_splits_, seed)
+        result = self._score(self.chosen_, spec, fit_on, sub, columns, auxiliary, [FoldCache(sub.X, folds)], [folds])
+        return result.scores[self.metric] if result.ok else None
 
     @staticmethod
     def _column_base(spec: Spec) -> Spec:

@@ -47,6 +47,7 @@ class FitConfig:
     # Fit on the runs marked ``split = heldout`` too (`regmix collect` marks the mixtures `regmix synthesize`
     # wrote apart); by default they are kept out of the fit and scored (--include-heldout).
     include_heldout: bool = False
+    learning_curve: bool = True  # CV at 50/75/100 % of the runs and the projected gain from twice the runs
 
     def __post_init__(self) -> None:
         predictor_class(self.predictor)
@@ -77,6 +78,9 @@ class FittedModel:
     # The held-out runs (split = heldout): how many, whether they were fitted on, and the chosen predictor's
     # score on them when they were not (``heldout_text`` says it in words).
     heldout: dict[str, Any] = field(default_factory=dict)
+    # CV of the chosen predictor at 50/75/100 % of the training runs and the projection to twice the runs
+    # (fit/learning_curve.py); ``curve_text`` says it in words.
+    learning_curve: dict[str, Any] = field(default_factory=dict)
 
     @property
     def chosen(self) -> str:
@@ -108,6 +112,7 @@ class FittedModel:
                 "auxiliary_columns": self.auxiliary,
                 "selection": self.selection,
                 "heldout": self.heldout,
+                "learning_curve": self.learning_curve,
             },
         )
         return directory
@@ -143,11 +148,17 @@ class FittedModel:
             auxiliary=list(doc.get("auxiliary_columns", [])),
             selection=dict(doc.get("selection", {})),
             heldout=dict(doc.get("heldout", {})),
+            learning_curve=dict(doc.get("learning_curve", {})),
         )
 
     def heldout_text(self) -> str:
         """One line on the held-out runs: their score, or that they were fitted on; empty when there are none."""
         return heldout_text(self.heldout)
+
+    def curve_text(self) -> str:
+        from regmix_plugin.fit.learning_curve import curve_text
+
+        return curve_text(self.learning_curve, self.chosen, int(self.learning_curve.get("folds", 0)))
 
     def cv_score(self, metric: str = "spearman") -> float | None:
         for row in self.cv:
@@ -225,8 +236,10 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         prior_source = "given"
     best = int(np.argmin(y))
     heldout = score_heldout(model, held, target, cfg.include_heldout, int(np.sum(is_heldout(df))))
+    curve = _learning_curve(model, data, cfg, params, cv_rows, cls.selects_by_cv) if cfg.learning_curve else {}
     return FittedModel(
         heldout=heldout,
+        learning_curve=curve,
         interactions=linear_interactions(df, names),
         predictor=model,
         domains=names,
@@ -244,6 +257,37 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         auxiliary=aux_names if model.uses_auxiliary() else [],  # part of the model: recorded beside it
         selection=selection,
     )
+
+
+def _learning_curve(model: Predictor, data: FitData, cfg: FitConfig, params: dict, cv_rows: list[dict],
+                    by_auto: bool) -> dict[str, Any]:
+    """The chosen predictor's CV at 50/75/100 % of the training runs and its projection to twice the runs."""
+    from regmix_plugin.fit.auto import AutoPredictor
+    from regmix_plugin.fit.learning_curve import learning_curve
+
+    chosen = getattr(model, "chosen_", cfg.predictor)
+    full = next((r.get("spearman") for r in cv_rows if r["predictor"] == chosen), None)
+    n = len(data.y)
+    if by_auto and isinstance(model, AutoPredictor):
+        subsets = model.n_repeats(n)
+
+        def score(rows: np.ndarray, seed: int) -> float | None:
+            return model.subset_score(data, rows, seed)
+    else:
+        subsets = 1
+        spec = (cfg.predictor, params)
+        on_data = bool(predictor_class(cfg.predictor).needs)
+
+        def score(rows: np.ndarray, seed: int) -> float | None:
+            sub = data.take(rows)
+            cache = FoldCache(sub.X, kfold_indices(len(rows), min(cfg.folds, len(rows)), seed))
+            try:
+                oof = cache.predictions(spec, sub if on_data else sub.y, "data" if on_data else "y")
+            except (FitError, ArithmeticError, ValueError, np.linalg.LinAlgError):
+                return None
+            return scores(sub.y, oof)["spearman"] if np.all(np.isfinite(oof)) else None
+    folds = min(cfg.folds, n)
+    return {"folds": folds, **learning_curve(score, n, full, folds, subsets, cfg.seed)}
 
 
 def is_heldout(df: pd.DataFrame) -> np.ndarray:

@@ -67,6 +67,17 @@ def write_fit_report(model, outcome, out_dir: str | os.PathLike) -> tuple[Path, 
     rep.add_table(model.cv, ["predictor", "spearman", "pearson", "mse", "top10_overlap"])
     if model.heldout:
         rep.add_paragraph(model.heldout_text()[0].upper() + model.heldout_text()[1:] + ".")
+    if model.learning_curve.get("points"):
+        rep.add_heading("How many runs?", level=3)
+        lc = model.learning_curve
+        rep.add_table([{"runs": p["runs"], "share of the runs": f"{100 * p['fraction']:.0f} %",
+                        f"{lc['folds']}-fold CV spearman": p["spearman"]} for p in lc["points"]]
+                      + ([{"runs": lc["projected_runs"], "share of the runs": "projected",
+                           f"{lc['folds']}-fold CV spearman": lc["projected_spearman"]}]
+                         if lc.get("projected_spearman") is not None else []), floatfmt="{:.2f}")
+        rep.add_paragraph(f"CV of {model.chosen} on random subsets of the training runs, and a power law in what "
+                          "is left to gain, projected to twice the runs (docs/predictors.md, \"How many runs?\"; "
+                          "its accuracy is measured in BENCHMARKS.md).")
     if model.oof:
         rep.add_figure(predicted_vs_actual(model.y, model.oof, model.target.expr), "predicted_vs_actual",
                        "Out-of-fold predictions vs actual target on the proxy runs")
