@@ -1,11 +1,12 @@
 """Wall time of `regmix fit --predictor auto` beside RegMix's LightGBM recipe, on the same runs, through the CLI.
 
-Two cases: RegMix's 512 released train runs (17 domains, Pile-CC target), and 512 synthetic runs over 64
+Cases: RegMix's 512 released train runs (17 domains, Pile-CC target; ``regmix-Kx17``: the first K of
+``default_rng(0).permutation(512)``), Olmix's DCLM swarm (``dclm-Kx24``, mean BPB over 110 tasks), and 512 synthetic runs over 64
 domains (mixtures from the project's own RegMix-style sampler, a downstream-style target from an
 effective-data law plus noise, and 64 per-domain losses beside it, as a real sweep's table has). For each
 case `auto` and `lightgbm` alternate ``--repeats`` times in one process (so both see the same machine
 load) and the medians and their ratio are reported. Goals (issue 15): auto <= 60 s at 512 x 17 and
-<= 120 s at 512 x 64 on 2 cores.
+<= 120 s at 512 x 64 on 2 cores; issue 27 (repeated CV): still <= 60 s at 512 x 17, and <= 20 s at 32-128 runs.
 
     .venv/bin/python bench/fit_time.py --data ../shared/data/regmix-pile-1m --out bench_out/fit_time
 """
@@ -81,12 +82,22 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         for case in args.cases.split(","):
             runs = tmp / f"{case}.csv"
-            if case == "regmix-512x17":
+            if case.startswith("regmix-") and case.endswith("x17"):  # regmix-512x17, or a subset: regmix-64x17
                 if not (data / "train_mixture_1m.csv").is_file():
                     print(f"bench/fit_time.py: no RegMix data at {data}; pass --data", file=sys.stderr)
                     return 2
-                write_runs(from_regmix_csv(data / "train_mixture_1m.csv", data / "train_pile_loss_1m.csv"), runs)
+                tr = from_regmix_csv(data / "train_mixture_1m.csv", data / "train_pile_loss_1m.csv")
+                k = int(case[len("regmix-"):-len("x17")])
+                write_runs(tr.iloc[np.sort(np.random.default_rng(0).permutation(len(tr))[:k])], runs)
                 target = "valid/pile_cc/loss"
+            elif case.startswith("dclm-") and case.endswith("x24"):  # Olmix's DCLM swarm: the first k of rng(0)
+                from regmix_plugin.collect.runs_table import from_olmix_csv
+
+                d = data.parent / "olmix-dclm"
+                df = from_olmix_csv(d / "dclm_ratios.csv", d / "dclm_metrics.csv", [])
+                k = int(case[len("dclm-"):-len("x24")])
+                write_runs(df.iloc[np.random.default_rng(0).permutation(len(df))[:k]], runs)
+                target = "mean(*)"
             elif case == "synthetic-512x64":
                 write_runs(synthetic_runs(), runs)
                 target = "downstream/bpb"

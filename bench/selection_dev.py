@@ -70,6 +70,7 @@ def record(df, target_expr: str, k: int, seed: int, repeats: int) -> dict:
                 m = make(spec).fit(X, y)
             p = m.predict(weight_matrix(te))
             row["test"] = float(100 * spearmanr(p, target.values(te))[0]) if np.ptp(p) > 0 else 0.0
+            row["pred"] = p.tolist()
         except Exception as e:  # noqa: BLE001 - recorded, the rule never chooses a candidate that failed in CV
             row["test"], row["note"] = None, row["note"] or f"refit failed: {e}"
         rows.append(row)
@@ -77,11 +78,18 @@ def record(df, target_expr: str, k: int, seed: int, repeats: int) -> dict:
     for row, r in zip(rows, auto._results_):
         row["per_partition"] = r.per_partition
         row["fold_scores"] = None if r.fold_scores is None else r.fold_scores.tolist()
-    return {"seed": seed, "k": k, "chosen": auto.chosen_, "cv_seconds": cv_s, "candidates": rows,
+    return {"seed": seed, "k": k, "chosen": auto.chosen_, "y_test": target.values(te).tolist(), "cv_seconds": cv_s, "candidates": rows,
             "baselines": list(auto.baselines)}
 
 
-def choose(rec: dict, rule: str, R: int, n_splits: int = 5) -> str:
+def flex(r: dict, order: str) -> int:
+    """The candidate's flexibility as recorded ("recorded"), or with every eff-law form at 0 ("family")."""
+    if order == "family" and r["name"].startswith("eff-law"):
+        return 0
+    return r["flexibility"]
+
+
+def choose(rec: dict, rule: str, R: int, n_splits: int = 5, order: str = "recorded") -> str:
     from regmix_plugin.fit.cv import corrected_se
 
     c = [r for r in rec["candidates"] if not r["note"] and r["per_partition"] is not None and r["name"] not in rec["baselines"]]
@@ -96,7 +104,25 @@ def choose(rec: dict, rule: str, R: int, n_splits: int = 5) -> str:
         se = 0.0 if r is best else corrected_se(d, n_splits)
         if score[best["name"]] - score[r["name"]] <= mult * se:
             within.append(r)
-    return min(within, key=lambda r: (r["flexibility"], -score[r["name"]]))["name"]
+    return min(within, key=lambda r: (flex(r, order), -score[r["name"]]))["name"]
+
+
+def averaged(rec: dict, R: int, order: str, mult: float = 1.0) -> float | None:
+    """Test Spearman of the mean prediction of every candidate within ``mult`` standard errors of the best that is
+    as constrained as the most constrained of them (None without stored predictions)."""
+    from regmix_plugin.fit.cv import corrected_se
+
+    if "y_test" not in rec:
+        return None
+    c = [r for r in rec["candidates"] if not r["note"] and r["per_partition"] is not None and r["name"] not in rec["baselines"]]
+    score = {r["name"]: float(np.mean(r["per_partition"][:R])) for r in c}
+    best = max(c, key=lambda r: score[r["name"]])
+    within = [r for r in c if r is best or score[best["name"]] - score[r["name"]] <= mult * corrected_se(
+        np.array(best["fold_scores"][:R]) - np.array(r["fold_scores"][:R]), 5)]
+    f = min(flex(r, order) for r in within)
+    keep = [r for r in within if flex(r, order) == f and r.get("pred") is not None]
+    p = np.mean([r["pred"] for r in keep], axis=0)
+    return float(100 * spearmanr(p, rec["y_test"])[0])
 
 
 def replay(paths: list[str]) -> None:
@@ -110,16 +136,26 @@ def replay(paths: list[str]) -> None:
             v = [next((r["test"] for r in rec["candidates"] if r["name"] == name), None) for rec in recs]
             if all(x is not None for x in v):
                 print(f"  always {name:28s} mean {np.mean(v):5.1f} worst {np.min(v):5.1f}")
-        for rule in ("best", "0.5se", "1se", "2se"):
+        for rule, order in (("best", "recorded"), ("0.5se", "recorded"), ("1se", "recorded"), ("2se", "recorded"),
+                            ("0.5se", "family"), ("1se", "family"), ("2se", "family")):
             for R in range(1, R_max + 1):
                 v = []
                 picks = []
                 for rec in recs:
-                    name = choose(rec, rule, R)
+                    name = choose(rec, rule, R, order=order)
                     picks.append(name)
                     v.append(next(r["test"] for r in rec["candidates"] if r["name"] == name))
                 common = max(set(picks), key=picks.count)
-                print(f"  {rule:5s} R={R}: mean {np.mean(v):5.1f} worst {np.min(v):5.1f}  (most chosen: {common} x{picks.count(common)})")
+                print(f"  {rule:5s} {order:8s} R={R}: mean {np.mean(v):5.1f} worst {np.min(v):5.1f}  (most chosen: {common} x{picks.count(common)})")
+        replay_average(recs, R_max)
+
+
+def replay_average(recs: list, R_max: int) -> None:
+    for order in ("recorded", "family"):
+        for R in range(1, R_max + 1):
+            v = [averaged(rec, R, order) for rec in recs]
+            if all(x is not None for x in v):
+                print(f"  avg1se {order:8s} R={R}: mean {np.mean(v):5.1f} worst {np.min(v):5.1f}")
 
 
 def main(argv=None) -> int:

@@ -164,6 +164,7 @@ def test_fit_prints_a_learning_curve_with_the_promised_points(runs_csv, tmp_path
     out = capsys.readouterr().out
     lc = FittedModel.load(tmp_path / "m").learning_curve
     assert [(p["fraction"], p["runs"], p["subsets"]) for p in lc["points"]] == [(0.5, 20, 2), (0.75, 29, 2), (1.0, 39, 2)]
+    assert "± se over 2 x 3 folds" not in out and "2 x 3-fold CV spearman" in out  # the noise of the choice
     assert lc["projected_runs"] == 78 and lc["projected_spearman"] is not None
     assert lc["projected_gain"] == round(lc["projected_spearman"] - lc["points"][-1]["spearman"], 4)
     assert "learning curve (3-fold CV spearman of mixing-law): 20 runs " in out and "projected with 78 runs" in out

@@ -46,11 +46,11 @@ DEFAULT_COLUMN_CANDIDATES = ("mixing-law", "eff-law")
 # them, fit/percolumn.py) instead of one per column: one law per column over a mean of 110 downstream tasks
 # was slow and scored lower than one law on the mean, two groups higher (DECISIONS 37).
 MAX_COLUMN_LAWS = 16
-# Repeated CV (``repeats="auto"``): up to MAX_REPEATS partitions, fewer as the runs grow (REPEAT_ROWS // runs),
-# so the cost stays near MAX_REPEATS single CVs where a single CV is cheap and its choice noisy, and near one
-# at thousands of runs, where one partition's noise is small (DECISIONS 68; BENCHMARKS.md "Fit time").
-MAX_REPEATS = 3
-REPEAT_ROWS = 1536
+# K-fold partitions scored by default. More are an option (``repeats``), not the default: on the development
+# seeds they made the choice worse at 32 DCLM runs (93.3 with one partition, 89.2 with 2, 85.4 with 3: the
+# mean over partitions leaned to the one-law eff-law, which failed on one split) and changed nothing on
+# RegMix's 32-run subsets, at 2-3x the time (DECISIONS 68).
+DEFAULT_REPEATS = 1
 # What a fold fit may raise when a candidate cannot model the target (a law on a non-positive target, a
 # singular system): the candidate is skipped with the reason in the CV table and the others go on.
 FIT_FAILURES = (FitError, ArithmeticError, ValueError, np.linalg.LinAlgError)
@@ -74,7 +74,7 @@ class AutoPredictor(Predictor):
         n_splits: int = 5,
         metric: str = "spearman",
         prefer_smooth: bool = True,
-        repeats: int | str = "auto",
+        repeats: int = DEFAULT_REPEATS,
         random_state: int = 0,
     ) -> None:
         self.candidates = candidates
@@ -87,7 +87,7 @@ class AutoPredictor(Predictor):
         self.n_splits = n_splits
         self.metric = metric
         self.prefer_smooth = prefer_smooth  # the one-standard-error rule of _choose; False: the best CV score
-        self.repeats = repeats  # K-fold partitions scored; "auto": MAX_REPEATS, fewer past REPEAT_ROWS / MAX_REPEATS runs
+        self.repeats = repeats  # K-fold partitions scored (seeds random_state, random_state + 1, ...)
         self.random_state = random_state
 
     def _spec(self, candidate) -> Spec:
@@ -170,10 +170,8 @@ class AutoPredictor(Predictor):
         return [(data.y, "y", 1.0)]
 
     def n_repeats(self, n_runs: int) -> int:
-        if self.repeats == "auto":
-            return max(1, min(MAX_REPEATS, REPEAT_ROWS // max(n_runs, 1)))
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
-            raise FitError(f"auto.repeats: {self.repeats!r} must be an integer >= 1 or 'auto'")
+            raise FitError(f"auto.repeats: {self.repeats!r} must be an integer >= 1")
         return int(self.repeats)
 
     def _fit_data(self, data: FitData, listener: FitListener | None = None) -> None:
@@ -277,13 +275,17 @@ class AutoPredictor(Predictor):
 
     def _flexibility(self, spec: Spec, fit_on: str) -> int:
         """A candidate's place in the constraint order before it is fitted (``Predictor.flexibility``): its
-        class's; a per-column or grouped form is at least 2 (several laws); a composite over out-of-fold
-        members (the stack) is its most flexible member's, and at least 2."""
+        class's; a per-column or grouped form of eff-law stays 0 (still decreasing in every domain), of any
+        other law at least 2 (several laws); a composite over out-of-fold members (the stack) is its most
+        flexible member's, and at least 2."""
         from regmix_plugin.fit.oof import make
         from regmix_plugin.fit.registry import predictor_class
 
         if fit_on in ("columns", "column groups"):
-            return max(2, flexibility(predictor_class(spec[1]["base"])))
+            # A sum of eff-laws is still decreasing in every domain's share: the shape constraint is what
+            # ranks first (on the development seeds the grouped eff-law held up where one eff-law failed).
+            base = flexibility(predictor_class(spec[1]["base"]))
+            return 0 if base == 0 else max(2, base)
         model = make(spec)
         subs = members(model)
         if subs and type(model).flexibility is None:  # the stack; law-blend and the log-law are one law
@@ -310,7 +312,7 @@ class AutoPredictor(Predictor):
         partition (``repeats`` of them): when the leader's margin is no more than the standard error of their
         per-fold difference (Nadeau & Bengio's, fit/cv.py), CV cannot tell them apart, and the more
         constrained one is taken (the one-standard-error rule of Breiman et al., with ``flexibility`` as the
-        order: eff-law, one law, several laws, GP, trees). A constrained law also carries only the broad
+        order: eff-law in any form, one law, several laws, GP, trees; ties by CV score). A constrained law also carries only the broad
         shape of the response, which is what a larger model shares (DECISIONS 35, 68). Baselines are chosen
         only when nothing else was scored; ``prefer_smooth=False`` takes the best CV score."""
         sign = 1.0 if self.metric == "mse" else -1.0
@@ -366,7 +368,7 @@ class AutoPredictor(Predictor):
             head = (f"{best.name} vs {leader.name}: {pm(best)} vs {pm(leader)} {scored}; the gap "
                     f"({sel['gap']:.1f}) is within one standard error of the paired per-fold difference "
                     f"({sel['standard_error']:.1f}), so the more constrained {best.name} is chosen "
-                    "(order: eff-law, one law, several laws, GP, trees)")
+                    "(order: eff-law in any form, one law, several laws, GP, trees)")
         return f"{head} ({best.name} {pm(best)}; {others})"
 
     def _count_fits(self, plan, data: FitData, columns, auxiliary, n_splits: int) -> int:

@@ -1,7 +1,7 @@
 """How many runs? CV quality at 50 %, 75 % and 100 % of the training runs, and what twice the runs would give.
 
 ``regmix fit`` scores the chosen predictor by K-fold CV on random subsets of its training runs (the same
-predictor, the same K; as many subsets per point as `auto` has partitions) and fits a power law to what is
+predictor, the same K; two random subsets per point, more when `auto` scores more partitions) and fits a power law to what is
 left to gain, ``100 - rho(n) = a * n^(-b)``, through the points: the projection at ``2n`` is
 ``100 - a * (2n)^(-b)``. A curve that does not rise gives no gain. How well this projects is measured in
 bench/learning_curve.py (BENCHMARKS.md, "How many runs?"): from the first k runs, the projected CV at 2k
@@ -20,7 +20,7 @@ MIN_RUNS = 10
 
 
 def learning_curve(score: Callable[[np.ndarray, int], float | None], n: int, full: float | None, n_splits: int,
-                   subsets: int, seed: int = 0) -> dict:
+                   subsets: int, seed: int = 0, full_partitions: int = 1) -> dict:
     """``score(rows, partition_seed)``: the CV score (Spearman x100) of the chosen predictor on ``rows`` of the
     training runs, or None when it cannot be scored there. ``full``: its score on all ``n`` runs."""
     points = []
@@ -37,7 +37,7 @@ def learning_curve(score: Callable[[np.ndarray, int], float | None], n: int, ful
         if vals:
             points.append({"fraction": f, "runs": m, "spearman": round(float(np.mean(vals)), 4), "subsets": len(vals)})
     if full is not None:
-        points.append({"fraction": 1.0, "runs": n, "spearman": round(float(full), 4), "subsets": subsets})
+        points.append({"fraction": 1.0, "runs": n, "spearman": round(float(full), 4), "subsets": full_partitions})
     return {"points": points, **project(points, 2 * n)}
 
 

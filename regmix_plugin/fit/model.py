@@ -269,12 +269,12 @@ def _learning_curve(model: Predictor, data: FitData, cfg: FitConfig, params: dic
     full = next((r.get("spearman") for r in cv_rows if r["predictor"] == chosen), None)
     n = len(data.y)
     if by_auto and isinstance(model, AutoPredictor):
-        subsets = model.n_repeats(n)
+        subsets = max(2, model.n_repeats(n))  # two subsets per point at least: one is too noisy to project from
 
         def score(rows: np.ndarray, seed: int) -> float | None:
             return model.subset_score(data, rows, seed)
     else:
-        subsets = 1
+        subsets = 2
         spec = (cfg.predictor, params)
         on_data = bool(predictor_class(cfg.predictor).needs)
 
@@ -287,7 +287,8 @@ def _learning_curve(model: Predictor, data: FitData, cfg: FitConfig, params: dic
                 return None
             return scores(sub.y, oof)["spearman"] if np.all(np.isfinite(oof)) else None
     folds = min(cfg.folds, n)
-    return {"folds": folds, **learning_curve(score, n, full, folds, subsets, cfg.seed)}
+    partitions = model.n_repeats(n) if by_auto and isinstance(model, AutoPredictor) else 1
+    return {"folds": folds, **learning_curve(score, n, full, folds, subsets, cfg.seed, partitions)}
 
 
 def is_heldout(df: pd.DataFrame) -> np.ndarray:
