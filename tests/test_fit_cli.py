@@ -163,7 +163,7 @@ def test_fit_prints_a_learning_curve_with_the_promised_points(runs_csv, tmp_path
                  '"repeats": 2}', "--folds", "3", "--out", str(tmp_path / "m")]) == 0
     out = capsys.readouterr().out
     lc = FittedModel.load(tmp_path / "m").learning_curve
-    assert [(p["fraction"], p["runs"], p["subsets"]) for p in lc["points"]] == [(0.5, 20, 2), (0.75, 29, 2), (1.0, 39, 2)]
+    assert [(p["fraction"], p["runs"], p["subsets"]) for p in lc["points"]] == [(0.5, 20, 2), (0.75, 29, 2), (1.0, 39, 2)]  # repeats
     assert "± se over 2 x 3 folds" not in out and "2 x 3-fold CV spearman" in out  # the noise of the choice
     assert lc["projected_runs"] == 78 and lc["projected_spearman"] is not None
     assert lc["projected_gain"] == round(lc["projected_spearman"] - lc["points"][-1]["spearman"], 4)

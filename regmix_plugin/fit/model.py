@@ -269,7 +269,9 @@ def _learning_curve(model: Predictor, data: FitData, cfg: FitConfig, params: dic
     full = next((r.get("spearman") for r in cv_rows if r["predictor"] == chosen), None)
     n = len(data.y)
     if by_auto and isinstance(model, AutoPredictor):
-        subsets = max(2, model.n_repeats(n))  # two subsets per point at least: one is too noisy to project from
+        # Two random subsets per point (as many as auto's partitions when there are more): one is too noisy to
+        # project from; each costs a CV of the chosen candidate on that many runs (DECISIONS 69).
+        subsets = max(2, model.n_repeats(n))
 
         def score(rows: np.ndarray, seed: int) -> float | None:
             return model.subset_score(data, rows, seed)
