@@ -55,11 +55,11 @@ def synthetic_runs(n: int = 512, d: int = 64, seed: int = 0) -> pd.DataFrame:
     return df
 
 
-def time_fit(runs: Path, target: str, predictor: str, out: Path) -> tuple[float, dict]:
+def time_fit(runs: Path, target: str, predictor: str, out: Path, extra: tuple[str, ...] = ()) -> tuple[float, dict]:
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         rc = regmix(["fit", "--runs", str(runs), "--target", target, "--predictor", predictor, "--quiet",
-                     "--out", str(out)])
+                     *extra, "--out", str(out)])
     dt = time.perf_counter() - t0
     if rc != 0:
         raise SystemExit(f"bench/fit_time.py: regmix fit --predictor {predictor} exited {rc}")
@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--repeats", type=int, default=3, help="alternating auto/lightgbm pairs per case (medians)")
     ap.add_argument("--cases", default="regmix-512x17,synthetic-512x64")
+    ap.add_argument("--auto-variants", default="auto",
+                    help="comma-separated: auto (as `regmix fit` runs it) and/or auto-nolc (--no-learning-curve)")
     args = ap.parse_args(argv)
     data = Path(args.data)
     out = Path(args.out)
@@ -104,22 +106,26 @@ def main(argv=None) -> int:
             else:
                 print(f"bench/fit_time.py: --cases: unknown case {case!r}", file=sys.stderr)
                 return 2
-            times: dict[str, list[float]] = {"auto": [], "lightgbm": []}
+            variants = args.auto_variants.split(",")
+            times: dict[str, list[float]] = {v: [] for v in variants} | {"lightgbm": []}
             info = {}
             for r in range(args.repeats):
-                for pred in ("auto", "lightgbm"):
-                    dt, info[pred] = time_fit(runs, target, pred, tmp / f"{case}-{pred}")
+                for pred in (*variants, "lightgbm"):
+                    extra = ("--no-learning-curve",) if pred == "auto-nolc" else ()
+                    dt, info[pred] = time_fit(runs, target, pred.split("-nolc")[0], tmp / f"{case}-{pred}", extra)
                     times[pred].append(dt)
                     print(f"{case} {pred:8s} repeat {r + 1}: {dt:6.1f} s  chosen {info[pred]['chosen']}", flush=True)
             med = {p: statistics.median(v) for p, v in times.items()}
             results.append({"case": case, "target": target, "times": times, "median_s": med,
-                            "ratio": med["auto"] / med["lightgbm"], "auto": info["auto"]})
-    lines = ["| runs x domains | target | auto median s | lightgbm median s | auto / lightgbm | auto chose (CV rho) |",
-             "|---|---|---|---|---|---|"]
+                            "ratio": {v: med[v] / med["lightgbm"] for v in variants}, "auto": info[variants[0]]})
+    lines = ["| runs x domains | target | " + " | ".join(f"{v} median s" for v in variants)
+             + " | lightgbm median s | " + " | ".join(f"{v} / lightgbm" for v in variants) + " | auto chose (CV rho) |",
+             "|---|---|" + "---|" * (2 * len(variants) + 2)]
     for r in results:
         chosen = r["auto"]["chosen"]
-        lines.append(f"| {r['case']} | {r['target']} | {r['median_s']['auto']:.1f} | {r['median_s']['lightgbm']:.1f} "
-                     f"| {r['ratio']:.1f}x | {chosen} ({r['auto']['cv'][chosen]:.2f}) |")
+        lines.append(f"| {r['case']} | {r['target']} | " + " | ".join(f"{r['median_s'][v]:.1f}" for v in variants)
+                     + f" | {r['median_s']['lightgbm']:.1f} | " + " | ".join(f"{r['ratio'][v]:.1f}x" for v in variants)
+                     + f" | {chosen} ({r['auto']['cv'][chosen]:.2f}) |")
     table = "\n".join(lines)
     print(table)
     (out / "fit_time.json").write_text(json.dumps({"repeats": args.repeats, "results": results}, indent=2))
