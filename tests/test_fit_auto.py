@@ -111,7 +111,7 @@ def test_the_most_constrained_candidate_within_one_standard_error_is_chosen():
     assert auto._choose(order, res, by_label, 5)[0].name == "log-law"
 
 
-def test_a_divergent_fold_is_flagged_and_a_law_that_cannot_fit_is_skipped():
+def test_a_divergent_fold_is_flagged_and_a_law_that_cannot_fit_is_skipped(tmp_path):
     """A candidate whose fold fit diverges (here: predicts 1e15 on one fold) is flagged in the table with no
     scores and never chosen; the mixing law on a target with negative values cannot be fitted at all and is
     skipped with its reason; auto goes on with the rest."""
@@ -155,6 +155,15 @@ def test_a_divergent_fold_is_flagged_and_a_law_that_cannot_fit_is_skipped():
     from regmix_plugin.fit.cv import format_table
 
     assert "| test-blows-up | - | - | - | - | - | diverged" in format_table(auto.cv_)
+    from types import SimpleNamespace
+
+    from regmix_plugin.optimize.report import write_fit_report
+
+    model = SimpleNamespace(target=SimpleNamespace(expr="y"), n_runs=40, chosen=auto.chosen_, reason=auto.reason_,
+                            selection=auto.selection_, dropped=[], cv=auto.cv_, heldout={}, learning_curve={}, oof={},
+                            interactions={}, heldout_text=lambda: "")
+    md = write_fit_report(model, None, tmp_path)[0].read_text()
+    assert "| test-blows-up | - | - | - | - | - | diverged (partition 1, fold" in md and "None" not in md
     auto = AutoPredictor(candidates=("mixing-law", "lightgbm"), n_splits=4, repeats=1,
                          candidate_params={"lightgbm": {"n_estimators": 20}}).fit(X, y - 3.0)
     rows = {r["predictor"]: r for r in auto.cv_}
