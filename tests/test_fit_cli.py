@@ -185,3 +185,19 @@ def test_the_projection_follows_a_power_law_and_gives_no_gain_on_a_flat_curve():
     assert abs(p["exponent"] - 0.5) < 1e-6 and abs(p["projected_spearman"] - (100 - 40 * 64 ** -0.5)) < 1e-3
     flat = [dict(q, spearman=90.0 - q["fraction"]) for q in pts]  # falls with more runs
     assert project(flat, 64)["projected_gain"] == 0.0
+
+
+def test_learning_curve_points_with_fewer_training_runs_than_domains_are_left_out_and_said_so():
+    from regmix_plugin.fit.learning_curve import curve_text, learning_curve
+
+    seen = []
+
+    def score(rows, seed):
+        seen.append(len(rows))
+        return 50.0 + len(rows)
+
+    lc = learning_curve(score, 32, 90.0, 5, 2, n_domains=17)  # 16 runs: folds train on 12 < 17; 24: on 19
+    assert seen == [24, 24] and [p["runs"] for p in lc["points"]] == [24, 32]
+    assert lc["skipped"] == [{"fraction": 0.5, "runs": 16, "why": "its folds train on fewer runs than the 17 domains"}]
+    assert "(not scored: 16 runs, its folds train on fewer runs than the 17 domains)" in curve_text(lc, "eff-law", 5)
+    assert lc["projected_spearman"] is not None  # two points still project

@@ -290,7 +290,7 @@ def _learning_curve(model: Predictor, data: FitData, cfg: FitConfig, params: dic
             return scores(sub.y, oof)["spearman"] if np.all(np.isfinite(oof)) else None
     folds = min(cfg.folds, n)
     partitions = model.n_repeats(n) if by_auto and isinstance(model, AutoPredictor) else 1
-    return {"folds": folds, **learning_curve(score, n, full, folds, subsets, cfg.seed, partitions)}
+    return {"folds": folds, **learning_curve(score, n, full, folds, subsets, cfg.seed, partitions, data.X.shape[1])}
 
 
 def is_heldout(df: pd.DataFrame) -> np.ndarray:
