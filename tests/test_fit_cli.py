@@ -200,4 +200,4 @@ def test_learning_curve_points_with_fewer_training_runs_than_domains_are_left_ou
     assert seen == [24, 24] and [p["runs"] for p in lc["points"]] == [24, 32]
     assert lc["skipped"] == [{"fraction": 0.5, "runs": 16, "why": "its folds train on fewer runs than the 17 domains"}]
     assert "(not scored: 16 runs, its folds train on fewer runs than the 17 domains)" in curve_text(lc, "eff-law", 5)
-    assert lc["projected_spearman"] is not None  # two points still project
+    assert lc["projected_spearman"] is None  # two points do not project: the exponent would be their noise
