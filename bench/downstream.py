@@ -49,7 +49,7 @@ def fit_predict(train: pd.DataFrame, test: pd.DataFrame, predictor: str, params:
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         rc = regmix(["fit", "--runs", str(tmp / "train.csv"), "--target", TARGET, "--predictor", predictor,
-                     "--params", params, "--quiet", "--out", str(tmp / "model")])
+                     "--params", params, "--quiet", "--no-learning-curve", "--out", str(tmp / "model")])
         dt = time.perf_counter() - t0
         rc = rc or regmix(["predict", "--model", str(tmp / "model"), "--mixtures", str(tmp / "test.csv"),
                            "--out", str(tmp / "pred.csv")])
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--predictors", default=",".join(PREDICTORS))
     ap.add_argument("--sizes", default="32,64", help="k of the few-run protocol")
-    ap.add_argument("--seeds", default="0,1,2", help="permutation seeds of the few-run protocol")
+    ap.add_argument("--seeds", default="0,1,2", help="permutation seeds of the few-run protocol (a range: 0-19)")
     ap.add_argument("--no-cv", action="store_true", help="skip the 5-fold CV")
     args = ap.parse_args(argv)
     data = Path(args.data)
@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     metrics = [c for c in df.columns if not c.startswith("weight/") and c not in ("run_id", "status", "name")]
     y = df[metrics].to_numpy(dtype=float).mean(axis=1)
     n = len(df)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for part in args.seeds.split(",")
+             for s in (range(int(part.split("-")[0]), int(part.split("-")[1]) + 1) if "-" in part else [part])]
     results = []
     with tempfile.TemporaryDirectory(prefix="downstream_") as tmp:
         tmp = Path(tmp)
@@ -106,11 +107,12 @@ def main(argv=None) -> int:
                               if k != "fit_seconds"} | {"max_fit_s": round(max(row["fit_seconds"]), 1)}), flush=True)
     ks = [int(k) for k in args.sizes.split(",")]
     head = "| predictor |" + ("" if args.no_cv else " 5-fold CV |") + "".join(
-        f" k={k} mean (seeds {args.seeds}) |" for k in ks) + " max fit s | chosen |"
+        f" k={k} mean, worst (seeds {args.seeds}) |" for k in ks) + " max fit s | chosen |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         cells = [r["predictor"]] + ([] if args.no_cv else [f"{r['cv5']:.1f}"])
-        cells += [f"{np.mean(r[f'k{k}']):.1f} ({' / '.join(f'{v:.1f}' for v in r[f'k{k}'])})" for k in ks]
+        cells += [f"{np.mean(r[f'k{k}']):.1f}, {np.min(r[f'k{k}']):.1f} ({' / '.join(f'{v:.1f}' for v in r[f'k{k}'])})"
+                  for k in ks]
         cells += [f"{max(r['fit_seconds']):.1f}", ", ".join(sorted(set(r["chosen"])))]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)

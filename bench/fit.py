@@ -59,7 +59,8 @@ def auto_predictions(tr, idx, col: str, Xs: np.ndarray, params: dict | None = No
     """`regmix fit --predictor auto` on the subset (its per-column and auxiliary candidates included)."""
     from regmix_plugin.fit.model import FitConfig, fit_model
 
-    fitted = fit_model(tr.iloc[idx].reset_index(drop=True), col, FitConfig(params=dict(params or {})))
+    # No learning curve: it does not change the fit, and it is measured in bench/learning_curve.py.
+    fitted = fit_model(tr.iloc[idx].reset_index(drop=True), col, FitConfig(params=dict(params or {}), learning_curve=False))
     return fitted.predictor.predict(Xs), fitted.chosen
 
 

@@ -1,11 +1,12 @@
 """Wall time of `regmix fit --predictor auto` beside RegMix's LightGBM recipe, on the same runs, through the CLI.
 
-Two cases: RegMix's 512 released train runs (17 domains, Pile-CC target), and 512 synthetic runs over 64
+Cases: RegMix's 512 released train runs (17 domains, Pile-CC target; ``regmix-Kx17``: the first K of
+``default_rng(0).permutation(512)``), Olmix's DCLM swarm (``dclm-Kx24``, mean BPB over 110 tasks), and 512 synthetic runs over 64
 domains (mixtures from the project's own RegMix-style sampler, a downstream-style target from an
 effective-data law plus noise, and 64 per-domain losses beside it, as a real sweep's table has). For each
 case `auto` and `lightgbm` alternate ``--repeats`` times in one process (so both see the same machine
 load) and the medians and their ratio are reported. Goals (issue 15): auto <= 60 s at 512 x 17 and
-<= 120 s at 512 x 64 on 2 cores.
+<= 120 s at 512 x 64 on 2 cores; issue 27 (repeated CV): still <= 60 s at 512 x 17, and <= 20 s at 32-128 runs.
 
     .venv/bin/python bench/fit_time.py --data ../shared/data/regmix-pile-1m --out bench_out/fit_time
 """
@@ -54,11 +55,11 @@ def synthetic_runs(n: int = 512, d: int = 64, seed: int = 0) -> pd.DataFrame:
     return df
 
 
-def time_fit(runs: Path, target: str, predictor: str, out: Path) -> tuple[float, dict]:
+def time_fit(runs: Path, target: str, predictor: str, out: Path, extra: tuple[str, ...] = ()) -> tuple[float, dict]:
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         rc = regmix(["fit", "--runs", str(runs), "--target", target, "--predictor", predictor, "--quiet",
-                     "--out", str(out)])
+                     *extra, "--out", str(out)])
     dt = time.perf_counter() - t0
     if rc != 0:
         raise SystemExit(f"bench/fit_time.py: regmix fit --predictor {predictor} exited {rc}")
@@ -72,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--repeats", type=int, default=3, help="alternating auto/lightgbm pairs per case (medians)")
     ap.add_argument("--cases", default="regmix-512x17,synthetic-512x64")
+    ap.add_argument("--auto-variants", default="auto",
+                    help="comma-separated: auto (as `regmix fit` runs it) and/or auto-nolc (--no-learning-curve)")
     args = ap.parse_args(argv)
     data = Path(args.data)
     out = Path(args.out)
@@ -81,34 +84,48 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         for case in args.cases.split(","):
             runs = tmp / f"{case}.csv"
-            if case == "regmix-512x17":
+            if case.startswith("regmix-") and case.endswith("x17"):  # regmix-512x17, or a subset: regmix-64x17
                 if not (data / "train_mixture_1m.csv").is_file():
                     print(f"bench/fit_time.py: no RegMix data at {data}; pass --data", file=sys.stderr)
                     return 2
-                write_runs(from_regmix_csv(data / "train_mixture_1m.csv", data / "train_pile_loss_1m.csv"), runs)
+                tr = from_regmix_csv(data / "train_mixture_1m.csv", data / "train_pile_loss_1m.csv")
+                k = int(case[len("regmix-"):-len("x17")])
+                write_runs(tr.iloc[np.sort(np.random.default_rng(0).permutation(len(tr))[:k])], runs)
                 target = "valid/pile_cc/loss"
+            elif case.startswith("dclm-") and case.endswith("x24"):  # Olmix's DCLM swarm: the first k of rng(0)
+                from regmix_plugin.collect.runs_table import from_olmix_csv
+
+                d = data.parent / "olmix-dclm"
+                df = from_olmix_csv(d / "dclm_ratios.csv", d / "dclm_metrics.csv", [])
+                k = int(case[len("dclm-"):-len("x24")])
+                write_runs(df.iloc[np.random.default_rng(0).permutation(len(df))[:k]], runs)
+                target = "mean(*)"
             elif case == "synthetic-512x64":
                 write_runs(synthetic_runs(), runs)
                 target = "downstream/bpb"
             else:
                 print(f"bench/fit_time.py: --cases: unknown case {case!r}", file=sys.stderr)
                 return 2
-            times: dict[str, list[float]] = {"auto": [], "lightgbm": []}
+            variants = args.auto_variants.split(",")
+            times: dict[str, list[float]] = {v: [] for v in variants} | {"lightgbm": []}
             info = {}
             for r in range(args.repeats):
-                for pred in ("auto", "lightgbm"):
-                    dt, info[pred] = time_fit(runs, target, pred, tmp / f"{case}-{pred}")
+                for pred in (*variants, "lightgbm"):
+                    extra = ("--no-learning-curve",) if pred == "auto-nolc" else ()
+                    dt, info[pred] = time_fit(runs, target, pred.split("-nolc")[0], tmp / f"{case}-{pred}", extra)
                     times[pred].append(dt)
                     print(f"{case} {pred:8s} repeat {r + 1}: {dt:6.1f} s  chosen {info[pred]['chosen']}", flush=True)
             med = {p: statistics.median(v) for p, v in times.items()}
             results.append({"case": case, "target": target, "times": times, "median_s": med,
-                            "ratio": med["auto"] / med["lightgbm"], "auto": info["auto"]})
-    lines = ["| runs x domains | target | auto median s | lightgbm median s | auto / lightgbm | auto chose (CV rho) |",
-             "|---|---|---|---|---|---|"]
+                            "ratio": {v: med[v] / med["lightgbm"] for v in variants}, "auto": info[variants[0]]})
+    lines = ["| runs x domains | target | " + " | ".join(f"{v} median s" for v in variants)
+             + " | lightgbm median s | " + " | ".join(f"{v} / lightgbm" for v in variants) + " | auto chose (CV rho) |",
+             "|---|---|" + "---|" * (2 * len(variants) + 2)]
     for r in results:
         chosen = r["auto"]["chosen"]
-        lines.append(f"| {r['case']} | {r['target']} | {r['median_s']['auto']:.1f} | {r['median_s']['lightgbm']:.1f} "
-                     f"| {r['ratio']:.1f}x | {chosen} ({r['auto']['cv'][chosen]:.2f}) |")
+        lines.append(f"| {r['case']} | {r['target']} | " + " | ".join(f"{r['median_s'][v]:.1f}" for v in variants)
+                     + f" | {r['median_s']['lightgbm']:.1f} | " + " | ".join(f"{r['ratio'][v]:.1f}x" for v in variants)
+                     + f" | {chosen} ({r['auto']['cv'][chosen]:.2f}) |")
     table = "\n".join(lines)
     print(table)
     (out / "fit_time.json").write_text(json.dumps({"repeats": args.repeats, "results": results}, indent=2))

@@ -23,7 +23,9 @@ def runs_csv(tmp_path):
 def test_fit_predict_optimize_on_synthetic_runs(runs_csv, tmp_path, capsys):
     model = tmp_path / "model"
     rc = main(["fit", "--runs", str(runs_csv), "--target", "0.5*valid/web/loss + 0.5*valid/code/loss",
-               "--predictor", "auto", "--params", '{"candidates": ["linear", "mixing-law"]}', "--folds", "3",
+               "--predictor", "auto", "--params",
+               '{"candidates": ["linear", "mixing-law"], "candidate_params": {"eff-law": {"n_starts": 1}}}', "--folds", "3",
+               "--no-learning-curve",  # tested on its own below
                "--out", str(model)])
     out = capsys.readouterr().out
     assert rc == 0
@@ -113,3 +115,89 @@ def test_cli_on_a_slice_of_regmix_data(regmix_data, tmp_path, capsys):
     assert main(["optimize", "--model", str(tmp_path / "model"), "--samples", "5000", "--out", str(tmp_path / "r.json")]) == 0
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["provenance"]["predicted_target"] < doc["provenance"]["baselines"]["prior"]["predicted"]
+
+
+def test_heldout_runs_are_kept_out_of_the_fit_and_scored(tmp_path, capsys):
+    """Runs marked split = heldout (as `regmix collect` marks synthesized held-out mixtures) are not fitted on by
+    default; the fit scores them and says so; --include-heldout fits on them and says nothing scored the fit."""
+    from regmix_plugin.fit.model import FittedModel
+
+    df = synthetic_runs(40)
+    df.insert(2, "split", ["heldout" if i % 5 == 0 else "train" for i in range(40)])  # 8 held out, r000 r005 ...
+    write_runs(df, tmp_path / "runs.csv")
+    base = ["fit", "--runs", str(tmp_path / "runs.csv"), "--target", "valid/web/loss", "--predictor", "mixing-law",
+            "--params", '{"n_starts": 2}', "--folds", "3"]
+    assert main(base + ["--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "3-fold cross-validation on 31 runs" in out  # 40 - 1 failed - 8 held out
+    assert "held-out: 8 run(s) never fitted on (split = heldout): Spearman" in out
+    model = FittedModel.load(tmp_path / "m")
+    assert model.n_runs == 31 and model.heldout["runs"] == 8 and not model.heldout["included_in_fit"]
+    assert model.heldout["spearman"] > 80  # a real score of the law on runs it never saw
+    assert sorted(model.heldout["predictions"]) == [f"r{i:03d}" for i in range(0, 40, 5)]
+    from regmix_plugin.optimize.report import write_fit_report
+
+    md = write_fit_report(model, None, tmp_path / "report")[0].read_text()
+    assert "Held-out: 8 run(s) never fitted on" in md
+    assert main(base + ["--include-heldout", "--out", str(tmp_path / "m2")]) == 0
+    out = capsys.readouterr().out
+    assert "3-fold cross-validation on 39 runs" in out and "were fitted on (--include-heldout)" in out
+    assert FittedModel.load(tmp_path / "m2").heldout == {"runs": 8, "included_in_fit": True}
+
+
+def test_a_table_of_heldout_runs_only_is_one_line_and_exit_2(tmp_path, capsys):
+    df = synthetic_runs(12)
+    df["split"] = "heldout"
+    write_runs(df, tmp_path / "runs.csv")
+    rc = main(["fit", "--runs", str(tmp_path / "runs.csv"), "--target", "valid/web/loss", "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--include-heldout" in err and len(err.strip().splitlines()) == 1
+
+
+def test_fit_prints_a_learning_curve_with_the_promised_points(runs_csv, tmp_path, capsys):
+    """CV of the chosen predictor at 50 %, 75 % and 100 % of the runs, and the projection to twice the runs, in
+    the output, model.json and the report; --no-learning-curve skips it."""
+    from regmix_plugin.fit.model import FittedModel
+    from regmix_plugin.optimize.report import write_fit_report
+
+    assert main(["fit", "--runs", str(runs_csv), "--target", "valid/web/loss", "--predictor", "auto", "--params",
+                 '{"candidates": ["linear", "mixing-law"], "candidate_params": {"mixing-law": {"n_starts": 1}}, '
+                 '"repeats": 2}', "--folds", "3", "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    lc = FittedModel.load(tmp_path / "m").learning_curve
+    assert [(p["fraction"], p["runs"], p["subsets"]) for p in lc["points"]] == [(0.5, 20, 2), (0.75, 29, 2), (1.0, 39, 2)]  # repeats
+    assert "± se over 2 x 3 folds" not in out and "2 x 3-fold CV spearman" in out  # the noise of the choice
+    assert lc["projected_runs"] == 78 and lc["projected_spearman"] is not None
+    assert lc["projected_gain"] == round(lc["projected_spearman"] - lc["points"][-1]["spearman"], 4)
+    assert "learning curve (3-fold CV spearman of mixing-law): 20 runs " in out and "projected with 78 runs" in out
+    md = write_fit_report(FittedModel.load(tmp_path / "m"), None, tmp_path / "r")[0].read_text()
+    assert "How many runs?" in md and "projected" in md
+    assert main(["fit", "--runs", str(runs_csv), "--target", "valid/web/loss", "--predictor", "mixing-law",
+                 "--params", '{"n_starts": 1}', "--folds", "3", "--no-learning-curve", "--out", str(tmp_path / "n")]) == 0
+    assert "learning curve" not in capsys.readouterr().out and not FittedModel.load(tmp_path / "n").learning_curve
+
+
+def test_the_projection_follows_a_power_law_and_gives_no_gain_on_a_flat_curve():
+    from regmix_plugin.fit.learning_curve import project
+
+    pts = [{"fraction": f, "runs": n, "spearman": 100 - 40 * n ** -0.5} for f, n in ((0.5, 16), (0.75, 24), (1.0, 32))]
+    p = project(pts, 64)
+    assert abs(p["exponent"] - 0.5) < 1e-6 and abs(p["projected_spearman"] - (100 - 40 * 64 ** -0.5)) < 1e-3
+    flat = [dict(q, spearman=90.0 - q["fraction"]) for q in pts]  # falls with more runs
+    assert project(flat, 64)["projected_gain"] == 0.0
+
+
+def test_learning_curve_points_with_fewer_training_runs_than_domains_are_left_out_and_said_so():
+    from regmix_plugin.fit.learning_curve import curve_text, learning_curve
+
+    seen = []
+
+    def score(rows, seed):
+        seen.append(len(rows))
+        return 50.0 + len(rows)
+
+    lc = learning_curve(score, 32, 90.0, 5, 2, n_domains=17)  # 16 runs: folds train on 12 < 17; 24: on 19
+    assert seen == [24, 24] and [p["runs"] for p in lc["points"]] == [24, 32]
+    assert lc["skipped"] == [{"fraction": 0.5, "runs": 16, "why": "its folds train on fewer runs than the 17 domains"}]
+    assert "(not scored: 16 runs, its folds train on fewer runs than the 17 domains)" in curve_text(lc, "eff-law", 5)
+    assert lc["projected_spearman"] is None  # two points do not project: the exponent would be their noise

@@ -89,6 +89,11 @@ class Predictor:
 
     name: ClassVar[str] = ""
     smooth: ClassVar[bool] = False
+    # How flexible the model is, for `auto`'s rule "the most constrained candidate within one standard error
+    # of the best" (fit/auto.py; DECISIONS 78): 0 a law decreasing in every domain's share with shrinkage
+    # (eff-law), 1 one parametric law, 2 several laws (per column or group, or jointly), 3 a smooth
+    # non-parametric model (GP), 4 trees and anything with them. None: 3 if smooth, else 4.
+    flexibility: ClassVar[int | None] = None
     # Which extras of FitData the fit uses when they are there (a subset of EXTRAS).
     needs: ClassVar[frozenset[str]] = frozenset()
     # A composite that cross-validates candidates itself: it takes the fit's fold count as ``n_splits`` and,
@@ -213,6 +218,11 @@ def one_blas_thread():
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def flexibility(cls: type[Predictor]) -> int:
+    """The class's place in the constraint order (``Predictor.flexibility``)."""
+    return int(cls.flexibility) if cls.flexibility is not None else (3 if cls.smooth else 4)
 
 
 def is_smooth(model: Predictor) -> bool:

@@ -24,6 +24,10 @@ def register(sub) -> None:
     p.add_argument("--compare", default="", help="comma-separated predictors to cross-validate beside the chosen one")
     p.add_argument("--folds", type=int, default=5, help="K of the K-fold cross-validation (default 5)")
     p.add_argument("--seed", type=int, default=0, help="random_state of the predictor and the folds")
+    p.add_argument("--include-heldout", action="store_true",
+                   help="also fit on runs marked split = heldout (by default they are kept out and scored)")
+    p.add_argument("--no-learning-curve", action="store_true",
+                   help="skip the CV at 50/75 %% of the runs and the projection to twice the runs (faster)")
     p.add_argument("--out", required=True, help="model folder to write (MODEL_DIR)")
     p.add_argument("--quiet", action="store_true", help="no progress bar on stderr (it is shown only on a terminal)")
     p.set_defaults(func=cmd_fit)
@@ -67,11 +71,17 @@ def cmd_fit(args) -> int:
         folds=args.folds,
         seed=args.seed,
         direction=args.direction,
+        include_heldout=args.include_heldout,
+        learning_curve=not args.no_learning_curve,
     )
     df = load_runs_table(args.runs, args.mixtures, args.losses)
     # The CV table is printed row by row as candidates finish, with a progress bar on stderr meanwhile.
     model = fit_model(df, args.target, cfg, listener=ConsoleListener(bar=False if args.quiet else None))
     model.save(args.out)
+    if model.learning_curve:
+        print(model.curve_text())
+    if model.heldout:
+        print(model.heldout_text())
     print(f"chosen: {model.chosen} ({model.reason})")
     print(f"wrote {args.out}")
     return 0

@@ -47,6 +47,7 @@ class JointLawPredictor(Predictor):
 
     name = "joint-law"
     smooth = True
+    flexibility = 2
     needs = frozenset({"auxiliary"})
 
     def __init__(

@@ -18,6 +18,7 @@ MODEL_FILE = "lightgbm.txt"
 class LightGBMPredictor(Predictor):
     name = "lightgbm"
     smooth = False
+    flexibility = 4
 
     def __init__(
         self,

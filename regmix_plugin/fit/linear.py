@@ -14,6 +14,7 @@ class LinearPredictor(Predictor):
 
     name = "linear"
     smooth = True
+    flexibility = 1
 
     def __init__(self, alpha: float = 0.0, random_state: int = 0) -> None:
         self.alpha = alpha

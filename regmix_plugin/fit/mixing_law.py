@@ -39,6 +39,7 @@ def exp_law(p: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class MixingLawPredictor(Predictor):
     name = "mixing-law"
     smooth = True
+    flexibility = 1
 
     def __init__(
         self,

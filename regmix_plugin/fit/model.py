@@ -50,6 +50,10 @@ class FitConfig:
     folds: int = 5
     seed: int = 0
     direction: str | None = None  # "minimize" | "maximize"; None: the default from the target's metric names
+    # Fit on the runs marked ``split = heldout`` too (`regmix collect` marks the mixtures `regmix synthesize`
+    # wrote apart); by default they are kept out of the fit and scored (--include-heldout).
+    include_heldout: bool = False
+    learning_curve: bool = True  # CV at 50/75/100 % of the runs and the projected gain from twice the runs
 
     def __post_init__(self) -> None:
         predictor_class(self.predictor)
@@ -79,6 +83,12 @@ class FittedModel:
     selection: dict[str, Any] = field(default_factory=dict)  # how auto chose (its rule, the CV leader, the margin)
     # a schedule model's phases: {"domains": [...], "starts": [0, 0.8], "lengths": [0.8, 0.2]}; {} for a mixture's
     phases: dict[str, Any] = field(default_factory=dict)
+    # The held-out runs (split = heldout): how many, whether they were fitted on, and the chosen predictor's
+    # score on them when they were not (``heldout_text`` says it in words).
+    heldout: dict[str, Any] = field(default_factory=dict)
+    # CV of the chosen predictor at 50/75/100 % of the training runs and the projection to twice the runs
+    # (fit/learning_curve.py); ``curve_text`` says it in words.
+    learning_curve: dict[str, Any] = field(default_factory=dict)
 
     @property
     def chosen(self) -> str:
@@ -110,6 +120,8 @@ class FittedModel:
                 "auxiliary_columns": self.auxiliary,
                 "selection": self.selection,
                 "phases": self.phases,
+                "heldout": self.heldout,
+                "learning_curve": self.learning_curve,
             },
         )
         return directory
@@ -145,7 +157,18 @@ class FittedModel:
             auxiliary=list(doc.get("auxiliary_columns", [])),
             selection=dict(doc.get("selection", {})),
             phases=dict(doc.get("phases", {})),
+            heldout=dict(doc.get("heldout", {})),
+            learning_curve=dict(doc.get("learning_curve", {})),
         )
+
+    def heldout_text(self) -> str:
+        """One line on the held-out runs: their score, or that they were fitted on; empty when there are none."""
+        return heldout_text(self.heldout)
+
+    def curve_text(self) -> str:
+        from regmix_plugin.fit.learning_curve import curve_text
+
+        return curve_text(self.learning_curve, self.chosen, int(self.learning_curve.get("folds", 0)))
 
     def cv_score(self, metric: str = "spearman") -> float | None:
         for row in self.cv:
@@ -213,6 +236,7 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
     target = parse_target(target_expr, df, cfg.direction)
     df_all = df
     df, dropped = usable_runs(df, target)
+    df, held = split_heldout(df, cfg.include_heldout)
     names = table_domains(df)
     X, y = weight_matrix(df), target.values(df)
     layout = phase_layout(df)
@@ -277,7 +301,11 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
             if row["predictor"] in all_oof:
                 row["top10_overlap"] = round(top10_overlap(y, all_oof[row["predictor"]], maximize=True), 4)
     best = target.best_index(y)
+    heldout = score_heldout(model, held, target, cfg.include_heldout, int(np.sum(is_heldout(df))))
+    curve = _learning_curve(model, data, cfg, params, cv_rows, cls.selects_by_cv) if cfg.learning_curve else {}
     return FittedModel(
+        heldout=heldout,
+        learning_curve=curve,
         interactions=linear_interactions(df, names),
         predictor=model,
         domains=names,
@@ -296,6 +324,84 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
         selection=selection,
         phases=phases,
     )
+
+
+def _learning_curve(model: Predictor, data: FitData, cfg: FitConfig, params: dict, cv_rows: list[dict],
+                    by_auto: bool) -> dict[str, Any]:
+    """The chosen predictor's CV at 50/75/100 % of the training runs and its projection to twice the runs."""
+    from regmix_plugin.fit.auto import AutoPredictor
+    from regmix_plugin.fit.learning_curve import learning_curve
+
+    chosen = getattr(model, "chosen_", cfg.predictor)
+    full = next((r.get("spearman") for r in cv_rows if r["predictor"] == chosen), None)
+    n = len(data.y)
+    if by_auto and isinstance(model, AutoPredictor):
+        # Two random subsets per point (as many as auto's partitions when there are more): one is too noisy to
+        # project from; each costs a CV of the chosen candidate on that many runs (DECISIONS 79).
+        subsets = max(2, model.n_repeats(n))
+
+        def score(rows: np.ndarray, seed: int) -> float | None:
+            return model.subset_score(data, rows, seed)
+    else:
+        subsets = 2
+        spec = (cfg.predictor, params)
+        on_data = bool(predictor_class(cfg.predictor).needs)
+
+        def score(rows: np.ndarray, seed: int) -> float | None:
+            sub = data.take(rows)
+            cache = FoldCache(sub.X, kfold_indices(len(rows), min(cfg.folds, len(rows)), seed))
+            try:
+                oof = cache.predictions(spec, sub if on_data else sub.y, "data" if on_data else "y")
+            except (FitError, ArithmeticError, ValueError, np.linalg.LinAlgError):
+                return None
+            return scores(sub.y, oof)["spearman"] if np.all(np.isfinite(oof)) else None
+    folds = min(cfg.folds, n)
+    partitions = model.n_repeats(n) if by_auto and isinstance(model, AutoPredictor) else 1
+    return {"folds": folds, **learning_curve(score, n, full, folds, subsets, cfg.seed, partitions, data.X.shape[1])}
+
+
+def is_heldout(df: pd.DataFrame) -> np.ndarray:
+    """Rows marked ``split = heldout`` (a table without a split column has none)."""
+    if "split" not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return df["split"].astype(str).str.strip().str.lower().eq("heldout").to_numpy()
+
+
+def split_heldout(df: pd.DataFrame, include: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the rows to fit on, the held-out rows kept out of the fit). With ``include`` every row is fitted on."""
+    held = is_heldout(df)
+    if include or not held.any():
+        return df, df.iloc[0:0]
+    if held.all():
+        raise RegmixError(f"--runs: all {len(df)} usable runs are marked split = heldout; nothing is left to fit on "
+                          "(pass --include-heldout to fit on them anyway)")
+    return df.loc[~held].reset_index(drop=True), df.loc[held].reset_index(drop=True)
+
+
+def score_heldout(model: Predictor, held: pd.DataFrame, target: Target, included: bool,
+                  n_included: int) -> dict[str, Any]:
+    """The fitted predictor on the held-out rows it never saw: Spearman rho x100 (3+ runs), MAE, and the
+    predictions by run id; or a record that they were fitted on (``included``)."""
+    if included:
+        return {"runs": n_included, "included_in_fit": True} if n_included else {}
+    if held.empty:
+        return {}
+    y = target.values(held)
+    pred = model.predict(weight_matrix(held))  # same table, so the same domain columns in the same order
+    rho = scores(y, pred)["spearman"] if len(y) >= 3 else None
+    return {"runs": int(len(y)), "included_in_fit": False, "spearman": None if rho is None else round(rho, 4),
+            "mae": round(float(np.mean(np.abs(pred - y))), 6),
+            "predictions": {str(r): float(p) for r, p in zip(held["run_id"], pred)}}
+
+
+def heldout_text(h: dict[str, Any]) -> str:
+    if not h:
+        return ""
+    if h.get("included_in_fit"):
+        return (f"held-out: the {h['runs']} run(s) marked split = heldout were fitted on (--include-heldout); "
+                "nothing scored the fit on unseen runs")
+    rho = f"Spearman {h['spearman']:.2f}, " if h.get("spearman") is not None else "(too few to rank), "
+    return f"held-out: {h['runs']} run(s) never fitted on (split = heldout): {rho}mean absolute error {h['mae']:.4g}"
 
 
 def _fold_cache(X: np.ndarray, y: np.ndarray, cfg: FitConfig, listener: FitListener) -> FoldCache:

@@ -31,6 +31,7 @@ from regmix_plugin.fit.registry import register
 @register
 class PerColumnPredictor(Predictor):
     name = "per-column"
+    flexibility = 2  # several laws; auto ranks the form at least as flexible as its base law
     needs = frozenset({"columns"})
 
     def __init__(

@@ -126,6 +126,7 @@ class LawBlendPredictor(StackPredictor):
 
     name = "law-blend"
     smooth = True
+    flexibility = 1
 
     def __init__(
         self,

@@ -64,13 +64,30 @@ def write_fit_report(model, outcome, out_dir: str | os.PathLike) -> tuple[Path, 
     sel = model.selection or {}
     if "best_by_cv" in sel:
         rep.add_paragraph(f"Selection rule: {sel['rule']}; best CV score: {sel['best_by_cv']}"
+                          + (f"; the more constrained {sel['constrained']} trails it by {sel['gap']:.2f}, within one "
+                             f"standard error ({sel['standard_error']:.2f}), and was chosen" if "constrained" in sel else "")
+                          # models saved before issue 27 recorded the smooth-law rule (DECISIONS 35)
                           + (f"; best smooth law {sel['smooth_law']} trails it by {sel['gap']:.2f} (one standard error "
                              f"{sel['standard_error']:.2f})" if "smooth_law" in sel else "") + ".")
     if model.dropped:
         rep.add_paragraph(f"Left out {len(model.dropped)} failed/incomplete run(s): {', '.join(model.dropped[:20])}.")
     rep.add_heading("Cross-validation")
-    rep.add_table([{**r, "spearman": f"skipped: {r['skipped']}"} if "skipped" in r else r for r in model.cv],
-                  ["predictor", "spearman", "pearson", "mse", "top10_overlap"])
+    cols = ["predictor", "spearman", "pearson", "mse", "top10_overlap"] + [c for c in ("se", "note") if any(c in r for r in model.cv)]
+    # A skipped or divergent candidate has no scores (None): "-" and its note, never a number (DECISIONS 68, 78).
+    rep.add_table([{c: "-" if r.get(c) is None else r[c] for c in cols} for r in model.cv], cols)
+    if model.heldout:
+        rep.add_paragraph(model.heldout_text()[0].upper() + model.heldout_text()[1:] + ".")
+    if model.learning_curve.get("points"):
+        rep.add_heading("How many runs?", level=3)
+        lc = model.learning_curve
+        rep.add_table([{"runs": p["runs"], "share of the runs": f"{100 * p['fraction']:.0f} %",
+                        f"{lc['folds']}-fold CV spearman": p["spearman"]} for p in lc["points"]]
+                      + ([{"runs": lc["projected_runs"], "share of the runs": "projected",
+                           f"{lc['folds']}-fold CV spearman": lc["projected_spearman"]}]
+                         if lc.get("projected_spearman") is not None else []), floatfmt="{:.2f}")
+        rep.add_paragraph(f"CV of {model.chosen} on random subsets of the training runs, and a power law in what "
+                          "is left to gain, projected to twice the runs (docs/predictors.md, \"How many runs?\"; "
+                          "its accuracy is measured in BENCHMARKS.md).")
     if model.oof:
         rep.add_figure(predicted_vs_actual(model.y, model.oof, model.target.expr, t.better), "predicted_vs_actual",
                        "Out-of-fold predictions vs actual target on the proxy runs")

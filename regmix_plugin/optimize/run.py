@@ -147,6 +147,7 @@ def optimize(
         **({"auxiliary_columns": model.auxiliary} if model.auxiliary else {}),
         "cv": model.cv,
         "cv_spearman": model.cv_score("spearman"),
+        **({"heldout": {k: v for k, v in model.heldout.items() if k != "predictions"}} if model.heldout else {}),
         "predicted_target": res.predicted,
         "predicted_target_uncertainty": uncertainty,
         "baselines": baselines,
