@@ -159,7 +159,12 @@ def test_a_divergent_fold_is_flagged_and_a_law_that_cannot_fit_is_skipped(tmp_pa
 
     from regmix_plugin.optimize.report import write_fit_report
 
-    model = SimpleNamespace(target=SimpleNamespace(expr="y"), n_runs=40, chosen=auto.chosen_, reason=auto.reason_,
+    import pandas as pd
+
+    from regmix_plugin.fit.targets import parse_target
+
+    target = parse_target("y", pd.DataFrame({"y": y}), "minimize")
+    model = SimpleNamespace(target=target, n_runs=40, chosen=auto.chosen_, reason=auto.reason_,
                             selection=auto.selection_, dropped=[], cv=auto.cv_, heldout={}, learning_curve={}, oof={},
                             interactions={}, heldout_text=lambda: "")
     md = write_fit_report(model, None, tmp_path)[0].read_text()
