@@ -23,9 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from regmix_plugin.errors import RegmixError
 from regmix_plugin.synthesize.config import SynthConfig
-from regmix_plugin.synthesize.sampler import Plan, _dirichlet_batch, postprocess
+from regmix_plugin.synthesize.sampler import Plan, _dirichlet_batch, keep_distinct, postprocess, too_few
 
 ANCHOR_PRIOR_SHARE = 0.1  # anchored draws centre on 0.9 * previous phase + 0.1 * prior
 
@@ -76,23 +75,8 @@ def synthesize_schedules(cfg: SynthConfig, p: Plan) -> ScheduleDraws:
         stack = np.stack(counts, axis=1)  # (batch, K, D) integer units
         exposure = np.einsum("k,bkd->bd", lengths, stack / units)
         ok &= (exposure <= p.upper + 1e-9).all(axis=1)
-        for row, good in zip(stack, ok):
-            if stats["candidates"] >= budget or len(kept) >= want:
-                break
-            stats["candidates"] += 1
-            if not good:
-                stats["rejected"] += 1
-                continue
-            key = row.tobytes()
-            if key in seen:
-                stats["duplicates"] += 1
-                continue
-            seen.add(key)
-            kept.append(row)
+        keep_distinct(stack, ok, kept, seen, stats, budget, want)
     if len(kept) < want:
-        raise RegmixError(
-            f"synthesize: only {len(kept)} distinct schedules passed the caps in {budget} draws, {want} needed; "
-            "raise max_usage/max_epochs/max_strength or max_candidates, lower minimum, or ask for fewer"
-        )
+        raise too_few(len(kept), budget, want, "schedules")
     w = np.stack(kept) / units
     return ScheduleDraws(w[: cfg.n], w[cfg.n:], stats)

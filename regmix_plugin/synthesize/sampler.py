@@ -204,6 +204,33 @@ class SynthResult:
     stats: dict[str, int]
 
 
+
+def keep_distinct(rows: np.ndarray, ok: np.ndarray, kept: list[np.ndarray], seen: set[bytes], stats: dict,
+                  budget: int, want: int) -> None:
+    """Append to ``kept`` the rows (integer units) that passed the caps and were not drawn before, counting
+    candidates, rejections and duplicates in ``stats``, until ``want`` are kept or ``budget`` draws are spent.
+    Mixtures and schedules (synthesize/phases.py) are accepted by this one rule."""
+    for row, good in zip(rows, ok):
+        if stats["candidates"] >= budget or len(kept) >= want:
+            break
+        stats["candidates"] += 1
+        if not good:
+            stats["rejected"] += 1
+            continue
+        key = row.tobytes()
+        if key in seen:
+            stats["duplicates"] += 1
+            continue
+        seen.add(key)
+        kept.append(row)
+
+
+def too_few(kept: int, budget: int, want: int, what: str) -> RegmixError:
+    return RegmixError(
+        f"synthesize: only {kept} distinct {what} passed the caps in {budget} draws, {want} needed; "
+        "raise max_usage/max_epochs/max_strength or max_candidates, lower minimum, or ask for fewer"
+    )
+
 def synthesize(cfg: SynthConfig, base: Mixture) -> SynthResult:
     """Draw ``cfg.n + cfg.heldout`` distinct mixtures over the base mixture's domains (deterministic in seed)."""
     p = plan(cfg, base)
@@ -218,24 +245,9 @@ def synthesize(cfg: SynthConfig, base: Mixture) -> SynthResult:
     while len(kept) < want and stats["candidates"] < budget:
         raw = next(batches) if batches is not None else _dirichlet_batch(rng, p, 256)
         k, ok = postprocess(raw, cfg, p)
-        for row, good in zip(k, ok):
-            if stats["candidates"] >= budget or len(kept) >= want:
-                break
-            stats["candidates"] += 1
-            if not good:
-                stats["rejected"] += 1
-                continue
-            key = row.tobytes()
-            if key in seen:
-                stats["duplicates"] += 1
-                continue
-            seen.add(key)
-            kept.append(row)
+        keep_distinct(k, ok, kept, seen, stats, budget, want)
     if len(kept) < want:
-        raise RegmixError(
-            f"synthesize: only {len(kept)} distinct mixtures passed the caps in {budget} draws, {want} needed; "
-            "raise max_usage/max_epochs/max_strength or max_candidates, lower minimum, or ask for fewer"
-        )
+        raise too_few(len(kept), budget, want, "mixtures")
     w = np.stack(kept) / units
     return SynthResult(p.names, w[: cfg.n], w[cfg.n:], p, stats)
 
