@@ -53,7 +53,7 @@ MAX_COLUMN_LAWS = 16
 DEFAULT_REPEATS = 1
 # From this many training runs on, a large swarm, the multi-start laws are fitted from their first (deterministic)
 # start only and the learning curve scores one random subset per point instead of two (DECISIONS 80): at
-# 2,000 runs x 128 domains eff-law's three starts ended at the same cost (spread 4e-6 relative) and its fits
+# 2,000 runs x 128 domains eff-law's three starts ended at the same cost (spread 6e-6 relative) and its fits
 # were 87 % of `regmix fit`'s 380 s; the learning curve's second subset adds nothing at a CV standard error
 # of 0.03. Below it, every candidate is fitted as it always was (the benches' 32-512 runs are unchanged).
 LARGE_SWARM = 1000
