@@ -201,6 +201,12 @@ def test_a_large_swarm_fits_the_multi_start_laws_from_one_start_and_says_so():
     mine._large = mine.is_large(len(y))  # what fit decides; the plan is what it would fit
     plan = {label: spec[1] for label, spec, _ in mine._plan(None, None)}
     assert plan["eff-law"]["n_starts"] == 2 and plan["stack"]["member_params"]["eff-law"] == {"n_starts": 2, "ftol": 1e-4}
+    import pytest
+
+    from regmix_plugin.fit.base import FitError
+
+    with pytest.raises(FitError, match="auto.large_swarm"):
+        AutoPredictor(large_swarm="many").is_large(30)
     cfg = SimpleNamespace(folds=3, seed=0, predictor="auto")
     for model, subsets in ((small, 2), (large, 1)):
         lc = _learning_curve(model, FitData(X, y), cfg, {}, model.cv_, True)

@@ -104,7 +104,10 @@ class AutoPredictor(Predictor):
     def is_large(self, n_runs: int) -> bool:
         """A swarm of ``n_runs`` training runs gets the large-swarm budget (LARGE_SWARM_PARAMS; one learning
         curve subset per point)."""
-        return self.large_swarm is not None and n_runs >= int(self.large_swarm)
+        v = self.large_swarm
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise FitError(f"auto.large_swarm: {v!r} must be an integer >= 1 (training runs), or null for never")
+        return v is not None and n_runs >= v
 
     def _thinned(self, name: str, params: dict, user: dict) -> dict:
         """``params`` with the large-swarm settings of ``name`` (and of a stack's members) where the user set none."""
