@@ -6,7 +6,9 @@ domains (mixtures from the project's own RegMix-style sampler, a downstream-styl
 effective-data law plus noise, and 64 per-domain losses beside it, as a real sweep's table has). For each
 case `auto` and `lightgbm` alternate ``--repeats`` times in one process (so both see the same machine
 load) and the medians and their ratio are reported. Goals (issue 15): auto <= 60 s at 512 x 17 and
-<= 120 s at 512 x 64 on 2 cores; issue 27 (repeated CV): still <= 60 s at 512 x 17, and <= 20 s at 32-128 runs.
+<= 120 s at 512 x 64 on 2 cores; issue 27 (repeated CV): still <= 60 s at 512 x 17, and <= 20 s at 32-128 runs;
+and at the large end ``synthetic-2000x128`` (any ``synthetic-NxD`` works) <= 120 s with memory under 1 GB.
+Each timing is wall and CPU (user + sys of this process, children included) and the process's peak RSS so far.
 
     .venv/bin/python bench/fit_time.py --data ../shared/data/regmix-pile-1m --out bench_out/fit_time
 """
@@ -55,16 +57,32 @@ def synthetic_runs(n: int = 512, d: int = 64, seed: int = 0) -> pd.DataFrame:
     return df
 
 
+def cpu_s() -> float:
+    """User + sys CPU seconds of this process and its waited-for children."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def time_fit(runs: Path, target: str, predictor: str, out: Path, extra: tuple[str, ...] = ()) -> tuple[float, dict]:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_s()
     with contextlib.redirect_stdout(io.StringIO()):
         rc = regmix(["fit", "--runs", str(runs), "--target", target, "--predictor", predictor, "--quiet",
                      *extra, "--out", str(out)])
     dt = time.perf_counter() - t0
+    cpu = cpu_s() - c0
     if rc != 0:
         raise SystemExit(f"bench/fit_time.py: regmix fit --predictor {predictor} exited {rc}")
     doc = json.loads((out / "model.json").read_text())
-    return dt, {"chosen": doc["chosen"], "cv": {r["predictor"]: r["spearman"] for r in doc["cv"]}}
+    return dt, {"chosen": doc["chosen"], "cv": {r["predictor"]: r["spearman"] for r in doc["cv"]}, "cpu_s": cpu,
+                "peak_rss_mb": peak_rss_mb()}
 
 
 def main(argv=None) -> int:
@@ -100,8 +118,9 @@ def main(argv=None) -> int:
                 k = int(case[len("dclm-"):-len("x24")])
                 write_runs(df.iloc[np.random.default_rng(0).permutation(len(df))[:k]], runs)
                 target = "mean(*)"
-            elif case == "synthetic-512x64":
-                write_runs(synthetic_runs(), runs)
+            elif case.startswith("synthetic-") and "x" in case:  # synthetic-512x64, synthetic-2000x128, ...
+                n, d = (int(v) for v in case[len("synthetic-"):].split("x"))
+                write_runs(synthetic_runs(n, d), runs)
                 target = "downstream/bpb"
             else:
                 print(f"bench/fit_time.py: --cases: unknown case {case!r}", file=sys.stderr)
@@ -114,7 +133,8 @@ def main(argv=None) -> int:
                     extra = ("--no-learning-curve",) if pred == "auto-nolc" else ()
                     dt, info[pred] = time_fit(runs, target, pred.split("-nolc")[0], tmp / f"{case}-{pred}", extra)
                     times[pred].append(dt)
-                    print(f"{case} {pred:8s} repeat {r + 1}: {dt:6.1f} s  chosen {info[pred]['chosen']}", flush=True)
+                    print(f"{case} {pred:8s} repeat {r + 1}: {dt:6.1f} s wall, {info[pred]['cpu_s']:6.1f} CPU-s, peak RSS "
+                          f"{info[pred]['peak_rss_mb']:.0f} MB  chosen {info[pred]['chosen']}", flush=True)
             med = {p: statistics.median(v) for p, v in times.items()}
             results.append({"case": case, "target": target, "times": times, "median_s": med,
                             "ratio": {v: med[v] / med["lightgbm"] for v in variants}, "auto": info[variants[0]]})

@@ -174,3 +174,40 @@ def test_a_divergent_fold_is_flagged_and_a_law_that_cannot_fit_is_skipped(tmp_pa
     rows = {r["predictor"]: r for r in auto.cv_}
     assert rows["mixing-law"]["note"].startswith("skipped: mixing-law: the target has values <= 0")
     assert auto.chosen_ == "lightgbm" and "mixing-law skipped" in auto.reason_
+
+
+def test_a_large_swarm_fits_the_multi_start_laws_from_one_start_and_says_so():
+    """From ``large_swarm`` training runs on (1,000 by default), eff-law is fitted from its first start at a looser tolerance (the stack's
+    eff-law member too, so they still share fold fits), the learning curve scores one subset per point, and the
+    reason says so; a user's candidate_params win; below it nothing changes (DECISIONS 80)."""
+    from types import SimpleNamespace
+
+    from regmix_plugin.fit.base import FitData
+    from regmix_plugin.fit.model import _learning_curve
+
+    X, y = synthetic_xy(30)
+    kw = dict(candidates=("eff-law", "stack"), n_splits=3,
+              candidate_params={"stack": {"member_params": {"lightgbm": {"n_estimators": 20}}}})
+    small = AutoPredictor(**kw).fit(X, y)
+    large = AutoPredictor(**kw, large_swarm=30).fit(X, y)
+    assert "n_starts" not in small._by_label_["eff-law"][0][1] and "large swarm" not in small.reason_
+    assert "large_swarm" not in small.selection_
+    one = {"n_starts": 1, "ftol": 1e-4}
+    assert {k: large._by_label_["eff-law"][0][1][k] for k in one} == one
+    assert large._by_label_["stack"][0][1]["member_params"] == {"eff-law": one, "lightgbm": {"n_estimators": 20}}
+    assert large.fits_ == small.fits_ == 2 * 3  # eff-law and lightgbm once per fold, shared with the stack
+    assert "large swarm (>= 30 runs): eff-law n_starts=1" in large.reason_ and large.selection_["large_swarm"]
+    mine = AutoPredictor(**{**kw, "candidate_params": {"eff-law": {"n_starts": 2}}}, large_swarm=30)
+    mine._large = mine.is_large(len(y))  # what fit decides; the plan is what it would fit
+    plan = {label: spec[1] for label, spec, _ in mine._plan(None, None)}
+    assert plan["eff-law"]["n_starts"] == 2 and plan["stack"]["member_params"]["eff-law"] == {"n_starts": 2, "ftol": 1e-4}
+    import pytest
+
+    from regmix_plugin.fit.base import FitError
+
+    with pytest.raises(FitError, match="auto.large_swarm"):
+        AutoPredictor(large_swarm="many").is_large(30)
+    cfg = SimpleNamespace(folds=3, seed=0, predictor="auto")
+    for model, subsets in ((small, 2), (large, 1)):
+        lc = _learning_curve(model, FitData(X, y), cfg, {}, model.cv_, True)
+        assert [p["subsets"] for p in lc["points"]] == [subsets, subsets, 1]

@@ -129,3 +129,14 @@ def test_the_prior_gives_a_domain_the_runs_never_contain_the_average_domains_wei
     assert spearmanr(with_prior.predict(Xt), without.predict(Xt))[0] > 0.999
     with pytest.raises(RegmixError, match=r"eff-law\.prior: -1 must be a number >= 0"):
         get_predictor("eff-law", prior=-1).fit(X, y)
+
+
+def test_a_tolerance_outside_0_1_is_refused_with_the_field_named():
+    import pytest
+
+    from regmix_plugin.fit.base import FitError
+    from regmix_plugin.fit.efflaw import EffectiveDataLawPredictor
+
+    X = np.random.default_rng(0).dirichlet(np.ones(3), 12)
+    with pytest.raises(FitError, match="eff-law.ftol"):
+        EffectiveDataLawPredictor(ftol=0).fit(X, 2.0 + X[:, 0])

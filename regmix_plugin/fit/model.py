@@ -338,7 +338,9 @@ def _learning_curve(model: Predictor, data: FitData, cfg: FitConfig, params: dic
     if by_auto and isinstance(model, AutoPredictor):
         # Two random subsets per point (as many as auto's partitions when there are more): one is too noisy to
         # project from; each costs a CV of the chosen candidate on that many runs (DECISIONS 79).
-        subsets = max(2, model.n_repeats(n))
+        # A large swarm (auto.LARGE_SWARM runs or more) scores one subset per point: its CV is not that noisy,
+        # and each subset is a CV of the chosen candidate on 1,000+ runs (DECISIONS 80).
+        subsets = max(1 if model.is_large(n) else 2, model.n_repeats(n))
 
         def score(rows: np.ndarray, seed: int) -> float | None:
             return model.subset_score(data, rows, seed)
