@@ -271,24 +271,25 @@ def write_synthesis(cfg: SynthConfig, base: Mixture, out_dir: str | os.PathLike,
             "config_digest": cfg.digest()}
     entries = write_mixture_files(out, base, res.names, [("train", "n", out, res.weights),
                                                          ("heldout", "h", out / "heldout", res.heldout)], prov)
-    manifest = {
-        "version": 1,
-        "tool": "regmix synthesize",
-        "regmix_version": __version__,
-        "config": asdict(cfg),
-        "config_digest": cfg.digest(),
-        "domains": res.names,
-        "prior": dict(zip(res.names, map(float, res.plan.prior))),
-        "token_share": dict(zip(res.names, map(float, res.plan.share))),
-        "tokens": res.plan.tokens,
-        "upper_bound": dict(zip(res.names, map(float, res.plan.upper))),
-        "floor": dict(zip(res.names, map(float, res.plan.floor))),
-        "strengths": [float(s) for s in res.plan.strengths],
-        "stats": res.stats,
-        "mixtures": entries,
-    }
+    manifest = _manifest(cfg, res.plan, res.stats, entries)
     atomic_write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def _manifest(cfg: SynthConfig, p: Plan, stats: dict, entries: list[dict], phases: dict | None = None) -> dict:
+    """``manifest.json`` of a synthesis, mixtures or schedules (``phases``: their starts, lengths and mode;
+    there the caps bound each domain's exposure over the whole schedule, sum_k length_k * w_kd)."""
+    head = {"version": 1, "tool": "regmix synthesize", "regmix_version": __version__, "config": asdict(cfg),
+            "config_digest": cfg.digest(), "domains": p.names}
+    return {**head, **({"phases": phases} if phases is not None else {}),
+            "prior": dict(zip(p.names, map(float, p.prior))),
+            "token_share": dict(zip(p.names, map(float, p.share))),
+            "tokens": p.tokens,
+            "upper_bound": dict(zip(p.names, map(float, p.upper))),
+            "floor": dict(zip(p.names, map(float, p.floor))),
+            "strengths": [float(s) for s in p.strengths],
+            "stats": stats,
+            "mixtures": entries}
 
 
 SCHEDULE_FILE = "schedule.yaml"
@@ -342,24 +343,8 @@ def _write_schedules(cfg: SynthConfig, base: Mixture, out: Path, old: list[Path]
             row.update({phase_start_column(k): starts[k] for k in range(1, len(starts))})
             rows.append(row)
     write_runs(pd.DataFrame(rows), out / "weights.csv")
-    manifest = {
-        "version": 1,
-        "tool": "regmix synthesize",
-        "regmix_version": __version__,
-        "config": asdict(cfg),
-        "config_digest": cfg.digest(),
-        "domains": p.names,
-        "phases": {"starts": starts, "lengths": phase_lengths(cfg.phases).tolist(), "mode": cfg.phase_mode},
-        "prior": dict(zip(p.names, map(float, p.prior))),
-        "token_share": dict(zip(p.names, map(float, p.share))),
-        "tokens": p.tokens,
-        # the caps bound each domain's exposure over the whole schedule, sum_k length_k * w_kd
-        "upper_bound": dict(zip(p.names, map(float, p.upper))),
-        "floor": dict(zip(p.names, map(float, p.floor))),
-        "strengths": [float(s) for s in p.strengths],
-        "stats": res.stats,
-        "mixtures": entries,
-    }
+    manifest = _manifest(cfg, p, res.stats, entries,
+                         {"starts": starts, "lengths": phase_lengths(cfg.phases).tolist(), "mode": cfg.phase_mode})
     atomic_write_json(out / MANIFEST, manifest)
     return manifest
 
