@@ -56,6 +56,21 @@ def _law(p: np.ndarray, X: np.ndarray) -> np.ndarray:
     return c + k * S ** (-a)
 
 
+def best_of_starts(resid, jac, starts, lo: np.ndarray, hi: np.ndarray, f_scale: float, max_nfev: int,
+                   ftol: float):
+    """The lowest-cost finite Huber least-squares fit over the start points (None when every start diverged):
+    the multi-start solve of eff-law and of the law built on it (phase-law)."""
+    best = None
+    for p0 in starts:
+        with warnings.catch_warnings(), one_blas_thread():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            r = least_squares(resid, np.clip(p0, lo, hi), jac=jac, loss="huber", f_scale=f_scale, bounds=(lo, hi),
+                              max_nfev=max_nfev, method="trf", ftol=ftol)
+        if np.all(np.isfinite(r.x)) and (best is None or r.cost < best.cost):
+            best = r
+    return best
+
+
 @register
 class EffectiveDataLawPredictor(Predictor):
     name = "eff-law"
@@ -124,18 +139,12 @@ class EffectiveDataLawPredictor(Predictor):
 
         lo = np.r_[-np.inf, -np.inf, LOG_ALPHA[0], np.full(D, LOG_S[0]), LOG_G[0]]
         hi = np.r_[np.inf, np.inf, LOG_ALPHA[1], np.full(D, LOG_S[1]), LOG_G[1]]
-        best = None
+        starts = []
         for start in range(int(self.n_starts)):
             c0 = float(np.min(y)) * (0.9 if start == 0 else rng.uniform(0.5, 0.97))
             log_s0 = np.full(D, np.log(10.0)) + (0.0 if start == 0 else rng.normal(0.0, 1.5, D))
-            p0 = np.clip(np.r_[np.log(c0), np.log(max(float(np.max(y)) - c0, 1e-3)), np.log(0.5), log_s0, np.log(0.5)],
-                         lo, hi)
-            with warnings.catch_warnings(), one_blas_thread():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                r = least_squares(resid, p0, jac=jac, loss="huber", f_scale=scale, bounds=(lo, hi),
-                                  max_nfev=int(self.max_nfev), method="trf", ftol=float(self.ftol))
-            if np.all(np.isfinite(r.x)) and (best is None or r.cost < best.cost):
-                best = r
+            starts.append(np.r_[np.log(c0), np.log(max(float(np.max(y)) - c0, 1e-3)), np.log(0.5), log_s0, np.log(0.5)])
+        best = best_of_starts(resid, jac, starts, lo, hi, scale, int(self.max_nfev), float(self.ftol))
         if best is None:
             raise FitError(f"{self.name}: every start diverged; check the target for outliers or use --predictor log-law")
         self.params_ = np.asarray(best.x, dtype=float)

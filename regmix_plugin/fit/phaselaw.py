@@ -20,13 +20,11 @@ well as the phase-aware predictors, the phase split carries no signal the runs s
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
-from scipy.optimize import least_squares
 
-from regmix_plugin.fit.base import FitError, Predictor, State, one_blas_thread
-from regmix_plugin.fit.efflaw import DELTA, LOG_ALPHA, LOG_G, LOG_S
+from regmix_plugin.fit.base import FitError, Predictor, State
+from regmix_plugin.fit.efflaw import DELTA, LOG_ALPHA, LOG_G, LOG_S, best_of_starts
 from regmix_plugin.fit.registry import get_predictor, register
 
 LOG_A = (np.log(1e-2), np.log(1e2))  # a phase counts between 1/100 and 100 times phase 0
@@ -125,19 +123,14 @@ class PhaseLawPredictor(Predictor):
         lo = np.r_[-np.inf, -np.inf, LOG_ALPHA[0], np.full(D, LOG_S[0]), LOG_G[0], np.full(K - 1, LOG_A[0])]
         hi = np.r_[np.inf, np.inf, LOG_ALPHA[1], np.full(D, LOG_S[1]), LOG_G[1], np.full(K - 1, LOG_A[1])]
         rng = np.random.default_rng(self.random_state)
-        best = None
+        starts = []
         for start in range(int(self.n_starts)):
             c0 = float(np.min(y)) * (0.9 if start == 0 else rng.uniform(0.5, 0.97))
             log_s0 = np.full(D, np.log(10.0)) + (0.0 if start == 0 else rng.normal(0.0, 1.5, D))
             log_a0 = np.zeros(K - 1) if start == 0 else rng.normal(0.0, 1.0, K - 1)
-            p0 = np.clip(np.r_[np.log(c0), np.log(max(float(np.max(y)) - c0, 1e-3)), np.log(0.5), log_s0, np.log(0.5),
-                               log_a0], lo, hi)
-            with warnings.catch_warnings(), one_blas_thread():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                r = least_squares(resid, p0, jac=jac, loss="huber", f_scale=float(self.huber_scale) * sd,
-                                  bounds=(lo, hi), max_nfev=int(self.max_nfev), method="trf", ftol=1e-6)
-            if np.all(np.isfinite(r.x)) and (best is None or r.cost < best.cost):
-                best = r
+            starts.append(np.r_[np.log(c0), np.log(max(float(np.max(y)) - c0, 1e-3)), np.log(0.5), log_s0, np.log(0.5),
+                                log_a0])
+        best = best_of_starts(resid, jac, starts, lo, hi, float(self.huber_scale) * sd, int(self.max_nfev), 1e-6)
         if best is None:
             raise FitError(f"{self.name}: every start diverged; check the target for outliers")
         self.params_ = np.asarray(best.x, dtype=float)
