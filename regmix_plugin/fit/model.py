@@ -329,7 +329,7 @@ def fit_model(df: pd.DataFrame, target_expr: str, cfg: FitConfig, prior: dict[st
 def _learning_curve(model: Predictor, data: FitData, cfg: FitConfig, params: dict, cv_rows: list[dict],
                     by_auto: bool) -> dict[str, Any]:
     """The chosen predictor's CV at 50/75/100 % of the training runs and its projection to twice the runs."""
-    from regmix_plugin.fit.auto import AutoPredictor
+    from regmix_plugin.fit.auto import FIT_FAILURES, AutoPredictor
     from regmix_plugin.fit.learning_curve import learning_curve
 
     chosen = getattr(model, "chosen_", cfg.predictor)
@@ -354,7 +354,7 @@ def _learning_curve(model: Predictor, data: FitData, cfg: FitConfig, params: dic
             cache = FoldCache(sub.X, kfold_indices(len(rows), min(cfg.folds, len(rows)), seed))
             try:
                 oof = cache.predictions(spec, sub if on_data else sub.y, "data" if on_data else "y")
-            except (FitError, ArithmeticError, ValueError, np.linalg.LinAlgError):
+            except FIT_FAILURES:  # the failures auto skips a candidate for
                 return None
             return scores(sub.y, oof)["spearman"] if np.all(np.isfinite(oof)) else None
     folds = min(cfg.folds, n)
